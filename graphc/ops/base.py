@@ -1,0 +1,281 @@
+"""The shape of an op record (``OpDef``) and the helpers every op module shares.
+
+An op is declared once: its inputs, attributes with defaults, a shape rule, a numpy reference,
+an ONNX lowering (default: one node of the same op_type), a gradient rule slot (``vjp``) and
+examples that the table-driven tests run against onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphc.errors import OpError, ShapeError, unknown
+
+DTYPE_SHORT = {
+    np.dtype(np.float32): "f32",
+    np.dtype(np.float64): "f64",
+    np.dtype(np.float16): "f16",
+    np.dtype(np.int64): "i64",
+    np.dtype(np.int32): "i32",
+    np.dtype(np.int8): "i8",
+    np.dtype(np.uint8): "u8",
+    np.dtype(np.bool_): "bool",
+}
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
+
+
+class TensorType(NamedTuple):
+    """The static type of a value: a concrete shape and a numpy dtype."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __str__(self) -> str:
+        dims = ",".join(str(d) for d in self.shape)
+        if len(self.shape) == 1:
+            dims += ","
+        return f"({dims}) {DTYPE_SHORT.get(np.dtype(self.dtype), str(self.dtype))}"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def type_of(array: np.ndarray) -> TensorType:
+    """Return the ``TensorType`` of a numpy array."""
+    return TensorType(tuple(int(d) for d in array.shape), np.dtype(array.dtype))
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+ATTR_KINDS = ("int", "float", "str", "ints", "floats")
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute: its kind (int, float, str, ints, floats) and default (or REQUIRED)."""
+
+    kind: str
+    default: Any = REQUIRED
+
+
+@dataclass(frozen=True)
+class Example:
+    """Inputs and attributes on which the op is tested; inputs at ``consts`` are initializers."""
+
+    inputs: tuple[np.ndarray | None, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    consts: tuple[int, ...] = ()
+    name: str = ""
+
+
+@dataclass
+class NodeView:
+    """What a lowering, shape rule or FLOP count sees of one node."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+    full_attrs: dict[str, Any]
+    in_types: list[TensorType | None]
+    out_types: list[TensorType]
+
+
+class LowerCtx:
+    """Collects the ONNX nodes and initializers that lowerings emit, at one opset."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._names: set[str] = set()
+
+    def reserve(self, names: Sequence[str]) -> None:
+        """Mark names as taken so that helper values never collide with them."""
+        self._names.update(names)
+
+    def fresh(self, base: str) -> str:
+        """Return a value name derived from ``base`` that is not used yet."""
+        name, k = base, 1
+        while name in self._names:
+            name = f"{base}_{k}"
+            k += 1
+        self._names.add(name)
+        return name
+
+    def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str,
+             **attrs: Any) -> None:
+        """Emit one ONNX node; attributes are written in name order."""
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), list(outputs), name=name,
+                             **dict(sorted(attrs.items())))
+        )
+
+    def const(self, base: str, array: np.ndarray) -> str:
+        """Emit an initializer holding ``array`` and return its (fresh) name."""
+        name = self.fresh(base)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+
+@dataclass(frozen=True)
+class Formula:
+    """An elementwise op as a sympy expression of its input and attribute symbols."""
+
+    args: tuple[Any, ...]
+    params: tuple[str, ...]
+    expr: Any
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One op: schema, shape rule, numpy reference, lowering, gradient rule and examples.
+
+    ``inputs`` names the input ports; a trailing ``?`` marks an optional input and a trailing
+    ``*`` a variadic one. ``infer(in_types, attrs, consts)`` returns the output types, where
+    ``consts`` holds the values of constant inputs (``None`` elsewhere). ``ref(inputs, attrs)``
+    returns the outputs as numpy arrays. ``lower(ctx, view)`` emits ONNX; ``None`` means one node
+    of the same op_type with the node's explicit attributes.
+    """
+
+    name: str
+    doc: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Attr]
+    infer: Callable[..., list[TensorType]]
+    ref: Callable[..., list[np.ndarray]]
+    examples: tuple[Example, ...]
+    lower: Callable[[LowerCtx, NodeView], None] | None = None
+    vjp: Callable[..., Any] | None = None
+    flops: Callable[[NodeView], int] | None = None
+    formula: Formula | None = None
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.inputs) and self.inputs[-1].endswith("*")
+
+    @property
+    def min_inputs(self) -> int:
+        return sum(1 for n in self.inputs if not n.endswith(("?", "*")))
+
+    @property
+    def max_inputs(self) -> int | None:
+        return None if self.variadic else len(self.inputs)
+
+    def input_name(self, port: int) -> str:
+        if self.variadic and port >= len(self.inputs) - 1:
+            return self.inputs[-1].rstrip("*")
+        return self.inputs[port].rstrip("?")
+
+    def check_attrs(self, attrs: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+        """Return ``attrs`` validated and coerced to each attribute's kind (name order)."""
+        out = {}
+        for key in sorted(attrs):
+            if key not in self.attrs:
+                raise unknown(f"attribute of {self.name}", key, self.attrs, where=where,
+                              cls=OpError)
+            out[key] = _coerce(self.attrs[key].kind, attrs[key], f"{self.name}.{key}", where)
+        return out
+
+    def full_attrs(self, attrs: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+        """Return ``attrs`` completed with defaults; a missing required attribute is an error."""
+        full = {}
+        for key, spec in self.attrs.items():
+            if key in attrs:
+                full[key] = attrs[key]
+            elif spec.default is REQUIRED:
+                raise OpError(f"{self.name} needs attribute {key!r}", where=where,
+                              hint=f"Give {key}=<{spec.kind}>.")
+            else:
+                full[key] = spec.default
+        return full
+
+
+def _coerce(kind: str, value: Any, what: str, where: str | None) -> Any:
+    try:
+        if kind == "int":
+            if isinstance(value, (bool, int, np.integer)):
+                return int(value)
+        elif kind == "float":
+            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, bool
+            ):
+                return float(value)
+        elif kind == "str":
+            if isinstance(value, (str, bytes)):
+                return value.decode() if isinstance(value, bytes) else value
+        elif kind == "ints":
+            if not isinstance(value, (str, bytes)):
+                items = list(value)
+                if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+                    return tuple(int(v) for v in items)
+        elif kind == "floats":
+            if not isinstance(value, (str, bytes)):
+                return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        pass
+    raise OpError(f"attribute {what} has the wrong kind", where=where, expected=kind,
+                  got=repr(value))
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """Return numpy's broadcast of ``shapes`` or raise ShapeError naming both shapes."""
+    try:
+        return tuple(int(d) for d in np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ShapeError(
+            "input shapes do not broadcast",
+            expected="shapes equal or 1 in each trailing dimension",
+            got=" and ".join(str(tuple(s)) for s in shapes),
+        ) from None
+
+
+def same_dtype(types: Sequence[TensorType | None], name: str) -> np.dtype:
+    """Return the common dtype of ``types`` (ignoring missing ones) or raise ShapeError."""
+    dtypes = [np.dtype(t.dtype) for t in types if t is not None]
+    for d in dtypes[1:]:
+        if d != dtypes[0]:
+            raise ShapeError(
+                f"{name} needs inputs of one dtype",
+                expected=DTYPE_SHORT.get(dtypes[0], str(dtypes[0])),
+                got=DTYPE_SHORT.get(d, str(d)),
+                hint="Cast one input, or build the constant with the other input's dtype.",
+            )
+    return dtypes[0]
+
+
+def need_rank(t: TensorType, rank: int | tuple[int, ...], what: str) -> None:
+    """Raise ShapeError unless ``t`` has the given rank (or one of several)."""
+    ranks = (rank,) if isinstance(rank, int) else rank
+    if len(t.shape) not in ranks:
+        raise ShapeError(
+            f"{what} has the wrong rank",
+            expected=" or ".join(f"rank {r}" for r in ranks),
+            got=f"shape {t.shape}",
+        )
+
+
+def need_float(t: TensorType, what: str) -> None:
+    """Raise ShapeError unless ``t`` is a floating-point tensor."""
+    if np.dtype(t.dtype) not in FLOAT_DTYPES:
+        raise ShapeError(f"{what} must be floating point", expected="f32, f64 or f16",
+                         got=DTYPE_SHORT.get(np.dtype(t.dtype), str(t.dtype)))
+
+
+def rng_array(shape: Sequence[int], seed: int = 0, dtype: Any = np.float32,
+              low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Return a deterministic random array for examples."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(low, high, size=tuple(shape)).astype(dtype)
