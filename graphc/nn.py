@@ -1,0 +1,394 @@
+"""Layer helpers on top of the DSL: linear, conv2d, pools, norms, dropout and activations.
+
+Each helper names its node after the layer (``block1.conv``) and its parameters after the layer
+(``block1.conv.weight``, ``block1.conv.bias``); parameter layouts follow PyTorch (linear weight
+``(out, in)``, conv weight ``(out, in / groups, kh, kw)``).
+
+>>> from graphc.dsl import GraphBuilder
+>>> b = GraphBuilder("tiny")
+>>> x = b.input("x", (1, 1, 8, 8))
+>>> h = relu(conv2d(x, 4, 3, padding="same", name="conv"))
+>>> h.shape
+(1, 4, 8, 8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from graphc.dsl import Tensor
+from graphc.errors import GraphcError, ShapeError, unknown
+
+PADDINGS = ("valid", "same")
+PADDING_MODES = ("zeros", "reflect", "edge")
+
+
+def _pair(v: int | Sequence[int], what: str) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    items = tuple(int(i) for i in v)
+    if len(items) != 2:
+        raise GraphcError(f"{what} needs one int or two", expected="int or (h, w)", got=v)
+    return items  # type: ignore[return-value]
+
+
+def _need_rank(x: Tensor, rank: int, layer: str) -> None:
+    if x.ndim != rank:
+        raise ShapeError(f"{layer} needs a rank-{rank} input", where=f"layer {layer!r}",
+                         expected=f"rank {rank}", got=f"%{x.name} of shape {x.shape}",
+                         hint="Flatten or reshape the input first." if rank == 2 else None)
+
+
+def _pads(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+          dilation: tuple[int, int], padding: Any, layer: str) -> tuple[int, int, int, int]:
+    """Return ONNX pads (top, left, bottom, right) for 'valid', 'same' or an int/pair."""
+    if isinstance(padding, str):
+        if padding not in PADDINGS:
+            raise unknown("padding", padding, PADDINGS, where=f"layer {layer!r}")
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        # SAME as in ONNX SAME_UPPER: output = ceil(input / stride), extra padding at the end.
+        begin, end = [], []
+        for size, k, s, d in zip(x.shape[2:], kernel, stride, dilation, strict=True):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            begin.append(total // 2)
+            end.append(total - total // 2)
+        return (begin[0], begin[1], end[0], end[1])
+    ph, pw = _pair(padding, "padding")
+    return (ph, pw, ph, pw)
+
+
+def _layer(x: Tensor, kind: str, name: str | None) -> tuple[str, str]:
+    """Return (local, full) names of a new layer of ``kind``."""
+    local = x.builder.layer_name(kind, name)
+    return local, x.builder.scoped(local)
+
+
+def _padded(x: Tensor, pads: tuple[int, int, int, int], mode: str, local: str) -> Tensor:
+    """Put a reflect or edge Pad node in front of a layer; zero padding stays inside the op."""
+    if mode not in PADDING_MODES:
+        raise unknown("padding_mode", mode, PADDING_MODES, where=f"layer {local!r}")
+    if mode == "zeros" or not any(pads):
+        return x
+    return pad(x, pads, mode="reflect" if mode == "reflect" else "edge", name=local + ".pad")
+
+
+# ----- layers with parameters ---------------------------------------------------------------
+
+
+def linear(x: Tensor, out_features: int, *, bias: bool = True, init: str = "he",
+           in_features: int | None = None, name: str | None = None) -> Tensor:
+    """Fully connected layer ``y = x W^T + b`` on a (batch, features) input (Gemm, transB=1).
+
+    ``in_features``, when given, is checked against the input.
+    """
+    b = x.builder
+    local, full = _layer(x, "linear", name)
+    _need_rank(x, 2, full)
+    w = b.param(local + ".weight", (out_features, in_features or x.shape[1]), init=init)
+    bias_t = b.param(local + ".bias", (out_features,), init="zeros") if bias else None
+    return b.op("Gemm", x, w, bias_t, name=full, transB=1)
+
+
+def conv2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
+           stride: int | Sequence[int] = 1, padding: Any = 0, padding_mode: str = "zeros",
+           dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+           init: str = "he", in_channels: int | None = None, name: str | None = None) -> Tensor:
+    """2-D convolution on an NCHW input.
+
+    ``padding`` is ``"valid"``, ``"same"`` (output = ceil(input / stride)) or an int or (h, w)
+    pair; ``padding_mode`` is ``"zeros"``, ``"reflect"`` (mirror) or ``"edge"``. Reflect and
+    edge padding become a Pad node in front of the Conv.
+    """
+    b = x.builder
+    local, full = _layer(x, "conv", name)
+    _need_rank(x, 4, full)
+    kernel = _pair(kernel_size, "kernel_size")
+    strides = _pair(stride, "stride")
+    dilations = _pair(dilation, "dilation")
+    pads = _pads(x, kernel, strides, dilations, padding, full)
+    x = _padded(x, pads, padding_mode, local)
+    if padding_mode != "zeros":
+        pads = (0, 0, 0, 0)
+    cin = in_channels or x.shape[1]
+    if cin % groups:
+        raise ShapeError("input channels are not divisible by groups", where=f"layer {full!r}",
+                         expected=f"a multiple of groups={groups}", got=cin)
+    w = b.param(local + ".weight", (out_channels, cin // groups, *kernel), init=init)
+    bias_t = b.param(local + ".bias", (out_channels,), init="zeros") if bias else None
+    attrs: dict[str, Any] = {"kernel_shape": kernel}
+    if strides != (1, 1):
+        attrs["strides"] = strides
+    if dilations != (1, 1):
+        attrs["dilations"] = dilations
+    if groups != 1:
+        attrs["group"] = groups
+    if any(pads):
+        attrs["pads"] = pads
+    return b.op("Conv", x, w, bias_t, name=full, **attrs)
+
+
+def conv_transpose2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
+                     stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                     output_padding: int | Sequence[int] = 0,
+                     dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+                     init: str = "he", name: str | None = None) -> Tensor:
+    """Transposed 2-D convolution (weight ``(in, out / groups, kh, kw)``, as in PyTorch)."""
+    b = x.builder
+    local, full = _layer(x, "deconv", name)
+    _need_rank(x, 4, full)
+    kernel = _pair(kernel_size, "kernel_size")
+    ph, pw = _pair(padding, "padding")
+    if x.shape[1] % groups or out_channels % groups:
+        raise ShapeError("channels are not divisible by groups", where=f"layer {full!r}",
+                         expected=f"multiples of groups={groups}",
+                         got=f"in {x.shape[1]}, out {out_channels}")
+    w = b.param(local + ".weight", (x.shape[1], out_channels // groups, *kernel), init=init,
+                fan_in=x.shape[1] * kernel[0] * kernel[1] // groups)
+    bias_t = b.param(local + ".bias", (out_channels,), init="zeros") if bias else None
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": _pair(stride, "stride"),
+                             "pads": (ph, pw, ph, pw)}
+    if _pair(output_padding, "output_padding") != (0, 0):
+        attrs["output_padding"] = _pair(output_padding, "output_padding")
+    if _pair(dilation, "dilation") != (1, 1):
+        attrs["dilations"] = _pair(dilation, "dilation")
+    if groups != 1:
+        attrs["group"] = groups
+    return b.op("ConvTranspose", x, w, bias_t, name=full, **attrs)
+
+
+def _channel_params(x: Tensor, local: str, channels: int) -> tuple[Tensor, Tensor]:
+    b = x.builder
+    return (b.param(local + ".weight", (channels,), init="ones"),
+            b.param(local + ".bias", (channels,), init="zeros"))
+
+
+def batch_norm(x: Tensor, *, eps: float = 1e-5, momentum: float = 0.9,
+               name: str | None = None) -> Tensor:
+    """Batch normalization over the channel axis 1 (inference form: running statistics).
+
+    ``momentum`` is the course's ``a`` in ``mu_avg = a * mu_avg + (1 - a) * mu_B``. The
+    running mean starts at 0 and the running variance at 1.
+    """
+    b = x.builder
+    local, full = _layer(x, "bn", name)
+    if x.ndim < 2:
+        raise ShapeError("batch_norm needs a (N, C, ...) input", where=f"layer {full!r}",
+                         expected="rank >= 2", got=f"shape {x.shape}")
+    c = x.shape[1]
+    scale, shift = _channel_params(x, local, c)
+    mean = b.param(local + ".running_mean", (c,), init="zeros", trainable=False)
+    var = b.param(local + ".running_var", (c,), init="ones", trainable=False)
+    return b.op("BatchNormalization", x, scale, shift, mean, var, name=full, epsilon=eps,
+                momentum=momentum)
+
+
+def layer_norm(x: Tensor, *, axis: int = -1, eps: float = 1e-5,
+               name: str | None = None) -> Tensor:
+    """Layer normalization over the axes from ``axis`` to the last (scale and bias there)."""
+    b = x.builder
+    local, full = _layer(x, "ln", name)
+    shape = x.shape[axis:] if axis != 0 else x.shape
+    w = b.param(local + ".weight", shape, init="ones")
+    bias = b.param(local + ".bias", shape, init="zeros")
+    return b.op("LayerNormalization", x, w, bias, name=full, axis=axis, epsilon=eps)
+
+
+def instance_norm(x: Tensor, *, eps: float = 1e-5, name: str | None = None) -> Tensor:
+    """Instance normalization: each sample's channel normalized over its spatial axes."""
+    local, full = _layer(x, "in", name)
+    scale, shift = _channel_params(x, local, x.shape[1])
+    return x.builder.op("InstanceNormalization", x, scale, shift, name=full, epsilon=eps)
+
+
+def group_norm(x: Tensor, num_groups: int, *, eps: float = 1e-5,
+               name: str | None = None) -> Tensor:
+    """Group normalization: channels split into ``num_groups`` groups, per-channel affine."""
+    local, full = _layer(x, "gn", name)
+    scale, shift = _channel_params(x, local, x.shape[1])
+    return x.builder.op("GroupNormalization", x, scale, shift, name=full,
+                        num_groups=num_groups, epsilon=eps)
+
+
+# ----- layers without parameters ------------------------------------------------------------
+
+
+def _pool_attrs(x: Tensor, kernel_size: Any, stride: Any, padding: Any, full: str
+                ) -> dict[str, Any]:
+    kernel = _pair(kernel_size, "kernel_size")
+    strides = _pair(kernel if stride is None else stride, "stride")
+    pads = _pads(x, kernel, strides, (1, 1), padding, full)
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": strides}
+    if any(pads):
+        attrs["pads"] = pads
+    return attrs
+
+
+def max_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, ceil_mode: bool = False, name: str | None = None) -> Tensor:
+    """Max pooling; ``stride`` defaults to the kernel size; padding as in ``conv2d``."""
+    _, full = _layer(x, "maxpool", name)
+    _need_rank(x, 4, full)
+    attrs = _pool_attrs(x, kernel_size, stride, padding, full)
+    if ceil_mode:
+        attrs["ceil_mode"] = 1
+    return x.builder.op("MaxPool", x, name=full, **attrs)
+
+
+def avg_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, count_include_pad: bool = False, ceil_mode: bool = False,
+               name: str | None = None) -> Tensor:
+    """Average pooling; padded cells count in the mean only with ``count_include_pad``."""
+    _, full = _layer(x, "avgpool", name)
+    _need_rank(x, 4, full)
+    attrs = _pool_attrs(x, kernel_size, stride, padding, full)
+    if count_include_pad:
+        attrs["count_include_pad"] = 1
+    if ceil_mode:
+        attrs["ceil_mode"] = 1
+    return x.builder.op("AveragePool", x, name=full, **attrs)
+
+
+def global_avg_pool(x: Tensor, *, name: str | None = None) -> Tensor:
+    """Mean over the spatial axes: (N, C, H, W) -> (N, C, 1, 1)."""
+    return x.builder.op("GlobalAveragePool", x, name=_layer(x, "gap", name)[1])
+
+
+def global_max_pool(x: Tensor, *, name: str | None = None) -> Tensor:
+    """Max over the spatial axes: (N, C, H, W) -> (N, C, 1, 1)."""
+    return x.builder.op("GlobalMaxPool", x, name=_layer(x, "gmp", name)[1])
+
+
+def dropout(x: Tensor, p: float = 0.5, *, name: str | None = None) -> Tensor:
+    """Dropout with drop probability ``p`` (identity at inference)."""
+    if not 0.0 <= p < 1.0:
+        raise GraphcError("dropout probability out of range", where=f"layer {name or 'dropout'}",
+                          expected="0 <= p < 1", got=p)
+    b = x.builder
+    local, full = _layer(x, "dropout", name)
+    ratio = b.const(np.float32(p), name=local + ".ratio", dtype=np.float32)
+    return b.op("Dropout", x, ratio, name=full)
+
+
+def pad(x: Tensor, pads: Sequence[int], *, mode: str = "constant", value: float = 0.0,
+        name: str | None = None) -> Tensor:
+    """Pad the spatial axes of an NCHW input by (top, left, bottom, right).
+
+    ``mode`` is ``"constant"`` (with ``value``), ``"reflect"`` (mirror) or ``"edge"``.
+    """
+    modes = ("constant", "reflect", "edge")
+    if mode not in modes:
+        raise unknown("pad mode", mode, modes, where=f"layer {name or 'pad'!r}")
+    b = x.builder
+    local, full = _layer(x, "pad", name)
+    top, left, bottom, right = (int(p) for p in pads)
+    lead = x.ndim - 2
+    onnx_pads = [0] * lead + [top, left] + [0] * lead + [bottom, right]
+    pads_t = b.const(np.array(onnx_pads, np.int64), name=local + ".pads", dtype=np.int64)
+    value_t = b.const(value, name=local + ".value", dtype=x.dtype) if value else None
+    return b.op("Pad", x, pads_t, value_t, name=full, mode=mode)
+
+
+def flatten(x: Tensor, axis: int = 1, *, name: str | None = None) -> Tensor:
+    """Flatten to 2-D: the axes before ``axis`` and the axes from ``axis`` on."""
+    return x.builder.op("Flatten", x, name=_layer(x, "flatten", name)[1], axis=axis)
+
+
+def reshape(x: Tensor, shape: Sequence[int], *, name: str | None = None) -> Tensor:
+    """Reshape (ONNX rules: 0 copies the input's dimension, -1 is inferred)."""
+    b = x.builder
+    local, full = _layer(x, "reshape", name)
+    shape_t = b.const(np.array(shape, np.int64), name=local + ".shape", dtype=np.int64)
+    return b.op("Reshape", x, shape_t, name=full)
+
+
+def transpose(x: Tensor, perm: Sequence[int], *, name: str | None = None) -> Tensor:
+    """Permute the axes."""
+    return x.builder.op("Transpose", x, name=_layer(x, "transpose", name)[1], perm=tuple(perm))
+
+
+def concat(xs: Sequence[Tensor], axis: int = 1, *, name: str | None = None) -> Tensor:
+    """Concatenate tensors along ``axis``."""
+    return xs[0].builder.op("Concat", *xs, name=_layer(xs[0], "concat", name)[1], axis=axis)
+
+
+def clip(x: Tensor, min: float | None = None, max: float | None = None, *,
+         name: str | None = None) -> Tensor:
+    """Clamp to [min, max] (either bound may be absent)."""
+    b = x.builder
+    local, full = _layer(x, "clip", name)
+    lo = None if min is None else b.const(min, name=local + ".min", dtype=x.dtype)
+    hi = None if max is None else b.const(max, name=local + ".max", dtype=x.dtype)
+    return b.op("Clip", x, lo, hi, name=full)
+
+
+def _activation(op: str, kind: str, x: Tensor, name: str | None, **attrs: Any) -> Tensor:
+    return x.builder.op(op, x, name=_layer(x, kind, name)[1], **attrs)
+
+
+def heaviside(x: Tensor, threshold: float = 0.0, *, name: str | None = None) -> Tensor:
+    """Step function: 1 where x >= threshold, else 0 (McCulloch-Pitts)."""
+    attrs = {"threshold": threshold} if threshold else {}
+    return _activation("Heaviside", "step", x, name, **attrs)
+
+
+def sigmoid(x: Tensor, *, name: str | None = None) -> Tensor:
+    """Logistic sigmoid 1 / (1 + e^-x)."""
+    return _activation("Sigmoid", "sigmoid", x, name)
+
+
+def tanh(x: Tensor, *, name: str | None = None) -> Tensor:
+    """Hyperbolic tangent."""
+    return _activation("Tanh", "tanh", x, name)
+
+
+def relu(x: Tensor, *, name: str | None = None) -> Tensor:
+    """max(x, 0), with derivative 0 at 0."""
+    return _activation("Relu", "relu", x, name)
+
+
+def leaky_relu(x: Tensor, alpha: float = 0.01, *, name: str | None = None) -> Tensor:
+    """x for x > 0, alpha * x otherwise."""
+    return _activation("LeakyRelu", "lrelu", x, name, alpha=alpha)
+
+
+def exp(x: Tensor, *, name: str | None = None) -> Tensor:
+    """e^x."""
+    return _activation("Exp", "exp", x, name)
+
+
+def log(x: Tensor, *, name: str | None = None) -> Tensor:
+    """Natural logarithm."""
+    return _activation("Log", "log", x, name)
+
+
+def sqrt(x: Tensor, *, name: str | None = None) -> Tensor:
+    """Square root."""
+    return _activation("Sqrt", "sqrt", x, name)
+
+
+def _tempered(op: str, kind: str, x: Tensor, axis: int, temperature: float,
+              name: str | None) -> Tensor:
+    if temperature <= 0:
+        raise GraphcError(f"{kind} temperature must be positive", where=f"layer {name or kind!r}",
+                          expected="T > 0", got=temperature)
+    local, full = _layer(x, kind, name)
+    if temperature != 1.0:
+        x = x.builder.op("Div", x, x.builder.const(temperature, name=local + ".temperature",
+                                                   dtype=x.dtype), name=full + ".scaled")
+    return x.builder.op(op, x, name=full, axis=axis)
+
+
+def softmax(x: Tensor, axis: int = -1, *, temperature: float = 1.0,
+            name: str | None = None) -> Tensor:
+    """softmax(x / T) along ``axis``; a temperature T > 1 softens the distribution."""
+    return _tempered("Softmax", "softmax", x, axis, temperature, name)
+
+
+def log_softmax(x: Tensor, axis: int = -1, *, temperature: float = 1.0,
+                name: str | None = None) -> Tensor:
+    """log(softmax(x / T)) along ``axis``, computed stably."""
+    return _tempered("LogSoftmax", "log_softmax", x, axis, temperature, name)

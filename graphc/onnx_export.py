@@ -1,0 +1,250 @@
+"""Lower a graph to ONNX, run ONNX files on onnxruntime, and compare with the interpreter.
+
+The export is checker-clean, deterministic (same graph -> byte-identical file) and keeps graphc's
+names: node ids become ONNX node and value names, constants become initializers named after
+their parameters (``block1.conv.weight``).
+
+>>> from graphc.models import backprop_example
+>>> model = to_onnx(backprop_example.build())
+>>> [n.op_type for n in model.graph.node], model.opset_import[0].version
+(['Add', 'Mul'], 17)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphc import ops
+from graphc.errors import ExportError, GraphcError
+from graphc.interpret import check_feeds, run
+from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.ops.base import LowerCtx, NodeView
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 17
+_ATTR_TYPES = {
+    "int": onnx.AttributeProto.INT,
+    "float": onnx.AttributeProto.FLOAT,
+    "str": onnx.AttributeProto.STRING,
+    "ints": onnx.AttributeProto.INTS,
+    "floats": onnx.AttributeProto.FLOATS,
+}
+
+
+def _ir_version(opset: int) -> int:
+    return helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
+
+
+@functools.cache
+def max_opset() -> int:
+    """Return the newest default-domain opset that both onnx and onnxruntime support."""
+    import onnxruntime as ort
+
+    for opset in range(onnx.defs.onnx_opset_version(), MIN_OPSET - 1, -1):
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])], "probe",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                                  ir_version=_ir_version(opset))
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - any refusal means this opset is too new
+            continue
+        return opset
+    return MIN_OPSET
+
+
+def check_opset(opset: int) -> int:
+    """Return ``opset`` if graphc can export it and onnxruntime can run it, else raise."""
+    if opset == DEFAULT_OPSET:
+        return opset
+    top = max_opset()
+    if not MIN_OPSET <= opset <= top:
+        import onnxruntime as ort
+
+        raise ExportError(f"opset {opset} cannot be exported for onnxruntime {ort.__version__}",
+                          expected=f"an opset from {MIN_OPSET} to {top}", got=opset,
+                          hint=f"Use --opset {DEFAULT_OPSET} (the default) or up to {top}.")
+    return opset
+
+
+def _value_info(name: str, ttype: Any, batch: bool) -> onnx.ValueInfoProto:
+    shape: list[Any] = list(ttype.shape)
+    if batch and shape:
+        shape[0] = "N"
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(ttype.dtype),
+                                         shape)
+
+
+def _lower_default(ctx: LowerCtx, view: NodeView, opdef: ops.OpDef) -> None:
+    attrs = [helper.make_attribute(k, list(v) if isinstance(v, tuple) else v,
+                                   attr_type=_ATTR_TYPES[opdef.attrs[k].kind])
+             for k, v in view.attrs.items() if v != ()]
+    node = helper.make_node(opdef.name, view.inputs, view.outputs, name=view.name)
+    node.attribute.extend(attrs)
+    ctx.nodes.append(node)
+
+
+def _trim(names: list[str]) -> list[str]:
+    while names and names[-1] == "":
+        names.pop()
+    return names
+
+
+def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool = False) -> onnx.ModelProto:
+    """Lower ``g`` to an ONNX model at ``opset`` (default 17).
+
+    With ``dynamic_batch`` the first dimension of every input and output is named ``N``.
+    """
+    from graphc import __version__
+
+    opset = check_opset(DEFAULT_OPSET if opset is None else opset)
+    ctx = LowerCtx(opset)
+    order = g.topo()
+    ctx.reserve(order)
+    outputs = set(g.outputs)
+    inputs, initializers = [], []
+    for node in order:
+        data = g.nx.nodes[node]
+        if data["op"] == INPUT:
+            inputs.append(_value_info(node, data["types"][0], dynamic_batch))
+            continue
+        if data["op"] == CONST:
+            if g.nx.out_degree(node) or Value(node) in outputs:
+                initializers.append((node, data["value"]))
+            continue
+        opdef = ops.get(data["op"])
+        view = g.view(node)
+        # Optional outputs nobody uses are left unnamed, so onnxruntime need not compute them.
+        view.outputs = _trim([name if k == 0 or Value(node, k) in outputs
+                              or g.users(Value(node, k)) else ""
+                              for k, name in enumerate(view.outputs)])
+        view.inputs = _trim(view.inputs)
+        ctx.reserve(view.outputs)
+        try:
+            if opdef.lower is None:
+                _lower_default(ctx, view, opdef)
+            else:
+                opdef.lower(ctx, view)
+        except GraphcError as err:
+            raise err.located(g.format_node(node)) from None
+    graph_outputs, seen = [], set()
+    for v in g.outputs:
+        name = g.value_name(v)
+        if g.op(v.node) in (INPUT, CONST) or name in seen:
+            # An ONNX graph output must be produced by a node and named once.
+            out = ctx.fresh(name + "_out")
+            ctx.node("Identity", [name], [out], out)
+            name = out
+        seen.add(name)
+        graph_outputs.append(_value_info(name, g.type_of(v), dynamic_batch))
+    # Filled in place: make_graph/make_model would copy every initializer twice.
+    model = onnx.ModelProto(ir_version=_ir_version(opset), producer_name="graphc",
+                            producer_version=__version__)
+    model.opset_import.append(helper.make_opsetid("", opset))
+    graph = model.graph
+    graph.name = g.name
+    graph.node.extend(ctx.nodes)
+    graph.input.extend(inputs)
+    graph.output.extend(graph_outputs)
+    for name, array in initializers:
+        _add_initializer(graph, name, array)
+    graph.initializer.extend(ctx.initializers)
+    return model
+
+
+def _add_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> None:
+    tensor = graph.initializer.add()
+    tensor.name = name
+    tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.dims.extend(array.shape)
+    if array.dtype == np.bool_ or array.dtype.byteorder == ">":
+        tensor.CopyFrom(numpy_helper.from_array(array, name))
+    else:
+        tensor.raw_data = np.ascontiguousarray(array).tobytes()
+
+
+def to_bytes(g: Graph, opset: int | None = None, dynamic_batch: bool = False) -> bytes:
+    """Return the serialized ONNX model; the same graph always gives the same bytes."""
+    return to_onnx(g, opset, dynamic_batch).SerializeToString(deterministic=True)
+
+
+def check(model: onnx.ModelProto) -> None:
+    """Run ``onnx.checker.check_model(full_check=True)``; raise ExportError if it complains."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"the ONNX checker rejects the model: {err}".splitlines()[0],
+                          where=f"graph {model.graph.name}") from err
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so no half-written file remains."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(g: Graph, path: str | os.PathLike[str], opset: int | None = None,
+         dynamic_batch: bool = False) -> onnx.ModelProto:
+    """Export ``g``, check it with the ONNX checker, and write it atomically to ``path``."""
+    model = to_onnx(g, opset, dynamic_batch)
+    check(model)
+    write_atomic(path, model.SerializeToString(deterministic=True))
+    return model
+
+
+def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None) -> Any:
+    """Return an onnxruntime CPU ``InferenceSession`` for a model, its bytes or a graph."""
+    import onnxruntime as ort
+
+    if isinstance(model, Graph):
+        model = to_bytes(model)
+    elif isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(model: onnx.ModelProto | bytes | Graph, feeds: Mapping[str, Any],
+                    threads: int | None = None) -> dict[str, np.ndarray]:
+    """Run a model (or a graph, exported first) on onnxruntime; return output name -> array."""
+    if isinstance(model, Graph):
+        feeds = check_feeds(model, feeds)
+    sess = session(model, threads)
+    names = [o.name for o in sess.get_outputs()]
+    results = sess.run(names, {k: np.asarray(v) for k, v in feeds.items()})
+    return dict(zip(names, results, strict=True))
+
+
+def max_abs_diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    """Return the largest absolute difference between matching outputs (paired in order)."""
+    diffs = [float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             if np.size(x) else 0.0
+             for x, y in zip(a.values(), b.values(), strict=True)]
+    return max(diffs, default=0.0)
+
+
+def compare(g: Graph, feeds: Mapping[str, Any], opset: int | None = None) -> float:
+    """Return the max abs difference between the interpreter and onnxruntime on ``feeds``."""
+    return max_abs_diff(run(g, feeds), run_onnxruntime(to_onnx(g, opset), check_feeds(g, feeds)))

@@ -1,0 +1,162 @@
+"""Elementwise ops, each declared as a sympy formula.
+
+The numpy reference is the formula lambdified once; the derivative (for gradients and for the
+symbolic backprop) is taken from the same formula. Kinks are declared with ``Piecewise`` so the
+derivative at the kink follows the course's convention (ReLU'(0) = 0, LeakyReLU'(0) = alpha);
+``Max(x, 0)`` would give 0.5 there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from onnx import helper
+
+from graphc.ops.base import (
+    Attr,
+    Example,
+    Formula,
+    LowerCtx,
+    NodeView,
+    OpDef,
+    TensorType,
+    broadcast_shapes,
+    need_float,
+    rng_array,
+    same_dtype,
+)
+
+_ARGS = sp.symbols("x y", real=True)
+
+
+def _infer(in_types: list[TensorType], attrs: dict[str, Any], consts: list) -> list[TensorType]:
+    dtype = same_dtype(in_types, "an elementwise op")
+    return [TensorType(broadcast_shapes(*(t.shape for t in in_types)), dtype)]
+
+
+def _infer_float(in_types: list[TensorType], attrs: dict[str, Any], consts: list
+                 ) -> list[TensorType]:
+    need_float(in_types[0], "the input")
+    return _infer(in_types, attrs, consts)
+
+
+def _elements(view: NodeView) -> int:
+    return view.out_types[0].size
+
+
+def elementwise(
+    name: str,
+    doc: str,
+    formula: Callable[..., Any],
+    nin: int = 1,
+    attrs: dict[str, Attr] | None = None,
+    examples: tuple[Example, ...] = (),
+    lower: Callable[[LowerCtx, NodeView], None] | None = None,
+    floats_only: bool = False,
+) -> OpDef:
+    """Return the OpDef of an elementwise op given as ``formula(*args, **attr_symbols)``."""
+    attrs = attrs or {}
+    args = _ARGS[:nin]
+    params = tuple(sorted(attrs))
+    param_syms = {p: sp.Symbol(p, real=True) for p in params}
+    expr = formula(*args, **param_syms)
+    fn = sp.lambdify([*args, *param_syms.values()], expr, modules="numpy")
+
+    def ref(inputs: list[np.ndarray], full: dict[str, Any]) -> list[np.ndarray]:
+        shape = np.broadcast_shapes(*(x.shape for x in inputs))
+        out = fn(*inputs, *(full[p] for p in params))
+        return [np.broadcast_to(np.asarray(out, dtype=inputs[0].dtype), shape).copy()]
+
+    return OpDef(
+        name=name,
+        doc=doc,
+        inputs=("A", "B") if nin == 2 else ("X",),
+        outputs=("Y",),
+        attrs=attrs,
+        infer=_infer_float if floats_only else _infer,
+        ref=ref,
+        examples=examples,
+        lower=lower,
+        flops=_elements,
+        formula=Formula(args, params, expr),
+    )
+
+
+def _unary_examples(low: float = -3.0, high: float = 3.0, **attrs: Any) -> tuple[Example, ...]:
+    kinks = np.array([-1.0, -1e-3, 0.0, 1e-3, 1.0], dtype=np.float32)
+    return (
+        Example((rng_array((2, 3, 4), seed=1, low=low, high=high),), attrs, name="3d"),
+        Example((kinks if low < 0 else np.abs(kinks) + 0.5,), attrs, name="kinks"),
+    )
+
+
+def _binary_examples(positive_b: bool = False) -> tuple[Example, ...]:
+    low = 0.5 if positive_b else -2.0
+    return (
+        Example((rng_array((2, 3), seed=1), rng_array((2, 3), seed=2, low=low, high=2.0)),
+                name="same-shape"),
+        Example((rng_array((2, 3, 4), seed=3), rng_array((3, 1), seed=4, low=low, high=2.0)),
+                name="broadcast"),
+        Example((rng_array((4, 3), seed=5), rng_array((3,), seed=6, low=low, high=2.0)),
+                consts=(1,), name="const-rhs"),
+        Example((np.float32(-2.0).reshape(()), np.float32(5.0).reshape(())), name="scalars"),
+    )
+
+
+def _lower_heaviside(ctx: LowerCtx, view: NodeView) -> None:
+    # The step function is not an ONNX op: Y = Cast(X >= threshold) to X's float type.
+    dtype = view.in_types[0].dtype
+    threshold = ctx.const(view.name + ".threshold",
+                          np.array(view.full_attrs["threshold"], dtype=dtype))
+    mask = ctx.fresh(view.name + "_ge")
+    ctx.node("GreaterOrEqual", [view.inputs[0], threshold], [mask], view.name + "/ge")
+    ctx.node("Cast", [mask], view.outputs, view.name,
+             to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+
+
+def _sigmoid(x: Any) -> Any:
+    return 1 / (1 + sp.exp(-x))
+
+
+OPS: list[OpDef] = [
+    elementwise("Add", "Add two tensors with numpy broadcasting.", lambda a, b: a + b, 2,
+                examples=_binary_examples()),
+    elementwise("Sub", "Subtract B from A with numpy broadcasting.", lambda a, b: a - b, 2,
+                examples=_binary_examples()),
+    elementwise("Mul", "Multiply two tensors with numpy broadcasting.", lambda a, b: a * b, 2,
+                examples=_binary_examples()),
+    elementwise("Div", "Divide A by B with numpy broadcasting.", lambda a, b: a / b, 2,
+                examples=_binary_examples(positive_b=True)),
+    elementwise("Pow", "Raise A to the power B (A > 0 in the examples).", lambda a, b: a**b, 2,
+                examples=tuple(
+                    Example((np.abs(e.inputs[0]) + np.float32(0.5), e.inputs[1]), e.attrs,
+                            e.consts, e.name)
+                    for e in _binary_examples())),
+    elementwise("Neg", "Negate: -x.", lambda x: -x, examples=_unary_examples()),
+    elementwise("Exp", "Exponential: e^x.", sp.exp, examples=_unary_examples(),
+                floats_only=True),
+    elementwise("Log", "Natural logarithm (x > 0).", sp.log,
+                examples=_unary_examples(0.1, 4.0), floats_only=True),
+    elementwise("Sqrt", "Square root (x >= 0).", sp.sqrt,
+                examples=_unary_examples(0.0, 4.0), floats_only=True),
+    elementwise("Sigmoid", "Logistic sigmoid: 1 / (1 + e^-x).", _sigmoid,
+                examples=_unary_examples(-8.0, 8.0), floats_only=True),
+    elementwise("Tanh", "Hyperbolic tangent.", sp.tanh, examples=_unary_examples(),
+                floats_only=True),
+    elementwise("Relu", "Rectified linear unit: x if x > 0 else 0 (derivative 0 at 0).",
+                lambda x: sp.Piecewise((x, x > 0), (0, True)), examples=_unary_examples(),
+                floats_only=True),
+    elementwise("LeakyRelu", "Leaky ReLU: x if x > 0 else alpha * x (derivative alpha at 0).",
+                lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * x, True)),
+                attrs={"alpha": Attr("float", 0.01)},
+                examples=(*_unary_examples(), *_unary_examples(alpha=0.2)), floats_only=True),
+    elementwise("Heaviside",
+                "Step function: 1 if x >= threshold else 0 (the McCulloch-Pitts neuron).",
+                lambda x, threshold: sp.Piecewise((1, x >= threshold), (0, True)),
+                attrs={"threshold": Attr("float", 0.0)},
+                examples=(*_unary_examples(), *_unary_examples(threshold=0.5)),
+                lower=_lower_heaviside, floats_only=True),
+]
