@@ -46,7 +46,7 @@ def load_file(path: str | Path) -> ModuleType:
     path = Path(path)
     if not path.is_file():
         raise GraphcError(f"model file {str(path)!r} does not exist",
-                          hint="Give a zoo model name (see `graphc show --list`) or a .py file.")
+                          hint="Give a zoo model name (see `graphc models`) or a .py file.")
     module_name = f"graphc_user_model_{abs(hash(path.resolve()))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -1,0 +1,212 @@
+"""The ``graphc`` command line: compile, show and ops.
+
+Errors print one line, ``graphc: error: ...``, and exit 1 (2 for usage errors); ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from graphc.errors import GraphcError, UsageError
+
+
+def _load_model(spec: str) -> ModuleType:
+    from graphc.models import MODELS, load, load_file
+
+    if spec.endswith(".py") or "/" in spec or Path(spec).suffix:
+        if Path(spec).suffix not in ("", ".py"):
+            raise UsageError(f"cannot compile {spec!r}", expected="a zoo model name or a .py "
+                             "file with build()", got=f"a {Path(spec).suffix} file")
+        return load_file(spec)
+    if spec in MODELS:
+        return load(spec)
+    if Path(spec).exists():
+        return load_file(spec)
+    return load(spec)
+
+
+def _build(module: ModuleType, seed: int) -> Any:
+    from graphc.ir import Graph
+
+    try:
+        graph = module.build(seed=seed)
+    except TypeError as err:
+        if "seed" not in str(err):
+            raise
+        graph = module.build()
+    if not isinstance(graph, Graph):
+        raise GraphcError(f"build() of {module.__name__} returned {type(graph).__name__}",
+                          expected="a graphc Graph (return b.build())",
+                          got=type(graph).__name__)
+    graph.verify()
+    return graph
+
+
+def example_feeds(module: ModuleType, graph: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    """Return the module's ``example_inputs()``, or seeded random inputs of the right shapes."""
+    if callable(getattr(module, "example_inputs", None)):
+        return module.example_inputs()
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(graph.types(name)[0].shape).astype(
+        graph.types(name)[0].dtype) for name in graph.inputs}
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1024:,.1f} KiB" if nbytes < 1024**2 else f"{nbytes / 1024**2:,.1f} MiB"
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from graphc.onnx_export import DEFAULT_OPSET, check, max_abs_diff, run_onnxruntime, to_onnx
+    from graphc.onnx_export import write_atomic
+    from graphc.interpret import run
+
+    module = _load_model(args.model)
+    graph = _build(module, args.seed)
+    opset = args.opset or DEFAULT_OPSET
+    model = to_onnx(graph, opset, dynamic_batch=args.dynamic_batch)
+    check(model)
+    data = model.SerializeToString(deterministic=True)
+    write_atomic(args.output, data)
+    print(f"compiled {graph.name} -> {args.output} (opset {opset})")
+    print(f"  nodes        {len(graph.op_nodes())} ops, {len(model.graph.node)} ONNX nodes")
+    print(f"  parameters   {graph.num_params():,}")
+    print(f"  file size    {_size(len(data))}")
+    print("  checker      ok (onnx.checker, full_check)")
+    if args.verify:
+        feeds = example_feeds(module, graph, args.seed)
+        expected = run(graph, feeds)
+        got = run_onnxruntime(data, feeds)
+        diff = max_abs_diff(expected, got)
+        scale = max(float(np.max(np.abs(v))) for v in expected.values())
+        print(f"  verify       max abs diff {diff:.3g} (interpreter vs onnxruntime, output scale "
+              f"{scale:.3g})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from graphc.shapes import format_table, layer_table
+
+    graph = _build(_load_model(args.model), args.seed)
+    if not args.table:
+        print(graph.format())
+        print()
+    print(format_table(layer_table(graph)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from graphc.models import MODELS, load
+
+    width = max(len(n) for n in MODELS)
+    for name in MODELS:
+        doc = (load(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name.ljust(width)}  {doc}")
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from graphc.ops import REGISTRY
+
+    width = max(len(n) for n in REGISTRY)
+    for name, op in REGISTRY.items():
+        print(f"{name.ljust(width)}  ({', '.join(op.inputs)}) -> ({', '.join(op.outputs)})")
+        print(f"{''.ljust(width)}  {op.doc}")
+        if op.attrs and args.verbose:
+            attrs = ", ".join(f"{k}={v.default!r}" for k, v in op.attrs.items())
+            print(f"{''.ljust(width)}  attributes: {attrs}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"graphc: error: {message}\n")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from graphc import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = _Parser(prog="graphc", parents=[common],
+                     description="Compile neural networks from graphc's DSL to checked ONNX.")
+    parser.add_argument("--version", action="version", version=f"graphc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("compile", parents=[common], help="compile a model to an ONNX file")
+    p.add_argument("model", help="a zoo model name (see `graphc models`) or a .py file with "
+                                 "build()")
+    p.add_argument("-o", "--output", required=True, help="the ONNX file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    p.add_argument("--verify", action="store_true",
+                   help="run the file on onnxruntime and compare with the interpreter")
+    p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="name the first dimension of inputs and outputs N")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("show", parents=[common],
+                       help="print a model's graph and per-layer table")
+    p.add_argument("model", help="a zoo model name or a .py file with build()")
+    p.add_argument("--table", action="store_true", help="print only the per-layer table")
+    p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("models", parents=[common], help="list the zoo models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("ops", parents=[common], help="list the op set")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list attributes")
+    p.set_defaults(func=cmd_ops)
+    return parser
+
+
+def _user_frame(err: BaseException) -> str:
+    """Return ``file:line`` of the innermost frame outside graphc, for errors in user code."""
+    frames = traceback.extract_tb(err.__traceback__)
+    for frame in reversed(frames):
+        if "/graphc/" not in frame.filename and "/models/" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno}: "
+    return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``graphc`` command; return the exit status."""
+    from graphc.models import MODELS
+
+    parser = make_parser()
+    parser.epilog = "zoo models: " + ", ".join(MODELS)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GraphcError as err:
+        if args.debug:
+            raise
+        print(f"graphc: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `graphc ops | head`): stop quietly.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
+    except Exception as err:  # noqa: BLE001 - errors from user model files, shown in one line
+        if args.debug:
+            raise
+        print(f"graphc: error: {_user_frame(err)}{type(err).__name__}: {err} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

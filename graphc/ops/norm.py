@@ -1,0 +1,373 @@
+"""Normalization ops in their inference form, and Dropout (which is the identity at inference).
+
+BatchNormalization uses the stored statistics; LayerNormalization, InstanceNormalization and
+GroupNormalization standardize over their own axes:
+``y = scale * (x - mean) / sqrt(var + epsilon) + bias`` with the population variance. The
+references compute in float64 and return the input's dtype. Training forms are refused here:
+they come from graphc's training support.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from onnx import helper
+
+from graphc.errors import OpError, ShapeError
+from graphc.ops.base import (
+    Attr,
+    Example,
+    LowerCtx,
+    NodeView,
+    OpDef,
+    TensorType,
+    need_float,
+    rng_array,
+)
+from graphc.ops.tensor import (
+    elementwise_flops,
+    need_broadcast_to,
+    normalize_axis,
+    optional_inputs,
+)
+
+NORM_FLOPS = elementwise_flops(7)
+BATCHNORM_FLOPS = elementwise_flops(2)
+
+
+def _training_refusal(op: str, setting: str) -> OpError:
+    return OpError(
+        f"{op} in training mode is not an inference op",
+        expected="the inference form", got=setting,
+        hint="Training mode comes from graphc's training support, which builds it from the "
+             "inference form; build the node without training mode.",
+    )
+
+
+def _need_rank_at_least(t: TensorType, rank: int, what: str) -> None:
+    if len(t.shape) < rank:
+        raise ShapeError(f"{what} has too few dimensions", expected=f"rank >= {rank}",
+                         got=f"shape {t.shape}")
+
+
+def _need_channel_params(op: str, x: TensorType, params: Sequence[TensorType | None],
+                         names: Sequence[str]) -> None:
+    """Raise ShapeError unless every given parameter has shape (C,), C = X.shape[1]."""
+    channels = x.shape[1]
+    for name, t in zip(names, params, strict=True):
+        if t is not None and t.shape != (channels,):
+            raise ShapeError(f"{op} {name} must hold one value per channel",
+                             expected=f"shape ({channels},)", got=f"shape {t.shape}",
+                             hint=f"The channels are dimension 1 of X, whose shape is {x.shape}.")
+
+
+def _standardize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> np.ndarray:
+    """Return ``(x - mean) / sqrt(var + epsilon)`` over ``axes``, in float64."""
+    x64 = x.astype(np.float64)
+    centred = x64 - x64.mean(axis=axes, keepdims=True)
+    var = np.square(centred).mean(axis=axes, keepdims=True)
+    return centred / np.sqrt(var + epsilon)
+
+
+def _per_channel(p: np.ndarray, rank: int) -> np.ndarray:
+    """Return a (C,) parameter in float64, shaped (C, 1, ..., 1) to broadcast over (N, C, ...)."""
+    return p.astype(np.float64).reshape((-1,) + (1,) * (rank - 2))
+
+
+# --- BatchNormalization -----------------------------------------------------------------------
+
+
+def _batchnorm_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                     consts: list[np.ndarray | None]) -> list[TensorType]:
+    if attrs["training_mode"]:
+        raise _training_refusal("BatchNormalization", f"training_mode={attrs['training_mode']}")
+    x = in_types[0]
+    need_float(x, "BatchNormalization input X")
+    _need_rank_at_least(x, 2, "BatchNormalization input X")
+    _need_channel_params("BatchNormalization", x, in_types[1:],
+                         ("scale", "B", "input_mean", "input_var"))
+    return [x]
+
+
+def _batchnorm_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    if attrs["training_mode"]:
+        raise _training_refusal("BatchNormalization", f"training_mode={attrs['training_mode']}")
+    x, scale, bias, mean, var = inputs
+    scale, bias, mean, var = (_per_channel(p, x.ndim) for p in (scale, bias, mean, var))
+    y = (x.astype(np.float64) - mean) / np.sqrt(var + attrs["epsilon"]) * scale + bias
+    return [y.astype(x.dtype)]
+
+
+def _channel_params(channels: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Return scale, bias, mean and a positive variance for ``channels`` channels."""
+    return (
+        rng_array((channels,), seed=seed, low=0.5, high=1.5),
+        rng_array((channels,), seed=seed + 1),
+        rng_array((channels,), seed=seed + 2),
+        rng_array((channels,), seed=seed + 3, low=0.5, high=2.0),
+    )
+
+
+BATCH_NORMALIZATION = OpDef(
+    name="BatchNormalization",
+    doc="Normalize each channel with stored mean and variance, then scale and shift (inference).",
+    inputs=("X", "scale", "B", "input_mean", "input_var"),
+    outputs=("Y",),
+    attrs={
+        "epsilon": Attr("float", 1e-5),
+        "momentum": Attr("float", 0.9),
+        "training_mode": Attr("int", 0),
+    },
+    infer=_batchnorm_infer,
+    ref=_batchnorm_ref,
+    flops=BATCHNORM_FLOPS,
+    examples=(
+        Example(inputs=(rng_array((2, 3, 4, 4), seed=1), *_channel_params(3, seed=2)),
+                consts=(1, 2, 3, 4), name="4d"),
+        Example(inputs=(rng_array((4, 3), seed=6), *_channel_params(3, seed=7)),
+                attrs={"epsilon": 1e-3}, consts=(1, 2, 3, 4), name="2d"),
+    ),
+)
+
+
+# --- LayerNormalization -----------------------------------------------------------------------
+
+
+def _layernorm_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                     consts: list[np.ndarray | None]) -> list[TensorType]:
+    x, scale, bias = optional_inputs(in_types, 3)
+    need_float(x, "LayerNormalization input X")
+    axis = normalize_axis(attrs["axis"], len(x.shape), "LayerNormalization axis")
+    for name, t in (("Scale", scale), ("B", bias)):
+        if t is not None:
+            need_broadcast_to(t.shape, x.shape[axis:], f"LayerNormalization {name}")
+    return [x]
+
+
+def _layernorm_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, scale, bias = optional_inputs(inputs, 3)
+    axis = normalize_axis(attrs["axis"], x.ndim, "LayerNormalization axis")
+    y = _standardize(x, tuple(range(axis, x.ndim)), attrs["epsilon"]) * scale.astype(np.float64)
+    if bias is not None:
+        y = y + bias.astype(np.float64)
+    return [y.astype(x.dtype)]
+
+
+LAYER_NORMALIZATION = OpDef(
+    name="LayerNormalization",
+    doc="Normalize over the dimensions from axis on, then scale and shift elementwise.",
+    inputs=("X", "Scale", "B?"),
+    outputs=("Y",),
+    attrs={
+        "axis": Attr("int", -1),
+        "epsilon": Attr("float", 1e-5),
+        "stash_type": Attr("int", 1),
+    },
+    infer=_layernorm_infer,
+    ref=_layernorm_ref,
+    flops=NORM_FLOPS,
+    examples=(
+        Example(inputs=(rng_array((2, 3, 4, 5), seed=11), rng_array((5,), seed=12, low=0.5),
+                        rng_array((5,), seed=13)), consts=(1, 2), name="axis-last"),
+        Example(inputs=(rng_array((2, 3, 4, 5), seed=14), rng_array((3, 4, 5), seed=15),
+                        rng_array((3, 4, 5), seed=16)), attrs={"axis": 1}, consts=(1, 2),
+                name="axis-1"),
+        Example(inputs=(rng_array((3, 6), seed=17), rng_array((6,), seed=18)), consts=(1,),
+                name="no-bias"),
+    ),
+)
+
+
+# --- InstanceNormalization --------------------------------------------------------------------
+
+
+def _instancenorm_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                        consts: list[np.ndarray | None]) -> list[TensorType]:
+    x = in_types[0]
+    need_float(x, "InstanceNormalization input")
+    # onnxruntime refuses rank 2 ("number of dimensions is less than 3").
+    _need_rank_at_least(x, 3, "InstanceNormalization input")
+    _need_channel_params("InstanceNormalization", x, in_types[1:], ("scale", "B"))
+    return [x]
+
+
+def _instancenorm_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, scale, bias = inputs
+    y = _standardize(x, tuple(range(2, x.ndim)), attrs["epsilon"])
+    y = y * _per_channel(scale, x.ndim) + _per_channel(bias, x.ndim)
+    return [y.astype(x.dtype)]
+
+
+INSTANCE_NORMALIZATION = OpDef(
+    name="InstanceNormalization",
+    doc="Normalize each channel of each sample over its spatial dimensions, then scale, shift.",
+    inputs=("input", "scale", "B"),
+    outputs=("output",),
+    attrs={"epsilon": Attr("float", 1e-5)},
+    infer=_instancenorm_infer,
+    ref=_instancenorm_ref,
+    flops=NORM_FLOPS,
+    examples=(
+        Example(inputs=(rng_array((2, 3, 4, 5), seed=21), rng_array((3,), seed=22, low=0.5),
+                        rng_array((3,), seed=23)), consts=(1, 2), name="4d"),
+    ),
+)
+
+
+# --- GroupNormalization -----------------------------------------------------------------------
+
+
+def _groupnorm_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                     consts: list[np.ndarray | None]) -> list[TensorType]:
+    x = in_types[0]
+    need_float(x, "GroupNormalization input X")
+    _need_rank_at_least(x, 2, "GroupNormalization input X")
+    groups, channels = attrs["num_groups"], x.shape[1]
+    if groups <= 0 or channels % groups:
+        raise ShapeError("GroupNormalization num_groups must divide the channels",
+                         expected=f"a divisor of C={channels}", got=groups,
+                         hint=f"The channels are dimension 1 of X, whose shape is {x.shape}.")
+    _need_channel_params("GroupNormalization", x, in_types[1:], ("scale", "bias"))
+    return [x]
+
+
+def _groupnorm_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, scale, bias = inputs
+    grouped = x.reshape(x.shape[0], attrs["num_groups"], -1)
+    y = _standardize(grouped, (2,), attrs["epsilon"]).reshape(x.shape)
+    y = y * _per_channel(scale, x.ndim) + _per_channel(bias, x.ndim)
+    return [y.astype(x.dtype)]
+
+
+def _groupnorm_lower(ctx: LowerCtx, view: NodeView) -> None:
+    """Emit GroupNormalization-21 natively, or decomposed before opset 21.
+
+    GroupNormalization-18 (opsets 18..20) takes scale and bias per group, not per channel, so
+    it cannot express this op. The decomposition works at every opset: reshape X to (N, G, -1),
+    InstanceNormalization with unit scale and zero bias, reshape back, then multiply by scale
+    and add bias per channel.
+    """
+    if ctx.opset >= 21:
+        ctx.node("GroupNormalization", view.inputs, view.outputs, name=view.name, **view.attrs)
+        return
+    x, scale, bias = view.inputs
+    x_type = view.in_types[0]
+    name, rank, groups = view.name, len(x_type.shape), view.full_attrs["num_groups"]
+    dtype = np.dtype(x_type.dtype)
+    # onnxruntime's CPU InstanceNormalization has no float64 kernel; stage one runs in float32,
+    # as stash_type=1 prescribes for GroupNormalization-21.
+    if dtype != np.float32:
+        src = ctx.fresh(f"{name}_float")
+        ctx.node("Cast", [x], [src], name=f"{name}/cast", to=helper.np_dtype_to_tensor_dtype(
+            np.dtype(np.float32)))
+        x = src
+    grouped_shape = ctx.const(f"{name}_grouped_shape", np.array([0, groups, -1], np.int64))
+    grouped = ctx.fresh(f"{name}_grouped")
+    ctx.node("Reshape", [x, grouped_shape], [grouped], name=f"{name}/group")
+    ones = ctx.const(f"{name}_ones", np.ones(groups, np.float32))
+    zeros = ctx.const(f"{name}_zeros", np.zeros(groups, np.float32))
+    normalized = ctx.fresh(f"{name}_normalized")
+    ctx.node("InstanceNormalization", [grouped, ones, zeros], [normalized],
+             name=f"{name}/instance_norm", epsilon=view.full_attrs["epsilon"])
+    x_shape = ctx.const(f"{name}_shape", np.array([0, *x_type.shape[1:]], np.int64))
+    ungrouped = ctx.fresh(f"{name}_ungrouped")
+    ctx.node("Reshape", [normalized, x_shape], [ungrouped], name=f"{name}/ungroup")
+    if dtype != np.float32:
+        back = ctx.fresh(f"{name}_normalized_{dtype}")
+        ctx.node("Cast", [ungrouped], [back], name=f"{name}/cast_back",
+                 to=helper.np_dtype_to_tensor_dtype(dtype))
+        ungrouped = back
+    if rank > 2:
+        channel_shape = ctx.const(f"{name}_channel_shape",
+                                  np.array([x_type.shape[1]] + [1] * (rank - 2), np.int64))
+        scale_c, bias_c = ctx.fresh(f"{name}_scale"), ctx.fresh(f"{name}_bias")
+        ctx.node("Reshape", [scale, channel_shape], [scale_c], name=f"{name}/scale_per_channel")
+        ctx.node("Reshape", [bias, channel_shape], [bias_c], name=f"{name}/bias_per_channel")
+        scale, bias = scale_c, bias_c
+    scaled = ctx.fresh(f"{name}_scaled")
+    ctx.node("Mul", [ungrouped, scale], [scaled], name=f"{name}/scale")
+    ctx.node("Add", [scaled, bias], [view.outputs[0]], name=f"{name}/shift")
+
+
+GROUP_NORMALIZATION = OpDef(
+    name="GroupNormalization",
+    doc="Normalize each group of channels of each sample, then scale and shift per channel.",
+    inputs=("X", "scale", "bias"),
+    outputs=("Y",),
+    attrs={
+        "epsilon": Attr("float", 1e-5),
+        "num_groups": Attr("int"),
+        "stash_type": Attr("int", 1),
+    },
+    infer=_groupnorm_infer,
+    ref=_groupnorm_ref,
+    lower=_groupnorm_lower,
+    flops=NORM_FLOPS,
+    examples=(
+        Example(inputs=(rng_array((2, 4, 3, 3), seed=31), rng_array((4,), seed=32, low=0.5),
+                        rng_array((4,), seed=33)), attrs={"num_groups": 2}, consts=(1, 2),
+                name="2-groups"),
+        Example(inputs=(rng_array((2, 4, 3, 3), seed=34), rng_array((4,), seed=35, low=0.5),
+                        rng_array((4,), seed=36)), attrs={"num_groups": 4}, consts=(1, 2),
+                name="groups-eq-channels"),
+    ),
+)
+
+
+# --- Dropout ----------------------------------------------------------------------------------
+
+
+def _dropout_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                   consts: list[np.ndarray | None]) -> list[TensorType]:
+    x, ratio, training = optional_inputs(in_types, 3)
+    need_float(x, "Dropout input data")
+    for name, t in (("ratio", ratio), ("training_mode", training)):
+        if t is not None and t.shape != ():
+            raise ShapeError(f"Dropout {name} must be a scalar", expected="shape ()",
+                             got=f"shape {t.shape}")
+    if training is not None and np.dtype(training.dtype) != np.bool_:
+        raise ShapeError("Dropout training_mode must be a boolean", expected="bool",
+                         got=str(training))
+    ratio_value = optional_inputs(consts, 2)[1]
+    if ratio_value is not None and not 0.0 <= float(ratio_value) < 1.0:
+        raise OpError("Dropout ratio must be a probability below 1", expected="in [0, 1)",
+                      got=float(ratio_value))
+    return [x, TensorType(x.shape, np.dtype(np.bool_))]
+
+
+def _dropout_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, _, training = optional_inputs(inputs, 3)
+    if training is not None and bool(training):
+        raise _training_refusal("Dropout", "training_mode=True")
+    return [x.copy(), np.ones(x.shape, dtype=np.bool_)]
+
+
+DROPOUT = OpDef(
+    name="Dropout",
+    doc="Pass data through unchanged (inference form); the mask is all True.",
+    inputs=("data", "ratio?", "training_mode?"),
+    outputs=("output", "mask?"),
+    attrs={"seed": Attr("int", 0)},
+    infer=_dropout_infer,
+    ref=_dropout_ref,
+    # The inference form copies its input, like Identity.
+    flops=elementwise_flops(0),
+    examples=(
+        Example(inputs=(rng_array((2, 3, 4), seed=41), np.array(0.25, np.float32)), consts=(1,),
+                name="ratio"),
+        Example(inputs=(rng_array((2, 3, 4), seed=42),), name="no-ratio"),
+        Example(inputs=(rng_array((2, 3), seed=43), np.array(0.5, np.float32), np.array(False)),
+                consts=(1, 2), name="training-false"),
+    ),
+)
+
+
+OPS: list[OpDef] = [
+    BATCH_NORMALIZATION,
+    LAYER_NORMALIZATION,
+    INSTANCE_NORMALIZATION,
+    GROUP_NORMALIZATION,
+    DROPOUT,
+]
