@@ -66,9 +66,15 @@ def _size(nbytes: int) -> str:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from graphc.onnx_export import DEFAULT_OPSET, check, max_abs_diff, run_onnxruntime, to_onnx
-    from graphc.onnx_export import write_atomic
     from graphc.interpret import run
+    from graphc.onnx_export import (
+        DEFAULT_OPSET,
+        check,
+        max_abs_diff,
+        run_onnxruntime,
+        to_onnx,
+        write_atomic,
+    )
 
     module = _load_model(args.model)
     graph = _build(module, args.seed)

@@ -22,8 +22,8 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import networkx as nx
+import numpy as np
 
 from graphc.errors import GraphcError, unknown
 from graphc.ir import CONST, INPUT, Graph, Value

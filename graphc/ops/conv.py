@@ -1,0 +1,757 @@
+"""Convolution, transposed convolution, padding and pooling ops (NCHW, 2-D spatial).
+
+Semantics are ONNX's. Where onnxruntime and the ONNX text differ (the last ``ceil_mode`` window,
+the divisor of ``count_include_pad``), the reference follows onnxruntime, which runs the export.
+The window arithmetic (output size and pads from ``auto_pad``) is written once, in ``_window``,
+and shared by Conv, MaxPool and AveragePool, by their shape rules and by their references.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from graphc.errors import OpError, ShapeError, unknown
+from graphc.ops.base import (
+    DTYPE_SHORT,
+    Attr,
+    Example,
+    NodeView,
+    OpDef,
+    TensorType,
+    need_float,
+    need_rank,
+    rng_array,
+    same_dtype,
+)
+
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+PAD_MODES = ("constant", "edge", "reflect")
+MAXPOOL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16),
+                  np.dtype(np.int8), np.dtype(np.uint8))
+
+
+# --- window arithmetic shared by Conv and the pools -----------------------------------------
+
+
+class _Window(NamedTuple):
+    """Where a 2-D sliding window goes: per spatial axis (H, W)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    begin: tuple[int, int]
+    end: tuple[int, int]
+    out: tuple[int, int]
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """The span of one dilated window."""
+        return (
+            (self.kernel[0] - 1) * self.dilations[0] + 1,
+            (self.kernel[1] - 1) * self.dilations[1] + 1,
+        )
+
+
+def _pair(op: str, attrs: dict[str, Any], key: str, default: int, minimum: int) -> tuple[int, int]:
+    """Return a 2-D ints attribute (empty means ``default`` on both axes), checked."""
+    value = tuple(attrs.get(key) or ())
+    if not value:
+        return (default, default)
+    if len(value) != 2:
+        raise OpError(f"{op} attribute {key} needs one value per spatial axis",
+                      expected="2 values (H, W)", got=list(value),
+                      hint="Only 2-D (NCHW) windows are supported.")
+    if min(value) < minimum:
+        raise OpError(f"{op} attribute {key} is out of range", expected=f"values >= {minimum}",
+                      got=list(value))
+    return (int(value[0]), int(value[1]))
+
+
+def _pads(op: str, attrs: dict[str, Any], key: str = "pads") -> tuple[tuple[int, int], ...]:
+    """Return ``((h_begin, w_begin), (h_end, w_end))`` from ONNX pads [x1b, x2b, x1e, x2e]."""
+    value = tuple(attrs.get(key) or ())
+    if not value:
+        return ((0, 0), (0, 0))
+    if len(value) != 4:
+        raise OpError(f"{op} attribute {key} needs a begin and an end per spatial axis",
+                      expected="4 values [h_begin, w_begin, h_end, w_end]", got=list(value))
+    if min(value) < 0:
+        raise OpError(f"{op} attribute {key} must not be negative", expected="values >= 0",
+                      got=list(value), hint="Crop with Slice (or Pad with negative pads).")
+    return ((int(value[0]), int(value[1])), (int(value[2]), int(value[3])))
+
+
+def _window(op: str, in_hw: tuple[int, ...], kernel: tuple[int, int], attrs: dict[str, Any],
+            ceil_mode: bool = False) -> _Window:
+    """Return the window of ``op`` over input spatial size ``in_hw``, honouring ``auto_pad``.
+
+    Raises ShapeError when the window does not fit the (padded) input, and OpError for the
+    ``auto_pad`` cases that onnxruntime refuses or computes against the ONNX text.
+    """
+    strides = _pair(op, attrs, "strides", 1, 1)
+    dilations = _pair(op, attrs, "dilations", 1, 1)
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad not in AUTO_PADS:
+        raise unknown(f"{op} auto_pad", auto_pad, AUTO_PADS, cls=OpError)
+    same = auto_pad in ("SAME_UPPER", "SAME_LOWER")
+    if same and dilations != (1, 1):
+        # onnxruntime's Conv refuses this; its pools size the pads from the undilated kernel.
+        raise OpError(f"{op} with auto_pad {auto_pad} and dilations is not supported",
+                      expected="dilations [1, 1] with SAME padding", got=list(dilations),
+                      hint="Give explicit pads (auto_pad NOTSET) instead.")
+    explicit = _pads(op, attrs)
+    begin: list[int] = []
+    end: list[int] = []
+    out: list[int] = []
+    for axis in range(2):
+        size, k, s, d = in_hw[axis], kernel[axis], strides[axis], dilations[axis]
+        extent = (k - 1) * d + 1
+        if same:
+            n_out = -(-size // s)
+            total = (n_out - 1) * s + extent - size
+            if total < 0 and op != "Conv":
+                # The ONNX text gives negative pads here; onnxruntime's MaxPool and
+                # AveragePool-11 refuse them and AveragePool-19 crops the start instead.
+                raise OpError(
+                    f"{op} with auto_pad {auto_pad} would need negative pads",
+                    expected=f"stride <= kernel on spatial axis {axis}, or size {size} "
+                             "a multiple of the stride",
+                    got=f"stride {s}, kernel {extent}",
+                    hint="Give explicit pads (auto_pad NOTSET) or use auto_pad VALID.",
+                )
+            total = max(0, total)
+            small, large = total // 2, total - total // 2
+            b, e = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+        else:
+            b, e = (explicit[0][axis], explicit[1][axis]) if auto_pad == "NOTSET" else (0, 0)
+            span = size + b + e - extent
+            if span < 0:
+                raise ShapeError(
+                    f"the {op} window does not fit the padded input",
+                    expected=f"padded size >= dilated kernel {extent} on spatial axis {axis}",
+                    got=f"size {size} + pads {b}+{e}",
+                    hint="Use a smaller kernel or dilation, or pad the input.",
+                )
+            if ceil_mode:
+                n_out = -(-span // s) + 1
+                # Trap: onnxruntime (and the ONNX reference since opset 19) drops a last window
+                # that would start inside the end padding, so the ceil output can be one less.
+                if (n_out - 1) * s >= size + b:
+                    n_out -= 1
+            else:
+                n_out = span // s + 1
+        if n_out < 1:
+            raise ShapeError(f"the {op} output is empty", expected="output size >= 1",
+                             got=f"{n_out} on spatial axis {axis}")
+        begin.append(b)
+        end.append(e)
+        out.append(n_out)
+    return _Window(kernel, strides, dilations, (begin[0], begin[1]), (end[0], end[1]),
+                   (out[0], out[1]))
+
+
+def _padded(x: np.ndarray, win: _Window, fill: Any) -> np.ndarray:
+    """Return ``x`` padded so that every window tap of ``win`` indexes inside it."""
+    widths = [(0, 0)] * (x.ndim - 2)
+    for axis in range(2):
+        need = (win.out[axis] - 1) * win.strides[axis] + win.extent[axis]
+        widths.append((win.begin[axis], max(0, need - x.shape[2 + axis] - win.begin[axis])))
+    return np.pad(x, widths, mode="constant", constant_values=fill)
+
+
+def _tap(xp: np.ndarray, win: _Window, i: int, j: int) -> np.ndarray:
+    """Return the strided view of the padded input read by kernel tap (i, j) at every output."""
+    (sh, sw), (dh, dw), (ho, wo) = win.strides, win.dilations, win.out
+    return xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+
+
+def _shape_str(t: TensorType) -> str:
+    return f"shape {t.shape}"
+
+
+# --- Conv -----------------------------------------------------------------------------------
+
+
+def _kernel_from(op: str, attrs: dict[str, Any], w: TensorType) -> tuple[int, int]:
+    kernel = (int(w.shape[2]), int(w.shape[3]))
+    given = tuple(attrs.get("kernel_shape") or ())
+    if given and given != kernel:
+        raise ShapeError(f"{op} kernel_shape does not match the weight",
+                         expected=f"kernel_shape {list(kernel)} (W spatial dims)",
+                         got=list(given), hint="Drop kernel_shape; it is inferred from W.")
+    return kernel
+
+
+def _conv_check(in_types: list[TensorType | None], attrs: dict[str, Any]) -> _Window:
+    x, w = in_types[0], in_types[1]
+    b = in_types[2] if len(in_types) > 2 else None
+    assert x is not None and w is not None
+    need_rank(x, 4, "Conv input X (N, C, H, W)")
+    need_rank(w, 4, "Conv weight W (M, C/group, kH, kW)")
+    need_float(x, "Conv input X")
+    same_dtype([x, w, b], "Conv")
+    group = attrs["group"]
+    m, cg = w.shape[0], w.shape[1]
+    if group < 1 or m % group:
+        raise ShapeError("Conv output channels are not divisible by group",
+                         expected=f"W.shape[0] a multiple of group={group}", got=m)
+    if x.shape[1] != cg * group:
+        raise ShapeError(
+            "input channels do not match the weight",
+            expected=f"X.shape[1] = W.shape[1] * group = {cg} * {group} = {cg * group}",
+            got=f"X.shape[1] = {x.shape[1]}",
+            hint="Check the weight layout (M, C/group, kH, kW) and the group attribute.",
+        )
+    if b is not None and tuple(b.shape) != (m,):
+        raise ShapeError("Conv bias B has the wrong shape", expected=f"({m},)",
+                         got=_shape_str(b))
+    return _window("Conv", x.shape[2:], _kernel_from("Conv", attrs, w), attrs)
+
+
+def _conv_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                consts: list[np.ndarray | None]) -> list[TensorType]:
+    win = _conv_check(in_types, attrs)
+    x, w = in_types[0], in_types[1]
+    assert x is not None and w is not None
+    return [TensorType((x.shape[0], w.shape[0], *win.out), np.dtype(x.dtype))]
+
+
+def _conv_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    assert x is not None and w is not None
+    n = x.shape[0]
+    m, cg, kh, kw = w.shape
+    g = attrs["group"]
+    win = _window("Conv", x.shape[2:], (kh, kw), attrs)
+    (ho, wo), (sh, sw), (dh, dw) = win.out, win.strides, win.dilations
+    xp = _padded(x, win, 0)
+    view = np.lib.stride_tricks.sliding_window_view(xp, win.extent, axis=(2, 3))
+    view = view[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, ::dh, ::dw]
+    # im2col: one copy into (n, g, ho*wo, cg*kh*kw), then one batched matmul per group.
+    cols = view.reshape(n, g, cg, ho, wo, kh, kw).transpose(0, 1, 3, 4, 2, 5, 6)
+    cols = cols.reshape(n, g, ho * wo, cg * kh * kw)
+    wm = w.reshape(g, m // g, cg * kh * kw).transpose(0, 2, 1)
+    y = np.matmul(cols, wm).transpose(0, 1, 3, 2).reshape(n, m, ho, wo)
+    if b is not None:
+        y = y + b.reshape(1, m, 1, 1)
+    return [np.ascontiguousarray(y, dtype=x.dtype)]
+
+
+def _conv_flops(view: NodeView) -> int:
+    w, y = view.in_types[1], view.out_types[0]
+    assert w is not None
+    _, cg, kh, kw = w.shape
+    return 2 * y.size * cg * kh * kw
+
+
+# --- ConvTranspose --------------------------------------------------------------------------
+
+
+def _convt_geometry(x_hw: tuple[int, ...], kernel: tuple[int, int],
+                    attrs: dict[str, Any]) -> tuple[_Window, tuple[int, int]]:
+    """Return the window (``out`` = output size) and output_padding of a ConvTranspose."""
+    if attrs.get("output_shape"):
+        raise OpError("ConvTranspose attribute output_shape is not supported",
+                      expected="no output_shape", got=list(attrs["output_shape"]),
+                      hint="Give pads and output_padding instead; "
+                           "out = stride*(in-1) + output_padding + (k-1)*dilation + 1 - pads.")
+    if attrs.get("auto_pad", "NOTSET") != "NOTSET":
+        raise OpError("ConvTranspose attribute auto_pad is not supported", expected="'NOTSET'",
+                      got=repr(attrs["auto_pad"]), hint="Give explicit pads instead.")
+    strides = _pair("ConvTranspose", attrs, "strides", 1, 1)
+    dilations = _pair("ConvTranspose", attrs, "dilations", 1, 1)
+    out_pad = _pair("ConvTranspose", attrs, "output_padding", 0, 0)
+    if out_pad[0] >= strides[0] or out_pad[1] >= strides[1]:
+        # The ONNX text allows output_padding < max(stride, dilation); onnxruntime wants < stride.
+        raise OpError("ConvTranspose output_padding must be smaller than the stride",
+                      expected=f"values < strides {list(strides)}", got=list(out_pad),
+                      hint="Add the extra rows or columns with Pad instead.")
+    begin, end = _pads("ConvTranspose", attrs)
+    out = []
+    for a in range(2):
+        size = strides[a] * (x_hw[a] - 1) + out_pad[a] + (kernel[a] - 1) * dilations[a] + 1
+        size -= begin[a] + end[a]
+        if size < 1:
+            raise ShapeError("the ConvTranspose output is empty", expected="output size >= 1",
+                             got=f"{size} on spatial axis {a}", hint="Reduce pads.")
+        out.append(size)
+    return _Window(kernel, strides, dilations, begin, end, (out[0], out[1])), out_pad
+
+
+def _convt_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                 consts: list[np.ndarray | None]) -> list[TensorType]:
+    x, w = in_types[0], in_types[1]
+    b = in_types[2] if len(in_types) > 2 else None
+    assert x is not None and w is not None
+    need_rank(x, 4, "ConvTranspose input X (N, C, H, W)")
+    need_rank(w, 4, "ConvTranspose weight W (C, M/group, kH, kW)")
+    need_float(x, "ConvTranspose input X")
+    same_dtype([x, w, b], "ConvTranspose")
+    group = attrs["group"]
+    if group < 1 or x.shape[1] % group:
+        raise ShapeError("ConvTranspose input channels are not divisible by group",
+                         expected=f"X.shape[1] a multiple of group={group}", got=x.shape[1])
+    if x.shape[1] != w.shape[0]:
+        raise ShapeError(
+            "input channels do not match the weight",
+            expected=f"X.shape[1] = W.shape[0] = {w.shape[0]}", got=f"X.shape[1] = {x.shape[1]}",
+            hint="ConvTranspose weights are laid out (C_in, C_out/group, kH, kW).",
+        )
+    m = w.shape[1] * group
+    if b is not None and tuple(b.shape) != (m,):
+        raise ShapeError("ConvTranspose bias B has the wrong shape", expected=f"({m},)",
+                         got=_shape_str(b))
+    win, _ = _convt_geometry(x.shape[2:], _kernel_from("ConvTranspose", attrs, w), attrs)
+    return [TensorType((x.shape[0], m, *win.out), np.dtype(x.dtype))]
+
+
+def _convt_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    assert x is not None and w is not None
+    n, c, h, wd = x.shape
+    _, mg, kh, kw = w.shape
+    g = attrs["group"]
+    cg, m = c // g, mg * g
+    win, out_pad = _convt_geometry((h, wd), (kh, kw), attrs)
+    (sh, sw), (dh, dw) = win.strides, win.dilations
+    # Every input pixel times every tap: (n, g, mg*kh*kw, h*w), then scatter-add tap by tap.
+    wm = w.reshape(g, cg, mg * kh * kw).transpose(0, 2, 1)
+    taps = np.matmul(wm, x.reshape(n, g, cg, h * wd)).reshape(n, m, kh, kw, h, wd)
+    full_h = sh * (h - 1) + (kh - 1) * dh + 1 + out_pad[0]
+    full_w = sw * (wd - 1) + (kw - 1) * dw + 1 + out_pad[1]
+    full = np.zeros((n, m, full_h, full_w), dtype=taps.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i * dh: i * dh + (h - 1) * sh + 1: sh,
+                 j * dw: j * dw + (wd - 1) * sw + 1: sw] += taps[:, :, i, j]
+    (ho, wo), (bh, bw) = win.out, win.begin
+    y = full[:, :, bh: bh + ho, bw: bw + wo]
+    if b is not None:
+        y = y + b.reshape(1, m, 1, 1)
+    return [np.ascontiguousarray(y, dtype=x.dtype)]
+
+
+def _convt_flops(view: NodeView) -> int:
+    x, w = view.in_types[0], view.in_types[1]
+    assert x is not None and w is not None
+    _, mg, kh, kw = w.shape
+    return 2 * x.size * mg * kh * kw
+
+
+# --- Pad ------------------------------------------------------------------------------------
+
+
+def _pad_mode(attrs: dict[str, Any]) -> str:
+    mode = attrs.get("mode", "constant")
+    if mode == "wrap":
+        raise OpError("Pad mode 'wrap' is not supported", expected="one of " + ", ".join(
+            repr(m) for m in PAD_MODES), got="'wrap'",
+            hint="Build the wrap-around with Slice and Concat.")
+    if mode not in PAD_MODES:
+        raise unknown("Pad mode", mode, PAD_MODES, cls=OpError)
+    return mode
+
+
+def _pad_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+               consts: list[np.ndarray | None]) -> list[TensorType]:
+    data, pads_t = in_types[0], in_types[1]
+    value_t = in_types[2] if len(in_types) > 2 else None
+    assert data is not None and pads_t is not None
+    mode = _pad_mode(attrs)
+    rank = len(data.shape)
+    if np.dtype(pads_t.dtype) != np.dtype(np.int64) or tuple(pads_t.shape) != (2 * rank,):
+        raise ShapeError("Pad input pads has the wrong type",
+                         expected=f"({2 * rank},) i64 (begin and end per axis of the data)",
+                         got=str(pads_t))
+    if value_t is not None:
+        if value_t.size != 1:
+            raise ShapeError("Pad constant_value must be a scalar", expected="shape ()",
+                             got=_shape_str(value_t))
+        same_dtype([data, value_t], "Pad")
+    pads = consts[1] if len(consts) > 1 else None
+    if pads is None:
+        raise ShapeError("Pad needs constant pads to infer its output shape",
+                         expected="pads from a Const or initializer", got="a computed value",
+                         hint="Fold the pads computation into a constant before Pad.")
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    shape = []
+    for axis, size in enumerate(data.shape):
+        b, e = pads[axis], pads[axis + rank]
+        kept = size + min(b, 0) + min(e, 0)
+        if kept < 0:
+            raise ShapeError("Pad crops more than the axis holds",
+                             expected=f"negative pads summing to at most {size} on axis {axis}",
+                             got=[b, e])
+        if mode != "constant" and kept == 0:
+            raise ShapeError(f"Pad mode {mode!r} cannot pad an empty (or fully cropped) axis",
+                             expected=f"size >= 1 on axis {axis} after cropping",
+                             got=f"size {size}, pads {[b, e]}")
+        if mode == "reflect" and max(b, e) >= kept:
+            raise ShapeError("Pad mode 'reflect' needs pads smaller than the axis",
+                             expected=f"pads < {kept} on axis {axis}", got=[b, e],
+                             hint="Use mode 'edge', or pad in several steps.")
+        new = size + b + e
+        shape.append(new)
+    return [TensorType(tuple(shape), np.dtype(data.dtype))]
+
+
+def _pad_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    data, pads = inputs[0], inputs[1]
+    value = inputs[2] if len(inputs) > 2 else None
+    assert data is not None and pads is not None
+    mode = _pad_mode(attrs)
+    rank = data.ndim
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    begin, end = pads[:rank], pads[rank:]
+    # Negative pads crop; crop first, then pad what is positive.
+    data = data[tuple(slice(max(0, -b), size - max(0, -e))
+                      for b, e, size in zip(begin, end, data.shape, strict=True))]
+    widths = [(max(0, b), max(0, e)) for b, e in zip(begin, end, strict=True)]
+    if mode == "constant":
+        fill = 0 if value is None else np.asarray(value).reshape(-1)[0]
+        out = np.pad(data, widths, mode="constant", constant_values=fill)
+    else:
+        out = np.pad(data, widths, mode=mode)
+    return [out.astype(data.dtype, copy=False)]
+
+
+def _elements_out(view: NodeView) -> int:
+    return view.out_types[0].size
+
+
+# --- MaxPool, AveragePool -------------------------------------------------------------------
+
+
+def _pool_window(op: str, x: TensorType | np.ndarray, attrs: dict[str, Any]) -> _Window:
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) != 2 or min(kernel) < 1:
+        raise OpError(f"{op} attribute kernel_shape needs one positive size per spatial axis",
+                      expected="2 values (kH, kW) >= 1", got=list(kernel),
+                      hint="Only 2-D (NCHW) pooling is supported.")
+    ceil_mode = attrs.get("ceil_mode", 0)
+    if ceil_mode not in (0, 1):
+        raise OpError(f"{op} attribute ceil_mode must be 0 or 1", expected="0 or 1",
+                      got=ceil_mode)
+    return _window(op, tuple(x.shape[2:]), (kernel[0], kernel[1]), attrs, bool(ceil_mode))
+
+
+def _pool_infer(op: str, in_types: list[TensorType | None],
+                attrs: dict[str, Any]) -> list[TensorType]:
+    x = in_types[0]
+    assert x is not None
+    need_rank(x, 4, f"{op} input X (N, C, H, W)")
+    dtypes = MAXPOOL_DTYPES if op == "MaxPool" else MAXPOOL_DTYPES[:3]
+    if np.dtype(x.dtype) not in dtypes:
+        raise ShapeError(f"{op} input X has an unsupported dtype",
+                         expected=", ".join(DTYPE_SHORT[d] for d in dtypes),
+                         got=DTYPE_SHORT.get(np.dtype(x.dtype), str(x.dtype)))
+    win = _pool_window(op, x, attrs)
+    return [TensorType((x.shape[0], x.shape[1], *win.out), np.dtype(x.dtype))]
+
+
+def _maxpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                   consts: list[np.ndarray | None]) -> list[TensorType]:
+    if attrs.get("storage_order", 0) not in (0, 1):
+        raise OpError("MaxPool attribute storage_order must be 0 or 1", expected="0 or 1",
+                      got=attrs["storage_order"])
+    return _pool_infer("MaxPool", in_types, attrs)
+
+
+def _avgpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                   consts: list[np.ndarray | None]) -> list[TensorType]:
+    if attrs.get("count_include_pad", 0) not in (0, 1):
+        raise OpError("AveragePool attribute count_include_pad must be 0 or 1",
+                      expected="0 or 1", got=attrs["count_include_pad"])
+    return _pool_infer("AveragePool", in_types, attrs)
+
+
+def _maxpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    win = _pool_window("MaxPool", x, attrs)
+    low = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    xp = _padded(x, win, -np.inf if x.dtype.kind == "f" else low)
+    y = None
+    for i in range(win.kernel[0]):
+        for j in range(win.kernel[1]):
+            tap = _tap(xp, win, i, j)
+            y = tap.copy() if y is None else np.maximum(y, tap, out=y)
+    assert y is not None
+    # A window that sees only padding gives the lowest finite value, as in onnxruntime.
+    empty = np.outer(_avg_counts(x.shape[2], win, 0, False),
+                     _avg_counts(x.shape[3], win, 1, False)) == 0
+    if empty.any():
+        y[..., empty] = low
+    return [y]
+
+
+def _avg_counts(size: int, win: _Window, axis: int, include_pad: bool) -> np.ndarray:
+    """Return, per output position on one axis, how many taps the divisor counts."""
+    pos = (np.arange(win.out[axis])[:, None] * win.strides[axis] - win.begin[axis]
+           + np.arange(win.kernel[axis])[None, :] * win.dilations[axis])
+    # Trap: count_include_pad=1 counts the explicit (or auto) pads but not the cells that only
+    # ceil_mode adds past the end padding; onnxruntime divides by the clipped window.
+    high = size + win.end[axis] if include_pad else size
+    low = -win.begin[axis] if include_pad else 0
+    return ((pos >= low) & (pos < high)).sum(axis=1)
+
+
+def _avgpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    win = _pool_window("AveragePool", x, attrs)
+    xp = _padded(x, win, 0)
+    total = np.zeros((*x.shape[:2], *win.out), dtype=x.dtype)
+    for i in range(win.kernel[0]):
+        for j in range(win.kernel[1]):
+            total += _tap(xp, win, i, j)
+    include = bool(attrs.get("count_include_pad", 0))
+    count = np.outer(_avg_counts(x.shape[2], win, 0, include),
+                     _avg_counts(x.shape[3], win, 1, include))
+    return [(total / np.maximum(count, 1).astype(x.dtype)).astype(x.dtype, copy=False)]
+
+
+def _pool_flops(view: NodeView) -> int:
+    kh, kw = view.full_attrs["kernel_shape"]
+    return view.out_types[0].size * int(kh) * int(kw)
+
+
+# --- GlobalAveragePool, GlobalMaxPool -------------------------------------------------------
+
+
+def _global_infer(op: str, in_types: list[TensorType | None]) -> list[TensorType]:
+    x = in_types[0]
+    assert x is not None
+    need_rank(x, 4, f"{op} input X (N, C, H, W)")
+    need_float(x, f"{op} input X")
+    return [TensorType((x.shape[0], x.shape[1], 1, 1), np.dtype(x.dtype))]
+
+
+def _gap_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+               consts: list[np.ndarray | None]) -> list[TensorType]:
+    return _global_infer("GlobalAveragePool", in_types)
+
+
+def _gmp_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+               consts: list[np.ndarray | None]) -> list[TensorType]:
+    return _global_infer("GlobalMaxPool", in_types)
+
+
+def _gap_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    return [x.mean(axis=(2, 3), keepdims=True, dtype=x.dtype)]
+
+
+def _gmp_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    return [x.max(axis=(2, 3), keepdims=True)]
+
+
+def _elements_in(view: NodeView) -> int:
+    x = view.in_types[0]
+    assert x is not None
+    return x.size
+
+
+# --- examples -------------------------------------------------------------------------------
+
+
+def _conv_examples() -> tuple[Example, ...]:
+    x = rng_array((1, 4, 7, 7), seed=1)
+    w = rng_array((6, 4, 3, 3), seed=2)
+    b = rng_array((6,), seed=3)
+    return (
+        Example((x, w), {}, (1,), "plain"),
+        Example((x, w, b), {}, (1, 2), "bias"),
+        Example((x, w, b), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, (1, 2), "stride2"),
+        Example((x, w), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, (1,), "dilation2"),
+        Example((x, rng_array((6, 2, 3, 3), seed=4), b), {"group": 2, "pads": [1, 1, 1, 1]},
+                (1, 2), "groups2"),
+        Example((x, rng_array((4, 1, 3, 3), seed=5)), {"group": 4, "pads": [1, 1, 1, 1],
+                                                       "strides": [2, 2]}, (1,), "depthwise"),
+        Example((x, w, b), {"pads": [0, 1, 2, 1], "strides": [2, 1]}, (1, 2), "asym-pads"),
+        Example((rng_array((2, 4, 8, 7), seed=6), w, b),
+                {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, (1, 2), "same-upper"),
+        Example((rng_array((2, 4, 8, 7), seed=6), rng_array((6, 4, 2, 2), seed=7)),
+                {"auto_pad": "SAME_LOWER"}, (1,), "same-lower"),
+        Example((x, w), {"auto_pad": "VALID", "strides": [2, 2]}, (1,), "valid"),
+    )
+
+
+def _convt_examples() -> tuple[Example, ...]:
+    x = rng_array((1, 4, 5, 5), seed=11)
+    return (
+        Example((x, rng_array((4, 3, 3, 3), seed=12), rng_array((3,), seed=13)),
+                {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}, (1, 2),
+                "stride2-pads-outpad"),
+        Example((x, rng_array((4, 2, 3, 3), seed=14)), {"group": 2, "strides": [1, 2]}, (1,),
+                "groups2"),
+        Example((x, rng_array((4, 2, 3, 2), seed=15), rng_array((2,), seed=16)),
+                {"dilations": [2, 3], "pads": [0, 1, 2, 0]}, (1, 2), "dilation"),
+    )
+
+
+def _pad_examples() -> tuple[Example, ...]:
+    x = rng_array((1, 2, 4, 5), seed=21)
+    pads = np.array([0, 1, 2, 1, 0, 2, 1, 3], dtype=np.int64)
+    return (
+        Example((x, pads, np.array(0.5, dtype=np.float32)), {"mode": "constant"}, (1, 2),
+                "constant"),
+        Example((x, np.array([0, 0, -1, 2, 0, 1, 1, -2], dtype=np.int64)), {}, (1,),
+                "constant-crop"),
+        Example((x, np.array([0, 0, 3, 1, 0, 0, 1, 4], dtype=np.int64)), {"mode": "reflect"},
+                (1,), "reflect"),
+        Example((x, pads), {"mode": "edge"}, (1,), "edge"),
+    )
+
+
+def _maxpool_examples() -> tuple[Example, ...]:
+    x = rng_array((1, 3, 7, 8), seed=31)
+    return (
+        Example((x,), {"kernel_shape": [2, 2], "strides": [2, 2]}, (), "stride2"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, (),
+                "pads"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, (), "ceil"),
+        Example((x,), {"kernel_shape": [4, 4], "strides": [2, 3], "pads": [1, 1, 1, 0],
+                       "ceil_mode": 1}, (), "ceil-pads"),
+        Example((x,), {"kernel_shape": [2, 2], "dilations": [2, 2], "pads": [1, 1, 0, 1]}, (),
+                "dilation"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, (),
+                "same-upper"),
+    )
+
+
+def _avgpool_examples() -> tuple[Example, ...]:
+    x = rng_array((1, 3, 7, 8), seed=41)
+    return (
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, (),
+                "pads-exclude"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                       "count_include_pad": 1}, (), "pads-include"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, (), "ceil"),
+        Example((x,), {"kernel_shape": [4, 3], "strides": [2, 3], "pads": [1, 0, 1, 0],
+                       "ceil_mode": 1, "count_include_pad": 1}, (), "ceil-include"),
+        Example((x,), {"kernel_shape": [2, 3], "auto_pad": "SAME_LOWER"}, (), "same-lower"),
+    )
+
+
+# --- records --------------------------------------------------------------------------------
+
+_WINDOW_ATTRS = {
+    "auto_pad": Attr("str", "NOTSET"),
+    "pads": Attr("ints", ()),
+    "strides": Attr("ints", ()),
+}
+
+OPS: list[OpDef] = [
+    OpDef(
+        name="Conv",
+        doc="2-D convolution (NCHW) with strides, dilations, groups and padding.",
+        inputs=("X", "W", "B?"),
+        outputs=("Y",),
+        attrs={
+            **_WINDOW_ATTRS,
+            "dilations": Attr("ints", ()),
+            "group": Attr("int", 1),
+            "kernel_shape": Attr("ints", ()),
+        },
+        infer=_conv_infer,
+        ref=_conv_ref,
+        examples=_conv_examples(),
+        flops=_conv_flops,
+    ),
+    OpDef(
+        name="ConvTranspose",
+        doc="2-D transposed convolution (NCHW) with strides, dilations, groups, explicit pads "
+            "and output_padding.",
+        inputs=("X", "W", "B?"),
+        outputs=("Y",),
+        attrs={
+            "auto_pad": Attr("str", "NOTSET"),
+            "dilations": Attr("ints", ()),
+            "group": Attr("int", 1),
+            "kernel_shape": Attr("ints", ()),
+            "output_padding": Attr("ints", ()),
+            "output_shape": Attr("ints", ()),
+            "pads": Attr("ints", ()),
+            "strides": Attr("ints", ()),
+        },
+        infer=_convt_infer,
+        ref=_convt_ref,
+        examples=_convt_examples(),
+        flops=_convt_flops,
+    ),
+    OpDef(
+        name="Pad",
+        doc="Pad (or, with negative pads, crop) every axis with a constant, reflection or edge.",
+        inputs=("data", "pads", "constant_value?"),
+        outputs=("output",),
+        attrs={"mode": Attr("str", "constant")},
+        infer=_pad_infer,
+        ref=_pad_ref,
+        examples=_pad_examples(),
+        flops=_elements_out,
+    ),
+    OpDef(
+        name="MaxPool",
+        doc="2-D max pooling (NCHW) with strides, dilations, padding and ceil_mode.",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={
+            **_WINDOW_ATTRS,
+            "ceil_mode": Attr("int", 0),
+            "dilations": Attr("ints", ()),
+            "kernel_shape": Attr("ints"),
+            "storage_order": Attr("int", 0),
+        },
+        infer=_maxpool_infer,
+        ref=_maxpool_ref,
+        examples=_maxpool_examples(),
+        flops=_pool_flops,
+    ),
+    OpDef(
+        name="AveragePool",
+        doc="2-D average pooling (NCHW) with strides, padding, ceil_mode and count_include_pad.",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={
+            **_WINDOW_ATTRS,
+            "ceil_mode": Attr("int", 0),
+            "count_include_pad": Attr("int", 0),
+            "dilations": Attr("ints", ()),
+            "kernel_shape": Attr("ints"),
+        },
+        infer=_avgpool_infer,
+        ref=_avgpool_ref,
+        examples=_avgpool_examples(),
+        flops=_pool_flops,
+    ),
+    OpDef(
+        name="GlobalAveragePool",
+        doc="Average over the spatial axes (N, C, H, W) -> (N, C, 1, 1).",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={},
+        infer=_gap_infer,
+        ref=_gap_ref,
+        examples=(Example((rng_array((2, 3, 5, 4), seed=51),), {}, (), "global-avg"),),
+        flops=_elements_in,
+    ),
+    OpDef(
+        name="GlobalMaxPool",
+        doc="Maximum over the spatial axes (N, C, H, W) -> (N, C, 1, 1).",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={},
+        infer=_gmp_infer,
+        ref=_gmp_ref,
+        examples=(Example((rng_array((2, 3, 5, 4), seed=52),), {}, (), "global-max"),),
+        flops=_elements_in,
+    ),
+]

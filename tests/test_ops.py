@@ -1,0 +1,131 @@
+"""Table-driven tests over the op registry: every example of every op, on every checked opset.
+
+For each example: the numpy reference against onnxruntime (within 1e-5 relative to the output
+scale), and the op's shape rule against ``onnx.shape_inference``. Adding an op with examples
+adds its tests here without editing this file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from graphc import ops
+from graphc.errors import OpError
+from graphc.interpret import run
+from graphc.ir import Graph, Value
+from graphc.onnx_export import max_opset, run_onnxruntime, to_onnx
+
+CASES = [
+    pytest.param(op, example, id=f"{op.name}-{example.name or k}")
+    for op in ops.REGISTRY.values()
+    for k, example in enumerate(op.examples)
+]
+
+
+def one_node_graph(op: ops.OpDef, example: ops.Example) -> Graph:
+    """Return a graph applying ``op`` to the example: consts as Const nodes, the rest inputs."""
+    g = Graph(f"{op.name.lower()}_example")
+    values: list[Value | None] = []
+    for k, array in enumerate(example.inputs):
+        if array is None:
+            values.append(None)
+        elif k in example.consts:
+            values.append(g.add_const(f"c{k}", array))
+        else:
+            values.append(g.add_input(f"in{k}", array.shape, array.dtype))
+    out = g.add_node(op.name, values, example.attrs, name="y")
+    g.outputs = [Value(out.node, k) for k in range(len(g.types(out.node)))
+                 if not op.outputs[k].endswith("?")]
+    g.verify()
+    return g
+
+
+def feeds_of(example: ops.Example) -> dict[str, np.ndarray]:
+    return {f"in{k}": a for k, a in enumerate(example.inputs)
+            if a is not None and k not in example.consts}
+
+
+def assert_close(expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> None:
+    for (name, want), have in zip(expected.items(), got.values(), strict=True):
+        assert have.shape == want.shape, name
+        assert have.dtype == want.dtype, name
+        if want.dtype == np.bool_:
+            np.testing.assert_array_equal(have, want)
+            continue
+        scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+        np.testing.assert_allclose(have, want, rtol=0, atol=1e-5 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("opset", [17, max_opset()])
+@pytest.mark.parametrize(("op", "example"), CASES)
+def test_reference_matches_onnxruntime(op: ops.OpDef, example: ops.Example, opset: int) -> None:
+    g = one_node_graph(op, example)
+    feeds = feeds_of(example)
+    assert_close(run(g, feeds), run_onnxruntime(to_onnx(g, opset), feeds))
+
+
+@pytest.mark.parametrize(("op", "example"), CASES)
+def test_shape_rule_matches_onnx_shape_inference(op: ops.OpDef, example: ops.Example) -> None:
+    g = one_node_graph(op, example)
+    model = to_onnx(g, 17)
+    del model.graph.output[:]  # let shape inference, not our declared outputs, say the types
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    known = {vi.name: vi.type.tensor_type for vi in inferred.graph.value_info}
+    for v in g.outputs:
+        onnx_type = known[g.value_name(v)]
+        shape = tuple(d.dim_value for d in onnx_type.shape.dim)
+        assert shape == g.type_of(v).shape
+        assert onnx.helper.tensor_dtype_to_np_dtype(onnx_type.elem_type) == g.type_of(v).dtype
+
+
+@pytest.mark.parametrize("op", list(ops.REGISTRY.values()), ids=list(ops.REGISTRY))
+def test_every_op_is_declared_whole(op: ops.OpDef) -> None:
+    assert op.examples, f"{op.name} has no examples"
+    assert op.doc.endswith(".") and "\n" not in op.doc, f"{op.name} has no one-line doc"
+    assert op.flops is not None, f"{op.name} has no FLOP count"
+    for name, attr in op.attrs.items():
+        assert attr.kind in ("int", "float", "str", "ints", "floats"), (op.name, name)
+
+
+def test_the_issue_op_set_is_registered() -> None:
+    wanted = """Add Sub Mul Div Neg Exp Log Sqrt Pow MatMul Gemm Conv ConvTranspose Pad MaxPool
+        AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization LayerNormalization
+        InstanceNormalization GroupNormalization Dropout Heaviside Sigmoid Tanh Relu LeakyRelu
+        Softmax LogSoftmax Flatten Reshape Transpose Concat Identity Clip""".split()
+    assert sorted(set(wanted) - set(ops.REGISTRY)) == []
+
+
+def _example_attrs(op: str) -> list[dict]:
+    return [e.attrs for e in ops.REGISTRY[op].examples]
+
+
+def test_examples_cover_the_hard_convolution_cases() -> None:
+    convs = _example_attrs("Conv")
+    assert any(2 in a.get("strides", ()) for a in convs)
+    assert any(2 in a.get("dilations", ()) for a in convs)
+    assert any(a.get("group", 1) > 1 for a in convs)
+    assert {"SAME_UPPER", "SAME_LOWER", "VALID"} <= {a.get("auto_pad") for a in convs}
+    assert "reflect" in {a.get("mode") for a in _example_attrs("Pad")}
+    pools = _example_attrs("AveragePool")
+    assert {0, 1} <= {a.get("count_include_pad", 0) for a in pools}
+
+
+def test_unknown_op_lists_the_known_ones() -> None:
+    with pytest.raises(OpError) as info:
+        ops.get("Convv")
+    assert "unknown op 'Convv'" in str(info.value)
+    assert "Did you mean 'Conv'?" in str(info.value)
+
+
+def test_relu_and_leaky_relu_kink_conventions_come_from_the_formula() -> None:
+    import sympy as sp
+
+    relu = ops.REGISTRY["Relu"].formula
+    x = relu.args[0]
+    assert sp.diff(relu.expr, x).subs(x, 0) == 0
+    leaky = ops.REGISTRY["LeakyRelu"].formula
+    x = leaky.args[0]
+    alpha = sp.Symbol("alpha", real=True)
+    assert sp.diff(leaky.expr, x).subs(x, 0) == alpha
