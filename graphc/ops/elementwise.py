@@ -130,7 +130,7 @@ OPS: list[OpDef] = [
                 examples=_binary_examples()),
     elementwise("Div", "Divide A by B with numpy broadcasting.", lambda a, b: a / b, 2,
                 examples=_binary_examples(positive_b=True)),
-    elementwise("Pow", "Raise A to the power B (A > 0 in the examples).", lambda a, b: a**b, 2,
+    elementwise("Pow", "Raise A to the power B with numpy broadcasting.", lambda a, b: a**b, 2,
                 examples=tuple(
                     Example((np.abs(e.inputs[0]) + np.float32(0.5), e.inputs[1]), e.attrs,
                             e.consts, e.name)
