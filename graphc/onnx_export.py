@@ -87,6 +87,12 @@ def _value_info(name: str, ttype: Any, batch: bool) -> onnx.ValueInfoProto:
 
 
 def _lower_default(ctx: LowerCtx, view: NodeView, opdef: ops.OpDef) -> None:
+    for key in view.attrs:
+        if opdef.attrs[key].since > ctx.opset:
+            raise ExportError(f"attribute {key} of {opdef.name} does not exist at opset "
+                              f"{ctx.opset}", expected=f"opset >= {opdef.attrs[key].since}",
+                              got=ctx.opset,
+                              hint=f"Export with --opset {opdef.attrs[key].since} or newer.")
     attrs = [helper.make_attribute(k, list(v) if isinstance(v, tuple) else v,
                                    attr_type=_ATTR_TYPES[opdef.attrs[k].kind])
              for k, v in view.attrs.items() if v != ()]

@@ -129,3 +129,16 @@ def test_relu_and_leaky_relu_kink_conventions_come_from_the_formula() -> None:
     x = leaky.args[0]
     alpha = sp.Symbol("alpha", real=True)
     assert sp.diff(leaky.expr, x).subs(x, 0) == alpha
+
+
+def test_attributes_newer_than_the_opset_are_refused_at_export() -> None:
+    from graphc.errors import ExportError
+    from graphc.ops.base import rng_array
+
+    g = Graph("dilated_pool")
+    x = g.add_input("x", (1, 2, 7, 7))
+    g.outputs = [g.add_node("AveragePool", [x], {"kernel_shape": (2, 2), "dilations": (2, 2)})]
+    feeds = {"x": rng_array((1, 2, 7, 7), seed=3)}
+    assert_close(run(g, feeds), run_onnxruntime(to_onnx(g, 19), feeds))
+    with pytest.raises(ExportError, match="dilations of AveragePool does not exist at opset 17"):
+        to_onnx(g, 17)

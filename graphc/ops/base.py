@@ -63,10 +63,12 @@ ATTR_KINDS = ("int", "float", "str", "ints", "floats")
 
 @dataclass(frozen=True)
 class Attr:
-    """An attribute: its kind (int, float, str, ints, floats) and default (or REQUIRED)."""
+    """An attribute: its kind (int, float, str, ints, floats), default (or REQUIRED), and the
+    first opset whose ONNX op has it (an explicit value cannot be exported below that)."""
 
     kind: str
     default: Any = REQUIRED
+    since: int = 1
 
 
 @dataclass(frozen=True)

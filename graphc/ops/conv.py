@@ -1,7 +1,9 @@
 """Convolution, transposed convolution, padding and pooling ops (NCHW, 2-D spatial).
 
-Semantics are ONNX's. Where onnxruntime and the ONNX text differ (the last ``ceil_mode`` window,
-the divisor of ``count_include_pad``), the reference follows onnxruntime, which runs the export.
+Semantics are ONNX's as onnxruntime (which runs the export) and ``onnx.reference`` compute them.
+Cases where onnxruntime refuses or departs from the ONNX text are refused here with an OpError:
+``auto_pad`` SAME with dilations, SAME pooling that would need negative pads, ConvTranspose
+``output_shape``, ``auto_pad`` and ``output_padding >= stride``, and Pad mode ``wrap``.
 The window arithmetic (output size and pads from ``auto_pad``) is written once, in ``_window``,
 and shared by Conv, MaxPool and AveragePool, by their shape rules and by their references.
 """
@@ -15,6 +17,7 @@ import numpy as np
 from graphc.errors import OpError, ShapeError, unknown
 from graphc.ops.base import (
     DTYPE_SHORT,
+    FLOAT_DTYPES,
     Attr,
     Example,
     NodeView,
@@ -28,8 +31,7 @@ from graphc.ops.base import (
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 PAD_MODES = ("constant", "edge", "reflect")
-MAXPOOL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16),
-                  np.dtype(np.int8), np.dtype(np.uint8))
+MAXPOOL_DTYPES = (*FLOAT_DTYPES, np.dtype(np.int8), np.dtype(np.uint8))
 
 
 # --- window arithmetic shared by Conv and the pools -----------------------------------------
@@ -127,24 +129,22 @@ def _window(op: str, in_hw: tuple[int, ...], kernel: tuple[int, int], attrs: dic
         else:
             b, e = (explicit[0][axis], explicit[1][axis]) if auto_pad == "NOTSET" else (0, 0)
             span = size + b + e - extent
-            if span < 0:
-                raise ShapeError(
-                    f"the {op} window does not fit the padded input",
-                    expected=f"padded size >= dilated kernel {extent} on spatial axis {axis}",
-                    got=f"size {size} + pads {b}+{e}",
-                    hint="Use a smaller kernel or dilation, or pad the input.",
-                )
             if ceil_mode:
+                # With ceil_mode a window may overhang a padded input smaller than itself.
                 n_out = -(-span // s) + 1
-                # Trap: onnxruntime (and the ONNX reference since opset 19) drops a last window
-                # that would start inside the end padding, so the ceil output can be one less.
+                # Trap: onnxruntime and onnx.reference drop a last window that would start in
+                # the end padding; onnx 1.23's C++ shape inference keeps it (one more output).
                 if (n_out - 1) * s >= size + b:
                     n_out -= 1
             else:
                 n_out = span // s + 1
         if n_out < 1:
-            raise ShapeError(f"the {op} output is empty", expected="output size >= 1",
-                             got=f"{n_out} on spatial axis {axis}")
+            raise ShapeError(
+                f"the {op} window does not fit the padded input",
+                expected=f"padded size >= dilated kernel {extent} on spatial axis {axis}",
+                got=f"size {size} + pads {b}+{e}",
+                hint="Use a smaller kernel or dilation, or pad the input.",
+            )
         begin.append(b)
         end.append(e)
         out.append(n_out)
@@ -164,7 +164,15 @@ def _padded(x: np.ndarray, win: _Window, fill: Any) -> np.ndarray:
 def _tap(xp: np.ndarray, win: _Window, i: int, j: int) -> np.ndarray:
     """Return the strided view of the padded input read by kernel tap (i, j) at every output."""
     (sh, sw), (dh, dw), (ho, wo) = win.strides, win.dilations, win.out
-    return xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+    rows = slice(i * dh, i * dh + (ho - 1) * sh + 1, sh)
+    cols = slice(j * dw, j * dw + (wo - 1) * sw + 1, sw)
+    return xp[:, :, rows, cols]
+
+
+def _work(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Return the arrays in the accumulation dtype: float16 sums in float32, as onnxruntime."""
+    dtype = np.result_type(arrays[0].dtype, np.float32)
+    return [a.astype(dtype, copy=False) for a in arrays]
 
 
 def _shape_str(t: TensorType) -> str:
@@ -196,7 +204,8 @@ def _conv_check(in_types: list[TensorType | None], attrs: dict[str, Any]) -> _Wi
     m, cg = w.shape[0], w.shape[1]
     if group < 1 or m % group:
         raise ShapeError("Conv output channels are not divisible by group",
-                         expected=f"W.shape[0] a multiple of group={group}", got=m)
+                         expected=f"W.shape[0] a multiple of group={group} >= 1",
+                         got=f"W.shape[0] = {m}")
     if x.shape[1] != cg * group:
         raise ShapeError(
             "input channels do not match the weight",
@@ -227,13 +236,14 @@ def _conv_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np
     g = attrs["group"]
     win = _window("Conv", x.shape[2:], (kh, kw), attrs)
     (ho, wo), (sh, sw), (dh, dw) = win.out, win.strides, win.dilations
-    xp = _padded(x, win, 0)
+    xw, ww = _work(x, w)
+    xp = _padded(xw, win, 0)
     view = np.lib.stride_tricks.sliding_window_view(xp, win.extent, axis=(2, 3))
     view = view[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, ::dh, ::dw]
     # im2col: one copy into (n, g, ho*wo, cg*kh*kw), then one batched matmul per group.
     cols = view.reshape(n, g, cg, ho, wo, kh, kw).transpose(0, 1, 3, 4, 2, 5, 6)
     cols = cols.reshape(n, g, ho * wo, cg * kh * kw)
-    wm = w.reshape(g, m // g, cg * kh * kw).transpose(0, 2, 1)
+    wm = ww.reshape(g, m // g, cg * kh * kw).transpose(0, 2, 1)
     y = np.matmul(cols, wm).transpose(0, 1, 3, 2).reshape(n, m, ho, wo)
     if b is not None:
         y = y + b.reshape(1, m, 1, 1)
@@ -265,7 +275,7 @@ def _convt_geometry(x_hw: tuple[int, ...], kernel: tuple[int, int],
     dilations = _pair("ConvTranspose", attrs, "dilations", 1, 1)
     out_pad = _pair("ConvTranspose", attrs, "output_padding", 0, 0)
     if out_pad[0] >= strides[0] or out_pad[1] >= strides[1]:
-        # The ONNX text allows output_padding < max(stride, dilation); onnxruntime wants < stride.
+        # The ONNX text bounds output_padding by "stride/dilation"; onnxruntime wants < stride.
         raise OpError("ConvTranspose output_padding must be smaller than the stride",
                       expected=f"values < strides {list(strides)}", got=list(out_pad),
                       hint="Add the extra rows or columns with Pad instead.")
@@ -293,7 +303,8 @@ def _convt_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
     group = attrs["group"]
     if group < 1 or x.shape[1] % group:
         raise ShapeError("ConvTranspose input channels are not divisible by group",
-                         expected=f"X.shape[1] a multiple of group={group}", got=x.shape[1])
+                         expected=f"X.shape[1] a multiple of group={group} >= 1",
+                         got=f"X.shape[1] = {x.shape[1]}")
     if x.shape[1] != w.shape[0]:
         raise ShapeError(
             "input channels do not match the weight",
@@ -319,17 +330,19 @@ def _convt_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[n
     win, out_pad = _convt_geometry((h, wd), (kh, kw), attrs)
     (sh, sw), (dh, dw) = win.strides, win.dilations
     # Every input pixel times every tap: (n, g, mg*kh*kw, h*w), then scatter-add tap by tap.
-    wm = w.reshape(g, cg, mg * kh * kw).transpose(0, 2, 1)
-    taps = np.matmul(wm, x.reshape(n, g, cg, h * wd)).reshape(n, m, kh, kw, h, wd)
+    xw, ww = _work(x, w)
+    wm = ww.reshape(g, cg, mg * kh * kw).transpose(0, 2, 1)
+    taps = np.matmul(wm, xw.reshape(n, g, cg, h * wd)).reshape(n, m, kh, kw, h, wd)
     full_h = sh * (h - 1) + (kh - 1) * dh + 1 + out_pad[0]
     full_w = sw * (wd - 1) + (kw - 1) * dw + 1 + out_pad[1]
     full = np.zeros((n, m, full_h, full_w), dtype=taps.dtype)
     for i in range(kh):
         for j in range(kw):
-            full[:, :, i * dh: i * dh + (h - 1) * sh + 1: sh,
-                 j * dw: j * dw + (wd - 1) * sw + 1: sw] += taps[:, :, i, j]
+            rows = slice(i * dh, i * dh + (h - 1) * sh + 1, sh)
+            cols = slice(j * dw, j * dw + (wd - 1) * sw + 1, sw)
+            full[:, :, rows, cols] += taps[:, :, i, j]
     (ho, wo), (bh, bw) = win.out, win.begin
-    y = full[:, :, bh: bh + ho, bw: bw + wo]
+    y = full[:, :, bh : bh + ho, bw : bw + wo]
     if b is not None:
         y = y + b.reshape(1, m, 1, 1)
     return [np.ascontiguousarray(y, dtype=x.dtype)]
@@ -348,9 +361,9 @@ def _convt_flops(view: NodeView) -> int:
 def _pad_mode(attrs: dict[str, Any]) -> str:
     mode = attrs.get("mode", "constant")
     if mode == "wrap":
-        raise OpError("Pad mode 'wrap' is not supported", expected="one of " + ", ".join(
-            repr(m) for m in PAD_MODES), got="'wrap'",
-            hint="Build the wrap-around with Slice and Concat.")
+        known = ", ".join(repr(m) for m in PAD_MODES)
+        raise OpError("Pad mode 'wrap' is not supported", expected=f"one of {known}",
+                      got="'wrap'", hint="Build the wrap-around with Slice and Concat.")
     if mode not in PAD_MODES:
         raise unknown("Pad mode", mode, PAD_MODES, cls=OpError)
     return mode
@@ -394,8 +407,7 @@ def _pad_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
             raise ShapeError("Pad mode 'reflect' needs pads smaller than the axis",
                              expected=f"pads < {kept} on axis {axis}", got=[b, e],
                              hint="Use mode 'edge', or pad in several steps.")
-        new = size + b + e
-        shape.append(new)
+        shape.append(size + b + e)
     return [TensorType(tuple(shape), np.dtype(data.dtype))]
 
 
@@ -444,7 +456,7 @@ def _pool_infer(op: str, in_types: list[TensorType | None],
     x = in_types[0]
     assert x is not None
     need_rank(x, 4, f"{op} input X (N, C, H, W)")
-    dtypes = MAXPOOL_DTYPES if op == "MaxPool" else MAXPOOL_DTYPES[:3]
+    dtypes = MAXPOOL_DTYPES if op == "MaxPool" else FLOAT_DTYPES
     if np.dtype(x.dtype) not in dtypes:
         raise ShapeError(f"{op} input X has an unsupported dtype",
                          expected=", ".join(DTYPE_SHORT[d] for d in dtypes),
@@ -482,15 +494,15 @@ def _maxpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
             y = tap.copy() if y is None else np.maximum(y, tap, out=y)
     assert y is not None
     # A window that sees only padding gives the lowest finite value, as in onnxruntime.
-    empty = np.outer(_avg_counts(x.shape[2], win, 0, False),
-                     _avg_counts(x.shape[3], win, 1, False)) == 0
+    empty = np.outer(_window_counts(x.shape[2], win, 0, False),
+                     _window_counts(x.shape[3], win, 1, False)) == 0
     if empty.any():
         y[..., empty] = low
     return [y]
 
 
-def _avg_counts(size: int, win: _Window, axis: int, include_pad: bool) -> np.ndarray:
-    """Return, per output position on one axis, how many taps the divisor counts."""
+def _window_counts(size: int, win: _Window, axis: int, include_pad: bool) -> np.ndarray:
+    """Return, per output position on one axis, how many taps fall on the input (or its pads)."""
     pos = (np.arange(win.out[axis])[:, None] * win.strides[axis] - win.begin[axis]
            + np.arange(win.kernel[axis])[None, :] * win.dilations[axis])
     # Trap: count_include_pad=1 counts the explicit (or auto) pads but not the cells that only
@@ -504,15 +516,15 @@ def _avgpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     x = inputs[0]
     assert x is not None
     win = _pool_window("AveragePool", x, attrs)
-    xp = _padded(x, win, 0)
-    total = np.zeros((*x.shape[:2], *win.out), dtype=x.dtype)
+    xp = _padded(_work(x)[0], win, 0)
+    total = np.zeros((*x.shape[:2], *win.out), dtype=xp.dtype)
     for i in range(win.kernel[0]):
         for j in range(win.kernel[1]):
             total += _tap(xp, win, i, j)
     include = bool(attrs.get("count_include_pad", 0))
-    count = np.outer(_avg_counts(x.shape[2], win, 0, include),
-                     _avg_counts(x.shape[3], win, 1, include))
-    return [(total / np.maximum(count, 1).astype(x.dtype)).astype(x.dtype, copy=False)]
+    count = np.outer(_window_counts(x.shape[2], win, 0, include),
+                     _window_counts(x.shape[3], win, 1, include))
+    return [(total / np.maximum(count, 1).astype(total.dtype)).astype(x.dtype, copy=False)]
 
 
 def _pool_flops(view: NodeView) -> int:
@@ -544,7 +556,7 @@ def _gmp_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
 def _gap_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x = inputs[0]
     assert x is not None
-    return [x.mean(axis=(2, 3), keepdims=True, dtype=x.dtype)]
+    return [_work(x)[0].mean(axis=(2, 3), keepdims=True).astype(x.dtype, copy=False)]
 
 
 def _gmp_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
@@ -724,7 +736,7 @@ OPS: list[OpDef] = [
             **_WINDOW_ATTRS,
             "ceil_mode": Attr("int", 0),
             "count_include_pad": Attr("int", 0),
-            "dilations": Attr("ints", ()),
+            "dilations": Attr("ints", (), since=19),
             "kernel_shape": Attr("ints"),
         },
         infer=_avgpool_infer,
