@@ -276,6 +276,48 @@ def need_float(t: TensorType, what: str) -> None:
                          got=DTYPE_SHORT.get(np.dtype(t.dtype), str(t.dtype)))
 
 
+def normalize_axis(axis: int, rank: int, what: str, *, inclusive: bool = False) -> int:
+    """Return ``axis`` in ``0..rank-1`` (``0..rank`` if ``inclusive``) or raise ShapeError."""
+    top = rank if inclusive else rank - 1
+    if not -rank <= axis <= top:
+        raise ShapeError(
+            f"{what} is out of range for a rank-{rank} input",
+            expected=f"an axis in [{-rank}, {top}]",
+            got=axis,
+        )
+    return axis + rank if axis < 0 else axis
+
+
+def need_broadcast_to(shape: tuple[int, ...], target: tuple[int, ...], what: str) -> None:
+    """Raise ShapeError unless ``shape`` broadcasts to ``target`` without changing it."""
+    ok = len(shape) <= len(target)
+    if ok:
+        try:
+            ok = broadcast_shapes(shape, target) == tuple(target)
+        except ShapeError:
+            ok = False
+    if not ok:
+        raise ShapeError(
+            f"{what} does not broadcast to {tuple(target)}",
+            expected=f"a shape broadcastable to {tuple(target)}",
+            got=tuple(shape),
+        )
+
+
+def optional_inputs(values: Sequence[Any], count: int) -> list[Any]:
+    """Return ``values`` padded with ``None`` to ``count`` entries (absent trailing inputs)."""
+    return list(values) + [None] * (count - len(values))
+
+
+def elementwise_flops(per_element: int) -> Callable[[NodeView], int]:
+    """Return a FLOP count of ``per_element`` operations per element of the first output."""
+
+    def flops(view: NodeView) -> int:
+        return per_element * view.out_types[0].size
+
+    return flops
+
+
 def rng_array(shape: Sequence[int], seed: int = 0, dtype: Any = np.float32,
               low: float = -1.0, high: float = 1.0) -> np.ndarray:
     """Return a deterministic random array for examples."""

@@ -23,6 +23,7 @@ from graphc.ops.base import (
     NodeView,
     OpDef,
     TensorType,
+    elementwise_flops,
     need_float,
     need_rank,
     rng_array,
@@ -431,10 +432,6 @@ def _pad_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     return [out.astype(data.dtype, copy=False)]
 
 
-def _elements_out(view: NodeView) -> int:
-    return view.out_types[0].size
-
-
 # --- MaxPool, AveragePool -------------------------------------------------------------------
 
 
@@ -708,7 +705,7 @@ OPS: list[OpDef] = [
         infer=_pad_infer,
         ref=_pad_ref,
         examples=_pad_examples(),
-        flops=_elements_out,
+        flops=elementwise_flops(1),
     ),
     OpDef(
         name="MaxPool",

@@ -24,6 +24,7 @@ from graphc.ops.base import (
     OpDef,
     TensorType,
     broadcast_shapes,
+    elementwise_flops,
     need_float,
     rng_array,
     same_dtype,
@@ -41,10 +42,6 @@ def _infer_float(in_types: list[TensorType], attrs: dict[str, Any], consts: list
                  ) -> list[TensorType]:
     need_float(in_types[0], "the input")
     return _infer(in_types, attrs, consts)
-
-
-def _elements(view: NodeView) -> int:
-    return view.out_types[0].size
 
 
 def elementwise(
@@ -80,7 +77,7 @@ def elementwise(
         ref=ref,
         examples=examples,
         lower=lower,
-        flops=_elements,
+        flops=elementwise_flops(1),
         formula=Formula(args, params, expr),
     )
 

@@ -17,11 +17,12 @@ from graphc.ops.base import (
     NodeView,
     OpDef,
     TensorType,
+    need_broadcast_to,
     need_rank,
+    optional_inputs,
     rng_array,
     same_dtype,
 )
-from graphc.ops.tensor import need_broadcast_to, optional_inputs
 
 
 def _need_inner(k_a: int, k_b: int, hint: str) -> None:

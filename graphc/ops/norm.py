@@ -23,14 +23,12 @@ from graphc.ops.base import (
     NodeView,
     OpDef,
     TensorType,
-    need_float,
-    rng_array,
-)
-from graphc.ops.tensor import (
     elementwise_flops,
     need_broadcast_to,
+    need_float,
     normalize_axis,
     optional_inputs,
+    rng_array,
 )
 
 NORM_FLOPS = elementwise_flops(7)

@@ -7,7 +7,7 @@ checks and per-element FLOP counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,57 +16,16 @@ from graphc.errors import ShapeError
 from graphc.ops.base import (
     Attr,
     Example,
-    NodeView,
     OpDef,
     TensorType,
-    broadcast_shapes,
+    elementwise_flops,
     need_float,
+    normalize_axis,
+    optional_inputs,
     rng_array,
     same_dtype,
     type_of,
 )
-
-
-def normalize_axis(axis: int, rank: int, what: str, *, inclusive: bool = False) -> int:
-    """Return ``axis`` in ``0..rank-1`` (``0..rank`` if ``inclusive``) or raise ShapeError."""
-    top = rank if inclusive else rank - 1
-    if not -rank <= axis <= top:
-        raise ShapeError(
-            f"{what} is out of range for a rank-{rank} input",
-            expected=f"an axis in [{-rank}, {top}]",
-            got=axis,
-        )
-    return axis + rank if axis < 0 else axis
-
-
-def need_broadcast_to(shape: tuple[int, ...], target: tuple[int, ...], what: str) -> None:
-    """Raise ShapeError unless ``shape`` broadcasts to ``target`` without changing it."""
-    ok = len(shape) <= len(target)
-    if ok:
-        try:
-            ok = broadcast_shapes(shape, target) == tuple(target)
-        except ShapeError:
-            ok = False
-    if not ok:
-        raise ShapeError(
-            f"{what} does not broadcast to {tuple(target)}",
-            expected=f"a shape broadcastable to {tuple(target)}",
-            got=tuple(shape),
-        )
-
-
-def optional_inputs(values: Sequence[Any], count: int) -> list[Any]:
-    """Return ``values`` padded with ``None`` to ``count`` entries (absent trailing inputs)."""
-    return list(values) + [None] * (count - len(values))
-
-
-def elementwise_flops(per_element: int) -> Callable[[NodeView], int]:
-    """Return a FLOP count of ``per_element`` operations per element of the first output."""
-
-    def flops(view: NodeView) -> int:
-        return per_element * view.out_types[0].size
-
-    return flops
 
 
 def _same(in_types: list[TensorType | None], attrs: dict[str, Any],
