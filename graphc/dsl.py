@@ -213,7 +213,8 @@ class GraphBuilder:
         if full in self.graph.nx:
             raise GraphcError(f"a node called {full!r} already exists",
                               hint="Give each parameter a distinct name.")
-        return Tensor(self, self.graph.add_const(full, value, trainable=trainable))
+        return Tensor(self, self.graph.add_const(full, value, trainable=trainable,
+                                                 copy=not isinstance(init, str)))
 
     def _init(self, name: str, shape: tuple[int, ...], init: str, fan_in: int | None,
               fan_out: int | None) -> np.ndarray:

@@ -83,9 +83,12 @@ class Graph:
         return Value(name)
 
     def add_const(self, name: str, value: Any, trainable: bool = False,
-                  dtype: Any = None) -> Value:
-        """Add a constant; ``name`` is made unique. Its array is made read-only and shared."""
-        array = np.array(value, dtype=dtype)
+                  dtype: Any = None, copy: bool = True) -> Value:
+        """Add a constant; ``name`` is made unique. Its array is made read-only and shared.
+
+        ``copy=False`` hands over an array nobody else holds, without copying it.
+        """
+        array = np.array(value, dtype=dtype, copy=True if copy else None)
         array.flags.writeable = False
         node = self.fresh_name(name)
         self.nx.add_node(node, op=CONST, attrs={}, types=[type_of(array)], value=array,
@@ -138,10 +141,10 @@ class Graph:
 
     def in_values(self, node: str) -> list[Value | None]:
         """Return the values feeding ``node`` in port order (``None`` for absent ports)."""
-        edges = self.nx.in_edges(node, data=True)
-        if not edges:
+        by_port = {d["port"]: Value(src, d["out"])
+                   for src, keyed in self.nx.pred[node].items() for d in keyed.values()}
+        if not by_port:
             return []
-        by_port = {d["port"]: Value(src, d["out"]) for src, _, d in edges}
         return [by_port.get(p) for p in range(max(by_port) + 1)]
 
     def users(self, value: Value) -> list[tuple[str, int]]:
@@ -273,7 +276,7 @@ class Graph:
 
     def _check_arity(self, node: str, opdef: ops.OpDef) -> None:
         values = self.in_values(node)
-        ports = [d["port"] for _, _, d in self.nx.in_edges(node, data=True)]
+        ports = [d["port"] for keyed in self.nx.pred[node].values() for d in keyed.values()]
         if len(ports) != len(set(ports)):
             raise VerifyError("two values feed the same input port",
                               expected="one value per port", got=f"ports {sorted(ports)}")
@@ -321,7 +324,6 @@ class Graph:
 
     def _verify_node(self, node: str) -> None:
         data = self.nx.nodes[node]
-        where = self.format_node(node)
         try:
             if data["op"] == INPUT:
                 if node not in self.inputs:
@@ -344,7 +346,7 @@ class Graph:
                                   got=", ".join(map(str, data["types"])),
                                   hint="Re-infer types after rewriting a node's inputs.")
         except GraphcError as err:
-            raise err.located(where) from None
+            raise err.located(self.format_node(node)) from None
 
     # ----- printing -----------------------------------------------------------------------
 
