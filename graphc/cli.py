@@ -45,7 +45,8 @@ def _build(module: ModuleType, seed: int) -> Any:
             raise
         graph = module.build()
     if not isinstance(graph, Graph):
-        raise GraphcError(f"build() of {module.__name__} returned {type(graph).__name__}",
+        origin = getattr(module, "__file__", None) or module.__name__
+        raise GraphcError(f"build() of {origin} returned {type(graph).__name__}",
                           expected="a graphc Graph (return b.build())",
                           got=type(graph).__name__)
     graph.verify()
@@ -142,8 +143,11 @@ class _Parser(argparse.ArgumentParser):
 def make_parser() -> argparse.ArgumentParser:
     from graphc import __version__
 
+    # --debug is accepted before and after the subcommand; SUPPRESS keeps the subcommand's
+    # default from overwriting a --debug given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
     parser = _Parser(prog="graphc", parents=[common],
                      description="Compile neural networks from graphc's DSL to checked ONNX.")
     parser.add_argument("--version", action="version", version=f"graphc {__version__}")
@@ -179,9 +183,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _user_frame(err: BaseException) -> str:
     """Return ``file:line`` of the innermost frame outside graphc, for errors in user code."""
-    frames = traceback.extract_tb(err.__traceback__)
-    for frame in reversed(frames):
-        if "/graphc/" not in frame.filename and "/models/" not in frame.filename:
+    import graphc
+    import graphc.models
+
+    ours = tuple(str(Path(m.__file__).parent.resolve()) + os.sep
+                 for m in (graphc, graphc.models) if m.__file__)
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if not str(Path(frame.filename).resolve()).startswith(ours):
             return f"{frame.filename}:{frame.lineno}: "
     return ""
 
@@ -193,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     parser.epilog = "zoo models: " + ", ".join(MODELS)
     args = parser.parse_args(argv)
+    args.debug = getattr(args, "debug", False)
     try:
         return args.func(args)
     except GraphcError as err:

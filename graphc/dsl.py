@@ -31,6 +31,15 @@ from graphc.ir import CONST, INPUT, Graph, Value
 INITS = ("he", "he_fan_out", "xavier", "uniform", "zeros", "ones", "normal")
 
 
+class NodeRef:
+    """The current id of one node; renaming the node updates it, so tensors stay valid."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+
 class Tensor:
     """A symbolic value in a graph being built; Python operators add nodes.
 
@@ -38,12 +47,18 @@ class Tensor:
     constants of the tensor's dtype).
     """
 
-    __slots__ = ("builder", "value")
+    __slots__ = ("_out", "_ref", "builder")
     __array_priority__ = 1000  # numpy scalars on the left defer to our reflected operators
 
     def __init__(self, builder: GraphBuilder, value: Value) -> None:
         self.builder = builder
-        self.value = value
+        self._ref = builder.node_ref(value.node)
+        self._out = value.out
+
+    @property
+    def value(self) -> Value:
+        """The IR value this tensor stands for (follows renames of its node)."""
+        return Value(self._ref.node, self._out)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -133,6 +148,42 @@ class GraphBuilder:
         self.dtype = np.dtype(dtype)
         self._scope: list[str] = []
         self._layer_counts: dict[str, int] = {}
+        self._refs: dict[str, NodeRef] = {}
+        self._auto: set[str] = set()
+
+    def node_ref(self, node: str) -> NodeRef:
+        """Return the one ``NodeRef`` of ``node``."""
+        ref = self._refs.get(node)
+        if ref is None:
+            ref = self._refs[node] = NodeRef(node)
+        return ref
+
+    def _rename(self, old: str, new: str) -> None:
+        nx.relabel_nodes(self.graph.nx, {old: new}, copy=False)
+        self.graph.outputs = [Value(new, v.out) if v.node == old else v
+                              for v in self.graph.outputs]
+        ref = self._refs.pop(old, None)
+        if ref is not None:
+            ref.node = new
+            self._refs[new] = ref
+        if old in self._auto:
+            self._auto.discard(old)
+            self._auto.add(new)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Remove every node added inside the block if the block raises (a failed layer
+        leaves nothing behind)."""
+        mark = self.graph.nx.number_of_nodes()
+        try:
+            yield
+        except BaseException:
+            added = list(self.graph.nx)[mark:]
+            self.graph.nx.remove_nodes_from(added)
+            for node in added:
+                self._refs.pop(node, None)
+                self._auto.discard(node)
+            raise
 
     # ----- names --------------------------------------------------------------------------
 
@@ -158,6 +209,10 @@ class GraphBuilder:
             key = self.scoped(kind)
             self._layer_counts[key] = self._layer_counts.get(key, 0) + 1
             name = f"{kind}{self._layer_counts[key]}"
+            while self.scoped(name) in self.graph.nx:
+                self._layer_counts[key] += 1
+                name = f"{kind}{self._layer_counts[key]}"
+            self._auto.add(self.scoped(name))
         if self.scoped(name) in self.graph.nx:
             raise GraphcError(f"a layer called {self.scoped(name)!r} already exists",
                               hint="Give each layer a distinct name (or none, for an automatic "
@@ -187,7 +242,9 @@ class GraphBuilder:
                                   got=f"%{value.name} of graph {value.builder.graph.name!r}",
                                   expected=f"a tensor of graph {self.graph.name!r}")
             return value
-        return self.const(value, dtype=like.dtype)
+        const = self.const(value, dtype=like.dtype)
+        self._auto.add(const.value.node)
+        return const
 
     def param(self, name: str, shape: Sequence[int], init: Any = "he",
               fan_in: int | None = None, fan_out: int | None = None,
@@ -248,22 +305,28 @@ class GraphBuilder:
         node = name if name is not None else self.scoped(op.lower())
         value = self.graph.add_node(op, [None if t is None else t.value for t in inputs],
                                     attrs, name=node)
+        if name is None:
+            self._auto.add(value.node)
         return Tensor(self, value)
 
     def output(self, tensor: Tensor, name: str | None = None) -> Tensor:
-        """Mark ``tensor`` as a graph output, renamed to ``name`` when given."""
+        """Mark ``tensor`` as a graph output, renamed to ``name`` when given.
+
+        A node that only has an automatic name (``add_1``, ``relu2``, a lifted constant) gives
+        the name up; tensors that refer to renamed nodes stay valid.
+        """
         g = self.graph
         value = tensor.value
         if name is not None and g.value_name(value) != name:
             if name in g.nx:
-                raise GraphcError(f"cannot name output {name!r}: a node has that name",
-                                  hint="Choose another output name.")
+                if name not in self._auto:
+                    raise GraphcError(f"cannot name output {name!r}: a node has that name",
+                                      hint="Choose another output name.")
+                self._rename(name, g.fresh_name(name))
             if g.op(value.node) in (INPUT, CONST) or value.out != 0 or value in g.outputs:
                 value = g.add_node("Identity", [value], name=name)
             else:
-                nx.relabel_nodes(g.nx, {value.node: name}, copy=False)
-                g.outputs = [Value(name, v.out) if v.node == value.node else v
-                             for v in g.outputs]
+                self._rename(value.node, name)
                 value = Value(name, value.out)
         g.outputs.append(value)
         return Tensor(self, value)

@@ -89,7 +89,7 @@ def unknown(
     return cls(
         f"unknown {kind} {name!r}",
         where=where,
-        expected="one of " + ", ".join(repr(k) for k in known),
+        expected="one of " + ", ".join(repr(k) for k in known) if known else "none",
         got=repr(name),
         hint=f"Did you mean {close[0]!r}?" if close else None,
     )

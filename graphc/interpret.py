@@ -90,4 +90,4 @@ def run(g: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 for k in range(len(g.types(v.node))):
                     if Value(v.node, k) not in keep:
                         env.pop(Value(v.node, k), None)
-    return {g.value_name(v): env[v] for v in g.outputs}
+    return {name: env[v] for name, v in zip(g.output_names(), g.outputs, strict=True)}

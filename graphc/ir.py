@@ -160,7 +160,21 @@ class Graph:
         return f"{value.node}.{outputs[value.out].rstrip('?')}"
 
     def output_names(self) -> list[str]:
-        return [self.value_name(v) for v in self.outputs]
+        """Return the names of the outputs, as the ONNX file has them.
+
+        An output that is an input or a constant, or that repeats an earlier output, is named
+        ``<value>_out`` (the export adds an Identity node for it).
+        """
+        names: list[str] = []
+        for v in self.outputs:
+            name = self.value_name(v)
+            if self.op(v.node) in (INPUT, CONST) or name in names:
+                base, k = name + "_out", 1
+                name = base
+                while name in names or name in self.nx:
+                    name, k = f"{base}_{k}", k + 1
+            names.append(name)
+        return names
 
     def topo(self) -> list[str]:
         """Return the node ids in a deterministic topological order.
@@ -318,7 +332,9 @@ class Graph:
                               hint="Mark at least one value as an output.")
         for v in self.outputs:
             if v.node not in self.nx or v.out >= len(self.types(v.node)):
-                raise VerifyError(f"graph output {v} does not exist", where=f"graph {self.name}")
+                raise VerifyError(f"graph output %{v.node} (output {v.out}) does not exist",
+                                  where=f"graph {self.name}", expected="a value of the graph",
+                                  got=f"%{v.node}", hint="Mark an existing value as output.")
         for node in self.topo():
             self._verify_node(node)
 

@@ -14,7 +14,8 @@ Each helper names its node after the layer (``block1.conv``) and its parameters 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,18 @@ def _pads(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
     return (ph, pw, ph, pw)
 
 
+def layer(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Make a layer helper atomic: if it raises, the nodes it added are removed again."""
+
+    @functools.wraps(fn)
+    def wrapper(x: Any, *args: Any, **kwargs: Any) -> Tensor:
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        with first.builder.transaction():
+            return fn(x, *args, **kwargs)
+
+    return wrapper
+
+
 def _layer(x: Tensor, kind: str, name: str | None) -> tuple[str, str]:
     """Return (local, full) names of a new layer of ``kind``."""
     local = x.builder.layer_name(kind, name)
@@ -79,6 +92,7 @@ def _padded(x: Tensor, pads: tuple[int, int, int, int], mode: str, local: str) -
 # ----- layers with parameters ---------------------------------------------------------------
 
 
+@layer
 def linear(x: Tensor, out_features: int, *, bias: bool = True, init: str = "he",
            in_features: int | None = None, name: str | None = None) -> Tensor:
     """Fully connected layer ``y = x W^T + b`` on a (batch, features) input (Gemm, transB=1).
@@ -93,6 +107,7 @@ def linear(x: Tensor, out_features: int, *, bias: bool = True, init: str = "he",
     return b.op("Gemm", x, w, bias_t, name=full, transB=1)
 
 
+@layer
 def conv2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
            stride: int | Sequence[int] = 1, padding: Any = 0, padding_mode: str = "zeros",
            dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
@@ -131,6 +146,7 @@ def conv2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
     return b.op("Conv", x, w, bias_t, name=full, **attrs)
 
 
+@layer
 def conv_transpose2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
                      stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
                      output_padding: int | Sequence[int] = 0,
@@ -166,6 +182,7 @@ def _channel_params(x: Tensor, local: str, channels: int) -> tuple[Tensor, Tenso
             b.param(local + ".bias", (channels,), init="zeros"))
 
 
+@layer
 def batch_norm(x: Tensor, *, eps: float = 1e-5, momentum: float = 0.9,
                name: str | None = None) -> Tensor:
     """Batch normalization over the channel axis 1 (inference form: running statistics).
@@ -186,6 +203,7 @@ def batch_norm(x: Tensor, *, eps: float = 1e-5, momentum: float = 0.9,
                 momentum=momentum)
 
 
+@layer
 def layer_norm(x: Tensor, *, axis: int = -1, eps: float = 1e-5,
                name: str | None = None) -> Tensor:
     """Layer normalization over the axes from ``axis`` to the last (scale and bias there)."""
@@ -197,6 +215,7 @@ def layer_norm(x: Tensor, *, axis: int = -1, eps: float = 1e-5,
     return b.op("LayerNormalization", x, w, bias, name=full, axis=axis, epsilon=eps)
 
 
+@layer
 def instance_norm(x: Tensor, *, eps: float = 1e-5, name: str | None = None) -> Tensor:
     """Instance normalization: each sample's channel normalized over its spatial axes."""
     local, full = _layer(x, "in", name)
@@ -204,6 +223,7 @@ def instance_norm(x: Tensor, *, eps: float = 1e-5, name: str | None = None) -> T
     return x.builder.op("InstanceNormalization", x, scale, shift, name=full, epsilon=eps)
 
 
+@layer
 def group_norm(x: Tensor, num_groups: int, *, eps: float = 1e-5,
                name: str | None = None) -> Tensor:
     """Group normalization: channels split into ``num_groups`` groups, per-channel affine."""
@@ -227,6 +247,7 @@ def _pool_attrs(x: Tensor, kernel_size: Any, stride: Any, padding: Any, full: st
     return attrs
 
 
+@layer
 def max_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
                padding: Any = 0, ceil_mode: bool = False, name: str | None = None) -> Tensor:
     """Max pooling; ``stride`` defaults to the kernel size; padding as in ``conv2d``."""
@@ -238,6 +259,7 @@ def max_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = Non
     return x.builder.op("MaxPool", x, name=full, **attrs)
 
 
+@layer
 def avg_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
                padding: Any = 0, count_include_pad: bool = False, ceil_mode: bool = False,
                name: str | None = None) -> Tensor:
@@ -252,16 +274,19 @@ def avg_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = Non
     return x.builder.op("AveragePool", x, name=full, **attrs)
 
 
+@layer
 def global_avg_pool(x: Tensor, *, name: str | None = None) -> Tensor:
     """Mean over the spatial axes: (N, C, H, W) -> (N, C, 1, 1)."""
     return x.builder.op("GlobalAveragePool", x, name=_layer(x, "gap", name)[1])
 
 
+@layer
 def global_max_pool(x: Tensor, *, name: str | None = None) -> Tensor:
     """Max over the spatial axes: (N, C, H, W) -> (N, C, 1, 1)."""
     return x.builder.op("GlobalMaxPool", x, name=_layer(x, "gmp", name)[1])
 
 
+@layer
 def dropout(x: Tensor, p: float = 0.5, *, name: str | None = None) -> Tensor:
     """Dropout with drop probability ``p`` (identity at inference)."""
     if not 0.0 <= p < 1.0:
@@ -273,6 +298,7 @@ def dropout(x: Tensor, p: float = 0.5, *, name: str | None = None) -> Tensor:
     return b.op("Dropout", x, ratio, name=full)
 
 
+@layer
 def pad(x: Tensor, pads: Sequence[int], *, mode: str = "constant", value: float = 0.0,
         name: str | None = None) -> Tensor:
     """Pad the spatial axes of an NCHW input by (top, left, bottom, right).
@@ -292,11 +318,13 @@ def pad(x: Tensor, pads: Sequence[int], *, mode: str = "constant", value: float 
     return b.op("Pad", x, pads_t, value_t, name=full, mode=mode)
 
 
+@layer
 def flatten(x: Tensor, axis: int = 1, *, name: str | None = None) -> Tensor:
     """Flatten to 2-D: the axes before ``axis`` and the axes from ``axis`` on."""
     return x.builder.op("Flatten", x, name=_layer(x, "flatten", name)[1], axis=axis)
 
 
+@layer
 def reshape(x: Tensor, shape: Sequence[int], *, name: str | None = None) -> Tensor:
     """Reshape (ONNX rules: 0 copies the input's dimension, -1 is inferred)."""
     b = x.builder
@@ -305,16 +333,19 @@ def reshape(x: Tensor, shape: Sequence[int], *, name: str | None = None) -> Tens
     return b.op("Reshape", x, shape_t, name=full)
 
 
+@layer
 def transpose(x: Tensor, perm: Sequence[int], *, name: str | None = None) -> Tensor:
     """Permute the axes."""
     return x.builder.op("Transpose", x, name=_layer(x, "transpose", name)[1], perm=tuple(perm))
 
 
+@layer
 def concat(xs: Sequence[Tensor], axis: int = 1, *, name: str | None = None) -> Tensor:
     """Concatenate tensors along ``axis``."""
     return xs[0].builder.op("Concat", *xs, name=_layer(xs[0], "concat", name)[1], axis=axis)
 
 
+@layer
 def clip(x: Tensor, min: float | None = None, max: float | None = None, *,
          name: str | None = None) -> Tensor:
     """Clamp to [min, max] (either bound may be absent)."""
@@ -329,42 +360,50 @@ def _activation(op: str, kind: str, x: Tensor, name: str | None, **attrs: Any) -
     return x.builder.op(op, x, name=_layer(x, kind, name)[1], **attrs)
 
 
+@layer
 def heaviside(x: Tensor, threshold: float = 0.0, *, name: str | None = None) -> Tensor:
     """Step function: 1 where x >= threshold, else 0 (McCulloch-Pitts)."""
     attrs = {"threshold": threshold} if threshold else {}
     return _activation("Heaviside", "step", x, name, **attrs)
 
 
+@layer
 def sigmoid(x: Tensor, *, name: str | None = None) -> Tensor:
     """Logistic sigmoid 1 / (1 + e^-x)."""
     return _activation("Sigmoid", "sigmoid", x, name)
 
 
+@layer
 def tanh(x: Tensor, *, name: str | None = None) -> Tensor:
     """Hyperbolic tangent."""
     return _activation("Tanh", "tanh", x, name)
 
 
+@layer
 def relu(x: Tensor, *, name: str | None = None) -> Tensor:
     """max(x, 0), with derivative 0 at 0."""
     return _activation("Relu", "relu", x, name)
 
 
+@layer
 def leaky_relu(x: Tensor, alpha: float = 0.01, *, name: str | None = None) -> Tensor:
     """x for x > 0, alpha * x otherwise."""
     return _activation("LeakyRelu", "lrelu", x, name, alpha=alpha)
 
 
+@layer
 def exp(x: Tensor, *, name: str | None = None) -> Tensor:
     """e^x."""
     return _activation("Exp", "exp", x, name)
 
 
+@layer
 def log(x: Tensor, *, name: str | None = None) -> Tensor:
     """Natural logarithm."""
     return _activation("Log", "log", x, name)
 
 
+@layer
 def sqrt(x: Tensor, *, name: str | None = None) -> Tensor:
     """Square root."""
     return _activation("Sqrt", "sqrt", x, name)
@@ -382,12 +421,14 @@ def _tempered(op: str, kind: str, x: Tensor, axis: int, temperature: float,
     return x.builder.op(op, x, name=full, axis=axis)
 
 
+@layer
 def softmax(x: Tensor, axis: int = -1, *, temperature: float = 1.0,
             name: str | None = None) -> Tensor:
     """softmax(x / T) along ``axis``; a temperature T > 1 softens the distribution."""
     return _tempered("Softmax", "softmax", x, axis, temperature, name)
 
 
+@layer
 def log_softmax(x: Tensor, axis: int = -1, *, temperature: float = 1.0,
                 name: str | None = None) -> Tensor:
     """log(softmax(x / T)) along ``axis``, computed stably."""

@@ -144,15 +144,11 @@ def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool = False) -> 
                 opdef.lower(ctx, view)
         except GraphcError as err:
             raise err.located(g.format_node(node)) from None
-    graph_outputs, seen = [], set()
-    for v in g.outputs:
-        name = g.value_name(v)
-        if g.op(v.node) in (INPUT, CONST) or name in seen:
+    graph_outputs = []
+    for v, name in zip(g.outputs, g.output_names(), strict=True):
+        if name != g.value_name(v):
             # An ONNX graph output must be produced by a node and named once.
-            out = ctx.fresh(name + "_out")
-            ctx.node("Identity", [name], [out], out)
-            name = out
-        seen.add(name)
+            ctx.node("Identity", [g.value_name(v)], [name], name)
         graph_outputs.append(_value_info(name, g.type_of(v), dynamic_batch))
     # Filled in place: make_graph/make_model would copy every initializer twice.
     model = onnx.ModelProto(ir_version=_ir_version(opset), producer_name="graphc",
@@ -197,13 +193,23 @@ def check(model: onnx.ModelProto) -> None:
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, so no half-written file remains."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise GraphcError(f"cannot write {str(path)!r}: {err.strerror}",
+                          hint="Check that the folder exists and is writable.") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # mkstemp creates the file 0600; give it the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise GraphcError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
         raise
 
 
