@@ -161,7 +161,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="run the file on onnxruntime and compare with the interpreter")
     p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
-    p.add_argument("--dynamic-batch", action="store_true",
+    p.add_argument("--dynamic-batch", action="store_true", default=None,
                    help="name the first dimension of inputs and outputs N")
     p.set_defaults(func=cmd_compile)
 

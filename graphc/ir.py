@@ -58,6 +58,8 @@ class Graph:
         self.nx = nx.MultiDiGraph()
         self.inputs: list[str] = []
         self.outputs: list[Value] = []
+        # Facts about the graph as a whole, e.g. "dynamic_batch" for imported models.
+        self.meta: dict[str, Any] = {}
         self._next: dict[str, int] = {}
 
     # ----- construction -------------------------------------------------------------------
@@ -236,6 +238,7 @@ class Graph:
                                                                               data=True))
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
+        g.meta = dict(self.meta)
         g._next = dict(self._next)
         return g
 

@@ -107,11 +107,15 @@ def _trim(names: list[str]) -> list[str]:
     return names
 
 
-def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool = False) -> onnx.ModelProto:
+def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = None
+            ) -> onnx.ModelProto:
     """Lower ``g`` to an ONNX model at ``opset`` (default 17).
 
-    With ``dynamic_batch`` the first dimension of every input and output is named ``N``.
+    With ``dynamic_batch`` the first dimension of every input and output is named ``N``; by
+    default it is named when ``g.meta["dynamic_batch"]`` says so (imported models).
     """
+    if dynamic_batch is None:
+        dynamic_batch = bool(g.meta.get("dynamic_batch", False))
     from graphc import __version__
 
     opset = check_opset(DEFAULT_OPSET if opset is None else opset)
@@ -176,7 +180,7 @@ def _add_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> No
         tensor.raw_data = np.ascontiguousarray(array).tobytes()
 
 
-def to_bytes(g: Graph, opset: int | None = None, dynamic_batch: bool = False) -> bytes:
+def to_bytes(g: Graph, opset: int | None = None, dynamic_batch: bool | None = None) -> bytes:
     """Return the serialized ONNX model; the same graph always gives the same bytes."""
     return to_onnx(g, opset, dynamic_batch).SerializeToString(deterministic=True)
 
@@ -214,7 +218,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def save(g: Graph, path: str | os.PathLike[str], opset: int | None = None,
-         dynamic_batch: bool = False) -> onnx.ModelProto:
+         dynamic_batch: bool | None = None) -> onnx.ModelProto:
     """Export ``g``, check it with the ONNX checker, and write it atomically to ``path``."""
     model = to_onnx(g, opset, dynamic_batch)
     check(model)
