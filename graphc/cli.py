@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,17 +21,16 @@ import numpy as np
 from graphc.errors import GraphcError, UsageError
 
 
-def _load_model(spec: str) -> ModuleType:
+def _load_module(spec: str) -> ModuleType:
     from graphc.models import MODELS, load, load_file
 
-    if spec.endswith(".py") or "/" in spec or Path(spec).suffix:
-        if Path(spec).suffix not in ("", ".py"):
-            raise UsageError(f"cannot compile {spec!r}", expected="a zoo model name or a .py "
-                             "file with build()", got=f"a {Path(spec).suffix} file")
-        return load_file(spec)
     if spec in MODELS:
         return load(spec)
-    if Path(spec).exists():
+    if spec.endswith(".py") or "/" in spec or Path(spec).suffix or Path(spec).exists():
+        if Path(spec).suffix not in ("", ".py"):
+            raise UsageError(f"cannot compile {spec!r}", expected="a zoo model name, a .py "
+                             "file with build() or an .onnx file", got=f"a {Path(spec).suffix} "
+                             "file")
         return load_file(spec)
     return load(spec)
 
@@ -53,13 +53,36 @@ def _build(module: ModuleType, seed: int) -> Any:
     return graph
 
 
-def example_feeds(module: ModuleType, graph: Any, seed: int = 0) -> dict[str, np.ndarray]:
+def example_feeds(module: ModuleType | None, graph: Any, seed: int = 0
+                  ) -> dict[str, np.ndarray]:
     """Return the module's ``example_inputs()``, or seeded random inputs of the right shapes."""
-    if callable(getattr(module, "example_inputs", None)):
+    if module is not None and callable(getattr(module, "example_inputs", None)):
         return module.example_inputs()
     rng = np.random.default_rng(seed)
     return {name: rng.standard_normal(graph.types(name)[0].shape).astype(
         graph.types(name)[0].dtype) for name in graph.inputs}
+
+
+@dataclass
+class Loaded:
+    """A model given on the command line: its graph, example inputs, and the original file."""
+
+    graph: Any
+    feeds: dict[str, np.ndarray]
+    onnx_file: Path | None = None
+
+
+def load_model(spec: str, seed: int = 0) -> Loaded:
+    """Load MODEL: a zoo name, a .py file with build(), or an .onnx file."""
+    if spec.endswith(".onnx"):
+        from graphc.onnx_import import from_onnx
+
+        graph = from_onnx(spec)
+        graph.verify()
+        return Loaded(graph, example_feeds(None, graph, seed), Path(spec))
+    module = _load_module(spec)
+    graph = _build(module, seed)
+    return Loaded(graph, example_feeds(module, graph, seed))
 
 
 def _size(nbytes: int) -> str:
@@ -76,34 +99,61 @@ def cmd_compile(args: argparse.Namespace) -> int:
         to_onnx,
         write_atomic,
     )
+    from graphc.pipeline import format_reports, resolve, run_pipeline
 
-    module = _load_model(args.model)
-    graph = _build(module, args.seed)
+    names = resolve(args.passes, args.pipeline)
+    loaded = load_model(args.model, args.seed)
+    original = loaded.graph
+    graph, reports = run_pipeline(original, names)
     opset = args.opset or DEFAULT_OPSET
     model = to_onnx(graph, opset, dynamic_batch=args.dynamic_batch)
     check(model)
     data = model.SerializeToString(deterministic=True)
     write_atomic(args.output, data)
     print(f"compiled {graph.name} -> {args.output} (opset {opset})")
-    print(f"  nodes        {len(graph.op_nodes())} ops, {len(model.graph.node)} ONNX nodes")
-    print(f"  parameters   {graph.num_params():,}")
+    if reports:
+        print("  passes")
+        print(format_reports(reports, verbose=args.verbose, explain=args.explain))
+        print(f"  nodes        {len(original.op_nodes())} -> {len(graph.op_nodes())} ops, "
+              f"{len(model.graph.node)} ONNX nodes")
+        print(f"  parameters   {original.num_params():,} -> {graph.num_params():,}")
+    else:
+        print(f"  nodes        {len(graph.op_nodes())} ops, {len(model.graph.node)} ONNX nodes")
+        print(f"  parameters   {graph.num_params():,}")
     print(f"  file size    {_size(len(data))}")
     print("  checker      ok (onnx.checker, full_check)")
     if args.verify:
-        feeds = example_feeds(module, graph, args.seed)
-        expected = run(graph, feeds)
-        got = run_onnxruntime(data, feeds)
-        diff = max_abs_diff(expected, got)
+        expected = run(original, loaded.feeds)
+        got = run_onnxruntime(data, loaded.feeds)
         scale = max(float(np.max(np.abs(v))) for v in expected.values())
-        print(f"  verify       max abs diff {diff:.3g} (interpreter vs onnxruntime, output scale "
-              f"{scale:.3g})")
+        what = "compiled on onnxruntime vs original on the interpreter" if reports else \
+            "onnxruntime vs the interpreter"
+        print(f"  verify       max abs diff {max_abs_diff(expected, got):.3g} ({what}, output "
+              f"scale {scale:.3g})")
+        if loaded.onnx_file is not None:
+            before = run_onnxruntime(loaded.onnx_file.read_bytes(), loaded.feeds)
+            print(f"               max abs diff {max_abs_diff(before, got):.3g} (compiled vs "
+                  "original file, both on onnxruntime)")
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from graphc.pipeline import doc_line, pipelines, registry
+
+    known = registry()
+    width = max(len(n) for n in known)
+    for name, fn in known.items():
+        print(f"{name.ljust(width)}  {doc_line(fn)}")
+    print()
+    for name, passes in pipelines().items():
+        print(f"pipeline {name}: {', '.join(passes)}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from graphc.shapes import format_table, layer_table
 
-    graph = _build(_load_model(args.model), args.seed)
+    graph = load_model(args.model, args.seed).graph
     if not args.table:
         print(graph.format())
         print()
@@ -154,8 +204,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("compile", parents=[common], help="compile a model to an ONNX file")
-    p.add_argument("model", help="a zoo model name (see `graphc models`) or a .py file with "
-                                 "build()")
+    p.add_argument("model", help="a zoo model name (see `graphc models`), a .py file with "
+                                 "build(), or an .onnx file")
     p.add_argument("-o", "--output", required=True, help="the ONNX file to write")
     p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     p.add_argument("--verify", action="store_true",
@@ -163,7 +213,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
     p.add_argument("--dynamic-batch", action="store_true", default=None,
                    help="name the first dimension of inputs and outputs N")
+    p.add_argument("--passes", help="comma-separated passes to run (see `graphc passes`)")
+    p.add_argument("--pipeline", help="a named pipeline of passes, e.g. inference")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the rewrites each pass refused, with reasons")
+    p.add_argument("--explain", action="store_true",
+                   help="show each rewrite: the nodes before and after and the formula")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("passes", parents=[common], help="list the passes and pipelines")
+    p.set_defaults(func=cmd_passes)
 
     p = sub.add_parser("show", parents=[common],
                        help="print a model's graph and per-layer table")

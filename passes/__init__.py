@@ -1,8 +1,32 @@
-"""Compiler passes, one module per pass, listed explicitly in ``PASSES`` in run order.
+"""Compiler passes, one module per pass, listed explicitly in ``PASSES``.
 
-A pass is a function ``Graph -> Graph`` with keyword options that never mutates its input.
+A pass is a function ``Graph -> Graph`` with keyword options that never mutates its input; its
+module docstring states the transformation and when it refuses. The CLI name is the function
+name in kebab-case. ``PIPELINES`` names ordered lists of passes.
 """
 
 from __future__ import annotations
 
-PASSES: list[str] = []
+from graphc.passes.eliminate_dead_code import eliminate_dead_code
+from graphc.passes.fold_batchnorm import fold_batchnorm
+from graphc.passes.fold_constants import fold_constants
+from graphc.passes.remove_dropout import remove_dropout
+from graphc.passes.remove_identity import remove_identity
+
+PASSES = [
+    remove_dropout,
+    fold_batchnorm,
+    fold_constants,
+    remove_identity,
+    eliminate_dead_code,
+]
+
+PIPELINES = {
+    "inference": [
+        "remove-dropout",
+        "fold-batchnorm",
+        "fold-constants",
+        "remove-identity",
+        "eliminate-dead-code",
+    ],
+}
