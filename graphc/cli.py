@@ -127,7 +127,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         got = run_onnxruntime(data, loaded.feeds)
         scale = max(float(np.max(np.abs(v))) for v in expected.values())
         what = "compiled on onnxruntime vs original on the interpreter" if reports else \
-            "onnxruntime vs the interpreter"
+            "interpreter vs onnxruntime"
         print(f"  verify       max abs diff {max_abs_diff(expected, got):.3g} ({what}, output "
               f"scale {scale:.3g})")
         if loaded.onnx_file is not None:
