@@ -18,6 +18,7 @@ from graphc.errors import GraphcError
 from graphc.interpret import run
 from graphc.ir import Graph, Value
 from graphc.onnx_export import compare, run_onnxruntime, save, to_bytes, to_onnx
+from graphc.onnx_import import from_onnx, run_onnx
 
 __all__ = [
     "Graph",
@@ -27,7 +28,9 @@ __all__ = [
     "Value",
     "__version__",
     "compare",
+    "from_onnx",
     "run",
+    "run_onnx",
     "run_onnxruntime",
     "save",
     "to_bytes",

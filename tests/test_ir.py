@@ -203,7 +203,7 @@ def test_copy_is_independent():
     h.outputs.append(Value("x"))
     h.add_node("Relu", [Value("x")], name="new")
 
-    assert g.attrs("act") == {"alpha": 0.1}
+    assert g.attrs("act") == {"alpha": float(np.float32(0.1))}  # stored as ONNX does, float32
     assert g.types("act") == [TensorType((2, 3), F32)]
     assert in_ports(g, "act") == [("x", 0)]
     assert g.inputs == ["x", "y"]

@@ -211,10 +211,12 @@ def _coerce(kind: str, value: Any, what: str, where: str | None) -> Any:
             if isinstance(value, (bool, int, np.integer)):
                 return int(value)
         elif kind == "float":
+            # ONNX stores float attributes as float32: round now, so a graph and its exported
+            # and re-imported copy compute exactly the same thing.
             if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
                 value, bool
             ):
-                return float(value)
+                return float(np.float32(value))
         elif kind == "str":
             if isinstance(value, (str, bytes)):
                 return value.decode() if isinstance(value, bytes) else value
@@ -225,7 +227,7 @@ def _coerce(kind: str, value: Any, what: str, where: str | None) -> Any:
                     return tuple(int(v) for v in items)
         elif kind == "floats":
             if not isinstance(value, (str, bytes)):
-                return tuple(float(v) for v in value)
+                return tuple(float(np.float32(v)) for v in value)
     except (TypeError, ValueError):
         pass
     raise OpError(f"attribute {what} has the wrong kind", where=where, expected=kind,

@@ -1,0 +1,769 @@
+"""Import an ONNX model into graphc's IR, and run any ONNX file on graphc's interpreter.
+
+The import reads the default ONNX domain at opsets 13 to the newest one the installed onnx
+defines, in the forms PyTorch's exporter and the ONNX model zoo write. Names survive: graph
+inputs keep their names, initializers and ``Constant`` outputs become ``Const`` nodes named after
+their values, and each op node's id is the name of its first output value, so an import followed
+by an export keeps every value name. Two exceptions, because an IR value is named by its node:
+a second output (Dropout's mask) is ``<node>.mask``, and an output that is directly a graph
+input or an initializer is ``<name>_out``.
+
+What it converts on the way in:
+
+- the first dimension of an input may be symbolic (``batch_size``): it becomes ``batch``, and
+  ``g.meta["dynamic_batch"]`` is set so that the export names that dimension again;
+- ``Identity`` of a constant (PyTorch's shared BatchNormalization buffers) becomes a constant;
+- ``Cast(GreaterOrEqual(X, t))`` to X's float type is graphc's ``Heaviside`` (the step
+  function graphc itself lowers that way);
+- GroupNormalization-18 (opsets 18 to 20) takes scale and bias per group: constant ones are
+  repeated per channel, which is graphc's (and GroupNormalization-21's) form;
+- Pad-18's ``axes`` input, when constant, is folded into pads for every axis.
+
+What it refuses, naming the ONNX node: ops graphc does not have (the message lists the ones it
+has), attributes it cannot represent, other domains, training-mode BatchNormalization, extra
+outputs that are used (MaxPool's Indices, LayerNormalization's Mean), symbolic dimensions other
+than the batch, computed shapes (``Shape``/``Gather``/``Unsqueeze`` before a Reshape), and
+external data whose path leaves the model's folder.
+
+Float initializers are trainable parameters, except those used only as BatchNormalization
+statistics or as settings (Dropout ratio, Clip bounds, Pad values, Reshape shapes); ``Constant``
+nodes and integer initializers are not trainable.
+
+>>> import numpy as np
+>>> from onnx import TensorProto, helper
+>>> relu = helper.make_node("Relu", ["x"], ["y"], name="/act/Relu")
+>>> graph = helper.make_graph(
+...     [relu], "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+>>> model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+>>> print(from_onnx(model, batch=2))
+graph tiny
+  %x = Input # (2,3) f32
+  %y = Relu(%x) # (2,3) f32
+  return %y
+>>> run_onnx(model, {"x": np.array([[-1.0, 0.5, 2.0]], np.float32)})
+{'y': array([[0. , 0.5, 2. ]], dtype=float32)}
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphc import ops
+from graphc.errors import GraphcError, OpError, UsageError, unknown
+from graphc.interpret import run
+from graphc.ir import Graph, Value
+from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES
+
+MIN_OPSET = 13
+DEFAULT_DOMAINS = ("", "ai.onnx")
+# Ops PyTorch emits for x.view(x.size(0), -1) and other shape arithmetic.
+SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Slice", "Size", "ConstantOfShape",
+             "Expand", "Range")
+# Input ports that take statistics or settings, not learned weights: a float initializer used
+# only at these ports is not trainable.
+SETTING_PORTS = {
+    ("BatchNormalization", 3), ("BatchNormalization", 4),
+    ("Dropout", 1), ("Dropout", 2),
+    ("Clip", 1), ("Clip", 2),
+    ("Pad", 1), ("Pad", 2), ("Pad", 3),
+    ("Reshape", 1),
+}
+_CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+
+
+def newest_opset() -> int:
+    """Return the newest default-domain opset the installed onnx defines (the import's top)."""
+    return onnx.defs.onnx_opset_version()
+
+
+@functools.cache
+def supported_ops() -> tuple[str, ...]:
+    """Return the ONNX op_types the import reads (``Constant`` and graphc's ONNX ops).
+
+    >>> "Conv" in supported_ops() and "Constant" in supported_ops()
+    True
+    """
+    # Heaviside is graphc's own op, not an ONNX one: it is read back from GreaterOrEqual + Cast.
+    names = {name for name in ops.REGISTRY if onnx.defs.has(name)} | {"Constant"}
+    return tuple(sorted(names))
+
+
+# ----- loading ------------------------------------------------------------------------------
+
+
+def _load(model: Any) -> onnx.ModelProto:
+    """Return the ModelProto of a path, bytes or ModelProto, with external data loaded."""
+    base_dir: Path | None = None
+    if isinstance(model, onnx.ModelProto):
+        proto, source = model, "the ONNX model"
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        source = "the ONNX bytes"
+        try:
+            proto = onnx.load_model_from_string(bytes(model))
+        except Exception as err:  # noqa: BLE001 - protobuf raises several types
+            raise GraphcError(f"{source} are not an ONNX model: {err}".rstrip(".")) from None
+    elif isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        source = f"ONNX file {str(path)!r}"
+        if not path.exists():
+            raise GraphcError(f"{source} does not exist",
+                              hint="Check the path (it is relative to the current folder).")
+        if not path.is_file():
+            raise GraphcError(f"{source} is not a file", expected="an .onnx file",
+                              got="a folder" if path.is_dir() else "something else")
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except OSError as err:
+            raise GraphcError(f"cannot read {source}: {err.strerror or err}") from None
+        except Exception as err:  # noqa: BLE001 - protobuf raises several types
+            raise GraphcError(f"{source} is not an ONNX model: {err}".rstrip("."),
+                              hint="Give a file written by torch.onnx.export, onnx.save or "
+                                   "graphc.") from None
+        base_dir = path.parent
+    else:
+        raise UsageError("cannot import this object as ONNX", expected="an onnx.ModelProto, "
+                         "bytes, or a path to an .onnx file", got=type(model).__name__)
+    if proto.ir_version <= 0 or not proto.HasField("graph"):
+        raise GraphcError(f"{source} is not an ONNX model", expected="an ONNX ModelProto",
+                          got="a message without ir_version or graph")
+    external = [t for t in _tensors(proto.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        if base_dir is None:
+            raise GraphcError(f"{source} keeps tensor {external[0].name!r} in external data "
+                              "but has no folder to read it from",
+                              hint="Import from the .onnx file's path, or load it with "
+                                   "onnx.load(path) first.")
+        for tensor in external:
+            _check_external_path(tensor, base_dir, source)
+        proto = _copy(proto) if isinstance(model, onnx.ModelProto) else proto
+        try:
+            onnx.external_data_helper.load_external_data_for_model(proto, str(base_dir))
+        except Exception as err:  # noqa: BLE001 - onnx raises OSError, ValueError, ...
+            raise GraphcError(f"cannot read the external data of {source}: {err}") from None
+    return proto
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Yield every tensor of ``graph``: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def _check_external_path(tensor: onnx.TensorProto, base_dir: Path, source: str) -> None:
+    """Refuse an external-data location that is absolute or resolves outside ``base_dir``."""
+    entries = {e.key: e.value for e in tensor.external_data}
+    location = entries.get("location", "")
+    where = f"{source}, tensor {tensor.name!r}"
+    if not location:
+        raise GraphcError("external data has no location", where=where)
+    folder = base_dir.resolve()
+    target = (base_dir / location).resolve()
+    if Path(location).is_absolute() or os.path.isabs(location) or not target.is_relative_to(
+            folder):
+        raise GraphcError("external data path leaves the model's folder", where=where,
+                          expected=f"a file inside {str(folder)!r}", got=repr(location),
+                          hint="Keep the data file next to the model and refer to it by a "
+                               "relative name (onnx.save_model(..., location='weights.bin')).")
+    if not target.is_file():
+        raise GraphcError("external data file does not exist", where=where,
+                          expected=f"a file at {str(target)!r}", got="nothing",
+                          hint="Copy the data file next to the model.")
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    versions = [o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS]
+    top = newest_opset()
+    if not versions:
+        raise GraphcError("the model imports no default-domain opset",
+                          where=f"ONNX graph {model.graph.name!r}",
+                          expected=f"an opset from {MIN_OPSET} to {top}", got="none")
+    opset = max(versions)
+    if not MIN_OPSET <= opset <= top:
+        hint = ("Convert it first: onnx.version_converter.convert_version(model, 17)."
+                if opset < MIN_OPSET else f"Export at opset {top} or lower.")
+        raise GraphcError(f"opset {opset} cannot be imported",
+                          where=f"ONNX graph {model.graph.name!r}",
+                          expected=f"an opset from {MIN_OPSET} to {top}", got=opset, hint=hint)
+    return opset
+
+
+# ----- the importer -------------------------------------------------------------------------
+
+
+def _where(node: onnx.NodeProto) -> str:
+    if node.name:
+        return f"node {node.name!r} ({node.op_type})"
+    first = node.output[0] if node.output else ""
+    return f"unnamed node ({node.op_type}) producing {first!r}"
+
+
+def _relocate(err: GraphcError, where: str) -> GraphcError:
+    """Return ``err`` naming the ONNX node ``where`` instead of the IR line."""
+    return type(err)(err.what, where=where, expected=err.expected, got=err.got, hint=err.hint)
+
+
+def _dtype(elem_type: int, what: str, where: str) -> np.dtype:
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        dtype = None
+    if dtype not in DTYPE_SHORT:
+        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in (
+            onnx.TensorProto.DataType.values()) else str(elem_type)
+        raise GraphcError(f"{what} has a data type graphc does not have", where=where,
+                          expected=", ".join(DTYPE_SHORT.values()), got=name)
+    return dtype
+
+
+def _attr_value(attr: onnx.AttributeProto, where: str) -> Any:
+    kind = attr.type
+    if kind == onnx.AttributeProto.INT:
+        return int(attr.i)
+    if kind == onnx.AttributeProto.FLOAT:
+        return float(attr.f)
+    if kind == onnx.AttributeProto.STRING:
+        return attr.s.decode()
+    if kind == onnx.AttributeProto.INTS:
+        return tuple(int(v) for v in attr.ints)
+    if kind == onnx.AttributeProto.FLOATS:
+        return tuple(float(v) for v in attr.floats)
+    raise OpError(f"attribute {attr.name!r} has a kind graphc cannot represent", where=where,
+                  expected="int, float, string, ints or floats",
+                  got=onnx.AttributeProto.AttributeType.Name(kind))
+
+
+class _Importer:
+    """The state of one import: the graph being built and ONNX value name -> IR value."""
+
+    def __init__(self, model: onnx.ModelProto, batch: int) -> None:
+        self.source = model.graph
+        self.opset = _default_opset(model)
+        self.batch = batch
+        self.g = Graph(self.source.name or "graph")
+        self.dynamic_batch = False
+        self.values: dict[str, Value] = {}
+        # Constants not yet in the graph: name -> (array or initializer, trainable). They are
+        # read and added at first use, so an unused initializer costs nothing.
+        self.pending: dict[str, tuple[np.ndarray | onnx.TensorProto, bool | None]] = {}
+        self.initializers = {t.name for t in self.source.initializer}
+        self.output_names = {o.name for o in self.source.output}
+        # Initializers and their Identity aliases: the ones that may be parameters.
+        self.from_initializers = set(self.initializers)
+        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        for node in self.source.node:
+            for port, name in enumerate(node.input):
+                if name:
+                    self.consumers.setdefault(name, []).append((node, port))
+        self.taken = set(self.initializers) | {i.name for i in self.source.input}
+        self.taken |= {out for node in self.source.node for out in node.output if out}
+        self.absorbed: set[int] = set()
+
+    # ----- values ---------------------------------------------------------------------------
+
+    def build(self) -> Graph:
+        for tensor in self.source.initializer:
+            self.pending[tensor.name] = (tensor, None)
+        for info in self.source.input:
+            if info.name not in self.initializers:
+                self._input(info)
+        for node in self._sorted_nodes():
+            if id(node) in self.absorbed:
+                continue
+            where = _where(node)
+            try:
+                self._node(node, where)
+            except GraphcError as err:
+                raise (err if err.where else _relocate(err, where)) from None
+        for info in self.source.output:
+            where = f"graph output {info.name!r}"
+            value = self._value(info.name, where)
+            self.g.outputs.append(value)
+            declared = info.type.tensor_type.elem_type if info.type.HasField(
+                "tensor_type") else 0
+            got = self.g.type_of(value).dtype
+            if declared and _dtype(declared, "the output", where) != got:
+                raise GraphcError("the file declares another data type than graphc infers",
+                                  where=where, expected=DTYPE_SHORT[got],
+                                  got=DTYPE_SHORT[_dtype(declared, "the output", where)])
+        self.g.verify()
+        if self.dynamic_batch:
+            # The export names the first dimension again (N) when this is set.
+            self.g.meta["dynamic_batch"] = True
+        return self.g
+
+    def _array(self, tensor: onnx.TensorProto, where: str) -> np.ndarray:
+        _dtype(tensor.data_type, "the tensor", where)
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as err:  # noqa: BLE001 - onnx raises several types on bad data
+            raise GraphcError(f"cannot read the tensor: {err}", where=where) from None
+        return np.asarray(array)
+
+    def _trainable(self, name: str, array: np.ndarray) -> bool:
+        """A float initializer is trainable unless it only feeds statistics or settings."""
+        if np.dtype(array.dtype) not in FLOAT_DTYPES:
+            return False
+        return self._feeds_weights(name, set())
+
+    def _feeds_weights(self, name: str, seen: set[str]) -> bool:
+        if name in self.output_names:
+            return True
+        seen.add(name)
+        for node, port in self.consumers.get(name, []):
+            if node.op_type == "Identity" and node.output and node.output[0] not in seen:
+                if self._feeds_weights(node.output[0], seen):
+                    return True
+            elif (node.op_type, port) not in SETTING_PORTS:
+                return True
+        return False
+
+    def _input(self, info: onnx.ValueInfoProto) -> None:
+        where = f"graph input {info.name!r}"
+        if not info.type.HasField("tensor_type"):
+            raise GraphcError("the input is not a tensor", where=where, expected="a tensor",
+                              got=info.type.WhichOneof("value") or "no type")
+        ttype = info.type.tensor_type
+        dtype = _dtype(ttype.elem_type, "the input", where)
+        if not ttype.HasField("shape"):
+            raise GraphcError("the input has no shape", where=where,
+                              expected="a shape with a size for each axis", got="no shape",
+                              hint="Export with a known rank (example inputs of the real "
+                                   "shape).")
+        shape = []
+        for axis, dim in enumerate(ttype.shape.dim):
+            if dim.HasField("dim_value"):
+                shape.append(int(dim.dim_value))
+                continue
+            label = repr(dim.dim_param) if dim.dim_param else "an unnamed dimension"
+            if axis > 0:
+                raise GraphcError(f"axis {axis} of the input is symbolic", where=where,
+                                  expected="a fixed size (only axis 0, the batch, may be "
+                                           "symbolic)", got=label,
+                                  hint="graphc shapes are static: export without dynamic_axes "
+                                       f"for axis {axis}, or fix it with onnx.tools."
+                                       "update_model_dims.update_inputs_outputs_dims.")
+            shape.append(self.batch)
+            self.dynamic_batch = True
+        if info.name in self.g.nx:
+            raise GraphcError("the name is defined twice", where=where,
+                              expected="one input per name", got=repr(info.name))
+        self.values[info.name] = self.g.add_input(info.name, shape, dtype)
+
+    def _value(self, name: str, where: str) -> Value:
+        """Return the IR value of ONNX value ``name``, adding a pending constant now."""
+        if name in self.values:
+            return self.values[name]
+        if name not in self.pending:
+            raise GraphcError(f"value {name!r} is not defined", where=where,
+                              expected="a graph input, an initializer or a node output",
+                              got=repr(name))
+        array = self._pending_array(name)
+        trainable = self.pending.pop(name)[1]
+        if trainable is None:
+            trainable = self._trainable(name, array)
+        return self._const(name, array, trainable, where)
+
+    def _pending_array(self, name: str) -> np.ndarray:
+        """Return the array of a pending constant, reading an initializer once."""
+        data, trainable = self.pending[name]
+        if isinstance(data, onnx.TensorProto):
+            data = self._array(data, f"initializer {name!r}")
+            self.pending[name] = (data, trainable)
+        return data
+
+    def _const(self, name: str, array: np.ndarray, trainable: bool, where: str) -> Value:
+        if name in self.g.nx:
+            raise GraphcError("the value name is defined twice", where=where,
+                              expected="each ONNX value defined once", got=repr(name))
+        value = self.g.add_const(name, array, trainable=trainable, copy=False)
+        self.values[name] = value
+        return value
+
+    def _const_array(self, name: str) -> np.ndarray | None:
+        """Return the array of a constant ONNX value (pending or added), or ``None``."""
+        if name in self.pending:
+            return self._pending_array(name)
+        return self.g.const_value(self.values.get(name))
+
+    def _fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken or name in self.g.nx:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    def _replace_const(self, name: str, array: np.ndarray, where: str) -> Value:
+        """Return a constant holding ``array`` in place of constant ``name`` for one node.
+
+        The name is kept when that node is the constant's only user, else a new one is made.
+        """
+        sole = len(self.consumers.get(name, [])) == 1 and name not in self.output_names
+        trainable = name in self.from_initializers and self._trainable(name, array)
+        if sole and name in self.pending:
+            self.pending.pop(name)
+            return self._const(name, array, trainable, where)
+        return self._const(self._fresh(f"{name}_converted"), array, trainable, where)
+
+    def _used(self, name: str) -> bool:
+        return bool(name) and (name in self.consumers or name in self.output_names)
+
+    # ----- nodes ----------------------------------------------------------------------------
+
+    def _sorted_nodes(self) -> list[onnx.NodeProto]:
+        """Return the nodes in a topological order (the file's order when it is one)."""
+        nodes = list(self.source.node)
+        known = set(self.initializers) | {i.name for i in self.source.input} | {""}
+        waiting: dict[str, list[int]] = {}
+        missing = []
+        for k, node in enumerate(nodes):
+            need = {n for n in node.input if n not in known}
+            missing.append(len(need))
+            for name in need:
+                waiting.setdefault(name, []).append(k)
+        ready = [k for k, m in enumerate(missing) if m == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            k = heapq.heappop(ready)
+            order.append(nodes[k])
+            for out in nodes[k].output:
+                for j in waiting.pop(out, []):
+                    missing[j] -= 1
+                    if missing[j] == 0:
+                        heapq.heappush(ready, j)
+        if len(order) < len(nodes):
+            stuck = next(n for k, n in enumerate(nodes) if missing[k] > 0)
+            undefined = [n for n in stuck.input if n and n in waiting]
+            raise GraphcError("the node uses a value that nothing defines (or a cycle)",
+                              where=_where(stuck), expected="values defined by graph inputs, "
+                              "initializers or other nodes", got=repr(undefined[0]))
+        return order
+
+    def _node(self, node: onnx.NodeProto, where: str) -> None:
+        if node.domain not in DEFAULT_DOMAINS:
+            raise OpError("the op is not in the default ONNX domain", where=where,
+                          expected="domain '' (ai.onnx)", got=repr(node.domain),
+                          hint="graphc imports standard ONNX ops only; export without custom "
+                               "or contrib ops.")
+        if not node.output or not node.output[0]:
+            raise OpError("the node has no first output", where=where,
+                          expected="a named first output", got="none")
+        op = node.op_type
+        if op == "GreaterOrEqual":
+            self._heaviside(node, where)
+            return
+        if op not in supported_ops():
+            raise self._unsupported(op, where)
+        schema = self._schema(node, where)
+        if op == "Constant":
+            self._constant(node, where)
+            return
+        opdef = ops.get(op)
+        attrs = self._attrs(node, schema, opdef, where)
+        if op == "Identity" and self._alias(node, where):
+            return
+        # Converted inputs are made before the others, so that a constant only this node
+        # uses can hand its name over to its converted form.
+        if op == "GroupNormalization" and self.opset < 21:
+            converted = self._group_norm_18(node, attrs, where)
+        elif op == "Pad" and len(node.input) > 3 and node.input[3]:
+            converted = self._pad_axes(node, where)
+        else:
+            converted = {}
+        inputs = [converted[port] if port in converted else self._value(n, where) if n else None
+                  for port, n in enumerate(node.input)]
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        if op == "BatchNormalization":
+            self._check_batchnorm(node, attrs, where)
+        for k, out in enumerate(node.output):
+            if k >= len(opdef.outputs) and self._used(out):
+                raise OpError(f"output {k} of {op} ({out!r}) is used, and graphc's {op} has "
+                              f"{len(opdef.outputs)} output(s)", where=where,
+                              expected=f"outputs 0..{len(opdef.outputs) - 1} only",
+                              got=f"output {k} used")
+        value = self._add(op, inputs, attrs, node.output[0], where)
+        for k, out in enumerate(node.output[1:len(opdef.outputs)], start=1):
+            if out:
+                self.values[out] = Value(value.node, k)
+
+    def _unsupported(self, op: str, where: str) -> OpError:
+        err = unknown("op", op, supported_ops(), where=where, cls=OpError)
+        hint = err.hint
+        if op in SHAPE_OPS:
+            hint = ("graphc shapes are static, so shape arithmetic is not imported; export "
+                    "with torch.flatten(x, 1) or x.reshape(-1, features) (a constant shape) "
+                    "instead of x.view(x.size(0), -1).")
+        elif op == "Cast":
+            hint = "graphc reads Cast only as part of the step function Cast(X >= threshold)."
+        return OpError(f"unsupported op {op!r}", where=err.where, expected=err.expected,
+                       got=err.got, hint=hint)
+
+    def _schema(self, node: onnx.NodeProto, where: str) -> onnx.defs.OpSchema:
+        try:
+            return onnx.defs.get_schema(node.op_type, self.opset, "")
+        except onnx.defs.SchemaError:
+            first = onnx.defs.get_all_schemas_with_history()
+            since = min((s.since_version for s in first
+                         if s.name == node.op_type and s.domain == ""), default=None)
+            raise OpError(f"{node.op_type} does not exist at opset {self.opset}", where=where,
+                          expected=f"opset >= {since}" if since else "an ONNX op",
+                          got=self.opset) from None
+
+    def _attrs(self, node: onnx.NodeProto, schema: onnx.defs.OpSchema, opdef: ops.OpDef,
+               where: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        for attr in node.attribute:
+            if attr.ref_attr_name:
+                raise OpError(f"attribute {attr.name!r} refers to a function attribute",
+                              where=where, expected="a value", got=attr.ref_attr_name)
+            if attr.name not in schema.attributes:
+                raise unknown(f"attribute of {node.op_type} at opset {self.opset}", attr.name,
+                              schema.attributes, where=where, cls=OpError)
+            if attr.name not in opdef.attrs:
+                raise unknown(f"attribute of {node.op_type} for graphc", attr.name,
+                              opdef.attrs, where=where, cls=OpError)
+            attrs[attr.name] = _attr_value(attr, where)
+        return attrs
+
+    def _add(self, op: str, inputs: list[Value | None], attrs: dict[str, Any], name: str,
+             where: str) -> Value:
+        if name in self.g.nx or name in self.values:
+            raise GraphcError("the value name is defined twice", where=where,
+                              expected="each ONNX value defined once", got=repr(name))
+        try:
+            value = self.g.add_node(op, inputs, attrs, name=name)
+        except GraphcError as err:
+            raise _relocate(err, where) from None
+        self.values[name] = value
+        return value
+
+    # ----- ops that need more than a one-to-one copy ----------------------------------------
+
+    def _constant(self, node: onnx.NodeProto, where: str) -> None:
+        given = list(node.attribute)
+        if len(given) != 1 or given[0].name not in _CONSTANT_ATTRS:
+            names = [a.name for a in given]
+            raise OpError("Constant must hold one numeric tensor", where=where,
+                          expected="one of the attributes " + ", ".join(_CONSTANT_ATTRS),
+                          got=", ".join(names) or "none",
+                          hint="String and sparse constants are not supported.")
+        attr = given[0]
+        if attr.name == "value":
+            array = self._array(attr.t, where)
+        elif attr.name == "value_float":
+            array = np.array(attr.f, np.float32)
+        elif attr.name == "value_floats":
+            array = np.array(list(attr.floats), np.float32)
+        elif attr.name == "value_int":
+            array = np.array(attr.i, np.int64)
+        else:
+            array = np.array(list(attr.ints), np.int64)
+        name = node.output[0]
+        if name in self.values or name in self.pending:
+            raise GraphcError("the value name is defined twice", where=where,
+                              expected="each ONNX value defined once", got=repr(name))
+        if name in self.output_names and name not in self.consumers:
+            # A graph output must come from an op node to keep its name (a Const would be
+            # exported as an initializer plus an Identity called <name>_out). Ops that use
+            # the constant need the Const itself, so a used one keeps the name instead.
+            const = self._const(self._fresh(f"{name}_value"), array, False, where)
+            self._add("Identity", [const], {}, name, where)
+            return
+        self.pending[name] = (array, False)
+
+    def _alias(self, node: onnx.NodeProto, where: str) -> bool:
+        """Make ``Identity(constant)`` a constant named after its output; return if done."""
+        source, out = node.input[0] if node.input else "", node.output[0]
+        array = self._const_array(source) if source else None
+        if array is None or out in self.output_names:
+            return False
+        if out in self.values or out in self.pending:
+            raise GraphcError("the value name is defined twice", where=where,
+                              expected="each ONNX value defined once", got=repr(out))
+        trainable = False
+        if source in self.from_initializers:
+            self.from_initializers.add(out)
+            trainable = self._trainable(out, array)
+        self.pending[out] = (array, trainable)
+        return True
+
+    def _heaviside(self, node: onnx.NodeProto, where: str) -> None:
+        """Read ``Cast(GreaterOrEqual(X, t), to=X's type)`` as ``Heaviside(X) {threshold=t}``."""
+        uses = self.consumers.get(node.output[0], [])
+        threshold = self._const_array(node.input[1]) if len(node.input) == 2 else None
+        cast = uses[0][0] if len(uses) == 1 else None
+        x = self._value(node.input[0], where) if node.input and node.input[0] else None
+        x_type = None if x is None else self.g.type_of(x)
+        ok = (threshold is not None and threshold.size == 1 and cast is not None
+              and cast.op_type == "Cast" and cast.domain in DEFAULT_DOMAINS
+              and node.output[0] not in self.output_names and x_type is not None
+              and np.dtype(x_type.dtype) in FLOAT_DTYPES and threshold.dtype == x_type.dtype
+              and len(node.output) == 1 and cast.output and cast.output[0])
+        if ok:
+            cast_attrs = {a.name: a for a in cast.attribute}
+            to = cast_attrs.get("to")
+            ok = (to is not None and set(cast_attrs) <= {"to", "saturate"}
+                  and to.i == helper.np_dtype_to_tensor_dtype(np.dtype(x_type.dtype)))
+        if not ok:
+            err = unknown("op", node.op_type, supported_ops(), where=where, cls=OpError)
+            raise OpError(f"unsupported op {node.op_type!r}", where=where,
+                          expected=err.expected, got=err.got,
+                          hint="graphc reads GreaterOrEqual only as the step function: "
+                               "Cast(X >= threshold) to X's float type, with a constant "
+                               "scalar threshold used by that Cast alone.")
+        value = float(np.asarray(threshold).reshape(()))
+        attrs = {"threshold": value} if value != 0.0 else {}
+        self._add("Heaviside", [x], attrs, cast.output[0], _where(cast))
+        self.absorbed.add(id(cast))
+
+    def _check_batchnorm(self, node: onnx.NodeProto, attrs: dict[str, Any],
+                         where: str) -> None:
+        extra = [out for out in node.output[1:] if out]
+        if attrs.get("training_mode", 0) or extra:
+            got = (f"training_mode={attrs['training_mode']}" if attrs.get("training_mode")
+                   else f"{len(extra) + 1} outputs (running or saved statistics)")
+            raise OpError("BatchNormalization in training mode is not an inference op",
+                          where=where, expected="the inference form (one output, "
+                          "training_mode=0)", got=got,
+                          hint="Export the model in eval mode: model.eval() and "
+                               "torch.onnx.export(..., training=TrainingMode.EVAL).")
+
+    def _group_norm_18(self, node: onnx.NodeProto, attrs: dict[str, Any],
+                       where: str) -> dict[int, Value | None]:
+        """Repeat GroupNormalization-18's per-group scale and bias for each channel.
+
+        Returns the converted inputs by port; anything odd is left to the op record to refuse.
+        """
+        if len(node.input) != 3 or not all(node.input):
+            return {}
+        x_type = self.g.type_of(self._value(node.input[0], where))
+        groups = attrs.get("num_groups")
+        if len(x_type.shape) < 2 or not isinstance(groups, int) or groups <= 0 or (
+                x_type.shape[1] % groups):
+            return {}
+        channels = x_type.shape[1]
+        since = onnx.defs.get_schema(node.op_type, self.opset, "").since_version
+        converted: dict[int, Value | None] = {}
+        for port, label in ((1, "scale"), (2, "bias")):
+            name = node.input[port]
+            array = self._const_array(name)
+            if array is None:
+                raise OpError(f"GroupNormalization-{since} {label} is per group and computed, "
+                              "so it cannot be made per channel", where=where,
+                              expected="a constant of shape (num_groups,)",
+                              got="a computed value",
+                              hint="Export at opset 21, or make it a constant.")
+            if array.shape != (groups,):
+                raise OpError(f"GroupNormalization-{since} {label} must hold one value per "
+                              "group", where=where, expected=f"shape ({groups},)",
+                              got=f"shape {array.shape}")
+            if groups != channels:
+                per_channel = np.repeat(array, channels // groups)
+                converted[port] = self._replace_const(name, per_channel, where)
+        return converted
+
+    def _pad_axes(self, node: onnx.NodeProto, where: str) -> dict[int, Value | None]:
+        """Fold Pad-18's constant ``axes`` input into pads for every axis (port 3 dropped)."""
+        pads, axes = self._const_array(node.input[1]), self._const_array(node.input[3])
+        if pads is None or axes is None:
+            raise OpError("Pad with axes needs constant pads and axes", where=where,
+                          expected="constants", got="a computed value",
+                          hint="graphc shapes are static: give pads and axes as constants.")
+        rank = len(self.g.type_of(self._value(node.input[0], where)).shape)
+        axes_list = [int(a) + rank if int(a) < 0 else int(a) for a in axes.reshape(-1)]
+        flat = [int(p) for p in pads.reshape(-1)]
+        if len(flat) != 2 * len(axes_list) or len(set(axes_list)) != len(axes_list) or any(
+                not 0 <= a < rank for a in axes_list):
+            raise OpError("Pad pads and axes do not fit the data", where=where,
+                          expected=f"distinct axes in [-{rank}, {rank - 1}] and 2 pads per "
+                                   "axis", got=f"axes {axes.reshape(-1).tolist()}, pads {flat}")
+        full = np.zeros(2 * rank, np.int64)
+        for k, axis in enumerate(axes_list):
+            full[axis] = flat[k]
+            full[axis + rank] = flat[k + len(axes_list)]
+        return {1: self._replace_const(node.input[1], full, where), 3: None}
+
+
+# ----- public API ---------------------------------------------------------------------------
+
+
+def from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *,
+              batch: int = 1) -> Graph:
+    """Import an ONNX model (a ModelProto, its bytes, or a path) into a graphc ``Graph``.
+
+    A symbolic first input dimension becomes ``batch``. Errors name the ONNX node at fault.
+
+    >>> from graphc.models import mlp_tiny
+    >>> from graphc.onnx_export import to_onnx
+    >>> g = from_onnx(to_onnx(mlp_tiny.build()))
+    >>> g.inputs, g.output_names()
+    (['x'], ['y'])
+    """
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise UsageError("batch must be a positive integer", where="from_onnx",
+                         expected="an int >= 1", got=repr(batch))
+    return _Importer(_load(model), int(batch)).build()
+
+
+def _batch_of(model: onnx.ModelProto, inputs: Mapping[str, Any]) -> int:
+    """Return the batch size the feeds give to inputs whose first dimension is symbolic."""
+    initializers = {t.name for t in model.graph.initializer}
+    sizes: dict[str, int] = {}
+    for info in model.graph.input:
+        if info.name in initializers or info.name not in inputs:
+            continue
+        dims = info.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            shape = np.shape(inputs[info.name])
+            if shape:
+                sizes[info.name] = int(shape[0])
+    if len(set(sizes.values())) > 1:
+        raise GraphcError("the inputs disagree on the batch size", where="run_onnx",
+                          expected="one size for the symbolic first dimension",
+                          got=", ".join(f"{k}: {v}" for k, v in sizes.items()))
+    return next(iter(sizes.values()), 1)
+
+
+def run_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str],
+             inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Run an ONNX model on graphc's interpreter; return ONNX output name -> array.
+
+    The batch size of a symbolic first dimension is taken from the inputs.
+
+    >>> from graphc.models import backprop_example
+    >>> from graphc.onnx_export import to_onnx
+    >>> run_onnx(to_onnx(backprop_example.build()), {"x": -2.0, "y": 5.0, "z": -4.0})
+    {'f': array(-12., dtype=float32)}
+    """
+    proto = _load(model)
+    g = _Importer(proto, _batch_of(proto, inputs)).build()
+    results = run(g, inputs)
+    return dict(zip([o.name for o in proto.graph.output], results.values(), strict=True))
+
+
+__all__ = ["MIN_OPSET", "from_onnx", "newest_opset", "run_onnx", "supported_ops"]
