@@ -92,8 +92,8 @@ def _size(nbytes: int) -> str:
 def cmd_compile(args: argparse.Namespace) -> int:
     from graphc.interpret import run
     from graphc.onnx_export import (
-        DEFAULT_OPSET,
         check,
+        default_opset,
         max_abs_diff,
         run_onnxruntime,
         to_onnx,
@@ -105,7 +105,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.seed)
     original = loaded.graph
     graph, reports = run_pipeline(original, names)
-    opset = args.opset or DEFAULT_OPSET
+    opset = args.opset or default_opset(graph)
     model = to_onnx(graph, opset, dynamic_batch=args.dynamic_batch)
     check(model)
     data = model.SerializeToString(deterministic=True)
@@ -207,7 +207,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a zoo model name (see `graphc models`), a .py file with "
                                  "build(), or an .onnx file")
     p.add_argument("-o", "--output", required=True, help="the ONNX file to write")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int,
+                   help="ONNX opset (default 17, or an imported file's own opset)")
     p.add_argument("--verify", action="store_true",
                    help="run the file on onnxruntime and compare with the interpreter")
     p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")

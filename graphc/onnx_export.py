@@ -64,6 +64,15 @@ def max_opset() -> int:
     return MIN_OPSET
 
 
+def default_opset(g: Graph) -> int:
+    """Return the opset to export ``g`` at: an imported model's own (kept within what graphc
+    and onnxruntime support), else ``DEFAULT_OPSET``."""
+    source = g.meta.get("opset")
+    if source is None or source == DEFAULT_OPSET:
+        return DEFAULT_OPSET
+    return min(max(int(source), MIN_OPSET), max_opset())
+
+
 def check_opset(opset: int) -> int:
     """Return ``opset`` if graphc can export it and onnxruntime can run it, else raise."""
     if opset == DEFAULT_OPSET:
@@ -109,7 +118,8 @@ def _trim(names: list[str]) -> list[str]:
 
 def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = None
             ) -> onnx.ModelProto:
-    """Lower ``g`` to an ONNX model at ``opset`` (default 17).
+    """Lower ``g`` to an ONNX model at ``opset`` (default: ``default_opset(g)``, 17 for models
+    built in graphc).
 
     With ``dynamic_batch`` the first dimension of every input and output is named ``N``; by
     default it is named when ``g.meta["dynamic_batch"]`` says so (imported models).
@@ -118,7 +128,7 @@ def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = Non
         dynamic_batch = bool(g.meta.get("dynamic_batch", False))
     from graphc import __version__
 
-    opset = check_opset(DEFAULT_OPSET if opset is None else opset)
+    opset = check_opset(default_opset(g) if opset is None else opset)
     ctx = LowerCtx(opset)
     order = g.topo()
     ctx.reserve(order)

@@ -264,6 +264,7 @@ class _Importer:
         self.opset = _default_opset(model)
         self.batch = batch
         self.g = Graph(self.source.name or "graph")
+        self.g.meta["opset"] = self.opset
         self.dynamic_batch = False
         self.values: dict[str, Value] = {}
         # Constants not yet in the graph: name -> (array or initializer, trainable). They are
