@@ -89,10 +89,15 @@ def run_pipeline(g: Graph, names: Sequence[str], options: dict[str, dict[str, An
         try:
             new = fn(g, report=report, **options.get(name, {}))
             new.verify()
-        except GraphcError as err:
+            if new.output_names() != g.output_names() or new.inputs != g.inputs:
+                raise GraphcError("the pass changed the graph's interface",
+                                  expected=f"inputs {g.inputs}, outputs {g.output_names()}",
+                                  got=f"inputs {new.inputs}, outputs {new.output_names()}")
+        except Exception as err:  # noqa: BLE001 - any failure is reported with the pass history
             history = ", ".join(names[:k]) or "none"
+            detail = str(err) if isinstance(err, GraphcError) else f"{type(err).__name__}: {err}"
             raise PassError(f"pass {name!r} ({k + 1} of {len(names)}; before it: {history}) "
-                            f"failed: {err}") from err
+                            f"failed: {detail}") from err
         report.seconds = time.perf_counter() - start
         report.nodes_after = len(new.op_nodes())
         report.params_after = new.num_params()

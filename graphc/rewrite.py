@@ -201,26 +201,37 @@ def remove_if_dead(g: Graph, node: str) -> None:
         stack.extend(preds)
 
 
+def can_take_name(g: Graph, value: Value, others: list[Value]) -> bool:
+    """Return whether ``value``'s node may be renamed to carry a graph output's name: it is
+    output 0 of an op node, and none of the ``others`` outputs comes from that node."""
+    return (value.out == 0 and g.op(value.node) not in (INPUT, CONST)
+            and not any(v.node == value.node for v in others))
+
+
 def replace(g: Graph, old: Value, new: Value, *, rename: bool = False) -> None:
     """Make ``new`` take the place of ``old`` everywhere, keeping graph output names.
 
-    When ``old`` was a graph output (or ``rename`` asks for it), ``new``'s node takes ``old``'s
-    node id; if that is impossible (``new`` is an input, a constant or another output) an
-    Identity named like ``old`` keeps the output's name.
+    Where ``old`` was a graph output, ``new``'s node takes the output's name if it can (see
+    ``can_take_name``); otherwise an Identity of that name keeps it. With ``rename``, ``new``'s
+    node also takes ``old``'s node id when ``old`` disappears (a fresh node replacing an old one).
     """
-    slots = [k for k, v in enumerate(g.outputs) if v == old]
+    names = g.output_names()
     g.replace_all_uses(old, new)
     remove_if_dead(g, old.node)
-    if not (slots or rename) or old.node in g.nx:
-        return
-    others = [v for k, v in enumerate(g.outputs) if k not in slots]
-    if new.out == 0 and g.op(new.node) not in (INPUT, CONST) and new not in others:
+    current = g.output_names()
+    slots = [k for k, v in enumerate(g.outputs) if v == new and current[k] != names[k]]
+    for k in slots:
+        want = names[k]
+        others = [v for j, v in enumerate(g.outputs) if j != k]
+        if want not in g.nx and can_take_name(g, new, others):
+            nx.relabel_nodes(g.nx, {new.node: want}, copy=False)
+            new = Value(want)
+            g.outputs[k] = new
+        else:
+            g.outputs[k] = g.add_node("Identity", [new], name=want)
+    if (rename and not slots and old.node not in g.nx
+            and can_take_name(g, new, list(g.outputs))):
         nx.relabel_nodes(g.nx, {new.node: old.node}, copy=False)
-        g.outputs = [Value(old.node, v.out) if v.node == new.node else v for v in g.outputs]
-    elif slots:
-        ident = g.add_node("Identity", [new], name=old.node)
-        for k in slots:
-            g.outputs[k] = ident
 
 
 def rewrite(g: Graph, rules: list[Rule], report: PassReport | None = None) -> int:

@@ -107,7 +107,8 @@ def _fold_matmul(g: Graph, m: Match) -> Value | Decline:
         if isinstance(r, Decline):
             return r
     mm = m.nodes["producer"]
-    if w.ndim != 2 or len(g.type_of(Value(mm)).shape) != 2:
+    bn_input = g.in_values(m.nodes["bn"])[0]
+    if w.ndim != 2 or len(g.type_of(Value(mm)).shape) != 2 or len(g.type_of(bn_input).shape) != 2:
         return Decline("MatMul folds only with a 2-D constant weight and a 2-D output "
                        "(BatchNormalization's channel axis must be the weight's columns)")
     s, shift = stats

@@ -26,7 +26,7 @@ def _remove(g: Graph, m: Match) -> Value | Decline:
             return Decline("training_mode is true: the Dropout is active")
     if len(g.types(node)) > 1 and (g.users(Value(node, 1)) or Value(node, 1) in g.outputs):
         mask_type = g.types(node)[1]
-        mask = g.add_const(f"{node}.mask", np.ones(mask_type.shape, dtype=np.bool_))
+        mask = g.add_const(f"{node}.all_true", np.ones(mask_type.shape, dtype=np.bool_))
         replace(g, Value(node, 1), mask)
     return m.values["data"]
 

@@ -1,19 +1,21 @@
 """Remove Identity nodes: every use of y = Identity(x) reads x instead.
 
-Refuses an Identity that carries a graph output's name from an input, a constant or another
-output (ONNX needs a node to produce each named output).
+Refuses an Identity that gives a graph output its name when its input cannot take that name:
+an input, a constant, a node's second output, or a node that is already an output.
 """
 
 from __future__ import annotations
 
-from graphc.ir import CONST, INPUT, Graph, Value
-from graphc.rewrite import Decline, Match, PassReport, Rule, pat, rewrite
+from graphc.ir import Graph, Value
+from graphc.rewrite import Decline, Match, PassReport, Rule, can_take_name, pat, rewrite
 
 
 def _remove(g: Graph, m: Match) -> Value | Decline:
     x = m.values["x"]
-    if Value(m.root) in g.outputs and (g.op(x.node) in (INPUT, CONST) or x in g.outputs):
-        return Decline("it names a graph output that is an input, a constant or another output")
+    me = Value(m.root)
+    if me in g.outputs and not can_take_name(g, x, [v for v in g.outputs if v != me]):
+        return Decline("it gives a graph output its name, and its input (an input, a constant, "
+                       "a second output or another output) cannot take that name")
     return x
 
 
