@@ -419,6 +419,8 @@ def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, 
     the true derivative of a step is 0 almost everywhere, so a step-function network cannot
     learn by gradient descent without it.
     """
+    if limit is not None:
+        _check_size(g, limit)
     ex = _Expander(g, at, limit, straight_through)
     ex.expand()
     nodes = ex.nodes
@@ -435,6 +437,27 @@ def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, 
                             straight_through=straight_through)
     _reverse(result)
     return result
+
+
+def estimate_edges(g: Graph) -> int:
+    """Return about how many scalar edges the expansion of ``g`` has, from shapes alone: one
+    per input and parameter element, and one per multiply-add (FLOPs / 2) or element."""
+    from graphc.shapes import layer_table
+
+    leaves = sum(g.type_of(Value(n)).size for n in g.inputs)
+    leaves += sum(g.nx.nodes[n]["value"].size for n in g.params())
+    return leaves + sum(max(r.flops // 2, 1) for r in layer_table(g))
+
+
+def _check_size(g: Graph, limit: int) -> None:
+    size = estimate_edges(g)
+    if size > limit:
+        raise GraphcError(
+            f"graph {g.name!r} is too big for symbolic backprop: about {size:,} scalar edges",
+            expected=f"at most {limit:,} (the limit, where a run takes about 30 s)",
+            got=f"{size:,}",
+            hint="Use numeric autodiff for graphs this size (graphc.autodiff and `graphc "
+                 "train`), or raise the limit (--limit) knowing the run may take minutes.")
 
 
 def _val(nodes: dict[sp.Symbol, ScalarNode], e: sp.Expr) -> float:
@@ -678,8 +701,10 @@ def _result_methods() -> None:
     def leaves(self: BackpropResult) -> list[sp.Symbol]:
         return [s for s, n in self.nodes.items() if n.is_leaf]
 
-    def finite_differences(self: BackpropResult, h: float = 1e-6) -> dict[sp.Symbol, float]:
-        """Return central finite differences (f(p + h) - f(p - h)) / 2h for every ``wrt``."""
+    def finite_differences(self: BackpropResult, h: float = 1e-6,
+                           wrt: Sequence[sp.Symbol] | None = None) -> dict[sp.Symbol, float]:
+        """Return central finite differences (f(p + h) - f(p - h)) / 2h for ``wrt`` (default:
+        every ``self.wrt``), all perturbations in one vectorized run of the forward program."""
         prog = [(t, e) for t, e in self.program() if t in self.nodes]
         leaves = self.leaves()
         compiled = compile_program(prog, leaves, [self.objective])
@@ -687,16 +712,51 @@ def _result_methods() -> None:
         def forward(*args: float) -> float:
             return compiled(*args)[0]
 
-        point = [self.nodes[s].value for s in leaves]
-        out = {}
-        for s in self.wrt:
-            k = leaves.index(s)
-            hi, lo = list(point), list(point)
-            hi[k] += h
-            lo[k] -= h
-            out[s] = (float(forward(*hi)) - float(forward(*lo))) / (2 * h)
-        return out
+        chosen = list(self.wrt if wrt is None else wrt)
+        if not chosen:
+            return {}
+        # Column 2j perturbs chosen[j] by +h, column 2j + 1 by -h.
+        columns = np.array([self.nodes[s].value for s in leaves])[:, None].repeat(
+            2 * len(chosen), axis=1)
+        position = {s: k for k, s in enumerate(leaves)}
+        for j, s in enumerate(chosen):
+            columns[position[s], 2 * j] += h
+            columns[position[s], 2 * j + 1] -= h
+        f = np.broadcast_to(np.asarray(forward(*columns), dtype=np.float64), (2 * len(chosen),))
+        return {s: float(f[2 * j] - f[2 * j + 1]) / (2 * h) for j, s in enumerate(chosen)}
 
+    def draw(self: BackpropResult, path: str, max_nodes: int = 80) -> str:
+        """Draw the graph with forward values above the edges and gradients below (.png or
+        .svg); return the backend used ("graphviz" when `dot` is installed, else
+        "matplotlib")."""
+        from graphc.draw import draw as draw_file
+
+        return draw_file(self, path, max_nodes=max_nodes)
+
+    def repr_svg(self: BackpropResult) -> str | None:
+        from graphc.draw import render
+
+        if len(self.nodes) > 80:
+            return None
+        return render(self, "svg").decode()
+
+    def repr_latex(self: BackpropResult) -> str:
+        body = self.formulas(latex=True).replace(" = ", " &= ")
+        return "$$\\begin{aligned}" + body + "\\end{aligned}$$"
+
+    def repr_html(self: BackpropResult) -> str:
+        import html
+
+        return "<pre>" + html.escape(self.table()) + "</pre>"
+
+    def text(self: BackpropResult) -> str:
+        return self.table()
+
+    BackpropResult.draw = draw
+    BackpropResult._repr_svg_ = repr_svg
+    BackpropResult._repr_latex_ = repr_latex
+    BackpropResult._repr_html_ = repr_html
+    BackpropResult.__str__ = text
     BackpropResult.table = table
     BackpropResult._all_grads = all_grads
     BackpropResult.steps = steps
@@ -708,3 +768,132 @@ def _result_methods() -> None:
 
 
 _result_methods()
+
+
+# ----- ONNX -----------------------------------------------------------------------------------
+
+_ONNX_FUNCS = {"exp": "Exp", "log": "Log", "tanh": "Tanh", "Abs": "Abs"}
+_ONNX_RELATIONS = {">": "Greater", ">=": "GreaterOrEqual", "<": "Less", "<=": "LessOrEqual",
+                   "==": "Equal"}
+
+
+class _OnnxLowering:
+    """Lowers the straight-line program to scalar ONNX nodes (float64), one node per sympy
+    operation, sharing repeated subexpressions."""
+
+    def __init__(self, names: dict[sp.Expr, str]) -> None:
+        from onnx import helper, numpy_helper
+
+        self.helper = helper
+        self.numpy_helper = numpy_helper
+        self.names = names
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.counter = 0
+
+    def fresh(self) -> str:
+        self.counter += 1
+        return f"t{self.counter}"
+
+    def node(self, op: str, inputs: list[str], out: str | None = None) -> str:
+        out = out or self.fresh()
+        self.nodes.append(self.helper.make_node(op, inputs, [out], name=out))
+        return out
+
+    def value(self, e: sp.Expr) -> str:
+        if e in self.names:
+            return self.names[e]
+        name = self._lower(e)
+        self.names[e] = name
+        return name
+
+    def constant(self, v: float | bool) -> str:
+        name = self.fresh()
+        dtype = np.bool_ if isinstance(v, bool) else np.float64
+        self.initializers.append(self.numpy_helper.from_array(np.array(v, dtype=dtype), name))
+        return name
+
+    def _chain(self, op: str, args: Sequence[sp.Expr]) -> str:
+        acc = self.value(args[0])
+        for a in args[1:]:
+            acc = self.node(op, [acc, self.value(a)])
+        return acc
+
+    def _lower_named(self, e: sp.Expr, name: str) -> str:
+        """Lower ``e`` so that its last node's output is called ``name``."""
+        value = self._lower(e)
+        self.nodes[-1].output[0] = name
+        self.nodes[-1].name = name
+        return name
+
+    def _lower(self, e: sp.Expr) -> str:
+        if e is sp.true or e is sp.false:
+            return self.constant(bool(e))
+        if e.is_Number:
+            return self.constant(float(e))
+        if e.is_Add:
+            return self._chain("Add", e.args)
+        if e.is_Mul:
+            if e.args[0] == -1:
+                return self.node("Neg", [self.value(sp.Mul(*e.args[1:]))])
+            return self._chain("Mul", e.args)
+        if e.is_Pow:
+            base, exp = self.value(e.base), e.exp
+            if exp == -1:
+                return self.node("Reciprocal", [base])
+            if exp == 2:
+                return self.node("Mul", [base, base])
+            if exp == sp.Rational(1, 2):
+                return self.node("Sqrt", [base])
+            if exp == sp.Rational(-1, 2):
+                return self.node("Reciprocal", [self.node("Sqrt", [base])])
+            return self.node("Pow", [base, self.value(exp)])
+        if isinstance(e, sp.Piecewise):
+            text = self.constant(float("nan"))
+            for value, cond in reversed(e.args):
+                text = self.node("Where", [self.value(cond), self.value(value), text])
+            return text
+        if e.is_Relational:
+            return self.node(_ONNX_RELATIONS[e.rel_op], [self.value(e.lhs), self.value(e.rhs)])
+        op = _ONNX_FUNCS.get(type(e).__name__)
+        if op is not None:
+            return self.node(op, [self.value(e.args[0])])
+        raise GraphcError(f"cannot lower {type(e).__name__} in {e} to ONNX")
+
+
+def gradient_onnx(result: BackpropResult, opset: int = 17) -> Any:
+    """Return an ONNX model (float64 scalars) computing the objective and every requested
+    gradient from the leaves (inputs and parameters), one node per scalar operation.
+
+    Inputs are named like the leaves (``x``, ``fc1.weight[0,1]``), outputs ``f`` and
+    ``df/dx``.
+    """
+    import onnx
+    from onnx import helper
+
+    leaves = result.leaves()
+    names: dict[sp.Expr, str] = {s: s.name for s in leaves}
+    low = _OnnxLowering(names)
+    for target, expr in result.program():
+        names[target] = low.node("Identity", [low.value(expr)], target.name) \
+            if expr in names or expr.is_Number else low._lower_named(expr, target.name)
+    wanted = [(result.objective.name, result.objective)] + [
+        (f"d{result.objective.name}/d{s.name}", result.adjoints.get(s, sp.Integer(0)))
+        for s in result.wrt]
+    outputs = []
+    for name, expr in wanted:
+        value = low.value(expr)
+        if value != name:
+            value = low.node("Identity", [value], name)
+        outputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.DOUBLE, []))
+    graph = helper.make_graph(
+        low.nodes, f"{result.graph.name}_grad",
+        [helper.make_tensor_value_info(s.name, onnx.TensorProto.DOUBLE, []) for s in leaves],
+        outputs, low.initializers)
+    from graphc import __version__
+    from graphc.onnx_export import _ir_version
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="graphc", producer_version=__version__,
+                              ir_version=_ir_version(opset))
+    return model
