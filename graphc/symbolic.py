@@ -822,9 +822,11 @@ class _OnnxLowering:
     def _lower_named(self, e: sp.Expr, name: str) -> str:
         """Lower ``e`` so that its last node's output is called ``name``."""
         value = self._lower(e)
-        self.nodes[-1].output[0] = name
-        self.nodes[-1].name = name
-        return name
+        if self.nodes and self.nodes[-1].output[0] == value:
+            self.nodes[-1].output[0] = name
+            self.nodes[-1].name = name
+            return name
+        return self.node("Identity", [value], name)
 
     def _lower(self, e: sp.Expr) -> str:
         if e is sp.true or e is sp.false:
