@@ -176,8 +176,8 @@ class _Expander:
                 f"graph {self.g.name!r} is too big for symbolic backprop",
                 expected=f"at most {self.limit:,} scalar edges",
                 got=f"more than {self.limit:,} (stopped at node %{ir_node})",
-                hint="Use numeric autodiff for graphs this size (graphc.autodiff / graphc "
-                     "train), or raise the limit (--limit) knowing the run may take minutes.")
+                hint="Use numeric autodiff (reverse mode over whole tensors) for graphs this "
+                     "size, or raise the limit (--limit) knowing the run may take minutes.")
         symbol = sp.Symbol(sym_name, real=True)
         self.order[symbol] = len(self.order)
         self.nodes[symbol] = ScalarNode(symbol, op, ir_node, index, expr, parents, value)
@@ -265,7 +265,8 @@ class _Expander:
                                                  if d.formula is not None})
             raise GraphcError(f"symbolic backprop does not support {op}", where=where,
                               expected="one of " + ", ".join(supported), got=op,
-                              hint="Use numeric autodiff (graphc.autodiff) for this graph.")
+                              hint="Use numeric autodiff (reverse mode over whole tensors) "
+                                   "for this graph.")
         rank: dict[sp.Symbol, int] = {}
         for array in inputs:
             for cell in () if array is None else array.reshape(-1):
@@ -288,7 +289,9 @@ class _Expander:
     def _elementwise(self, opdef: ops.OpDef, inputs: list[np.ndarray | None],
                      attrs: dict[str, Any]) -> np.ndarray:
         formula = opdef.formula
-        params = {sp.Symbol(p, real=True): attrs[p] for p in formula.params}
+        # Attributes are float32 (as in ONNX): show 0.01, not 0.00999999977648258.
+        params = {sp.Symbol(p, real=True): sp.Float(str(np.float32(attrs[p])))
+                  for p in formula.params}
         expr = formula.expr.xreplace(params) if params else formula.expr
         arrays = np.broadcast_arrays(*inputs)
         out = np.empty(arrays[0].shape, dtype=object)
@@ -456,8 +459,8 @@ def _check_size(g: Graph, limit: int) -> None:
             f"graph {g.name!r} is too big for symbolic backprop: about {size:,} scalar edges",
             expected=f"at most {limit:,} (the limit, where a run takes about 30 s)",
             got=f"{size:,}",
-            hint="Use numeric autodiff for graphs this size (graphc.autodiff and `graphc "
-                 "train`), or raise the limit (--limit) knowing the run may take minutes.")
+            hint="Use numeric autodiff (reverse mode over whole tensors) for graphs this "
+                 "size, or raise the limit (--limit) knowing the run may take minutes.")
 
 
 def _val(nodes: dict[sp.Symbol, ScalarNode], e: sp.Expr) -> float:
