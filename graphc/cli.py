@@ -157,8 +157,12 @@ def parse_point(text: str | None) -> dict[str, Any]:
         try:
             if not eq or not name.strip():
                 raise ValueError(part)
-            point[name.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
+            number = ast.literal_eval(value.strip())
+            np.asarray(number, dtype=np.float64)
+            if not isinstance(number, (int, float, list, tuple)) or isinstance(number, bool):
+                raise ValueError(part)
+            point[name.strip()] = number
+        except (ValueError, SyntaxError, TypeError):
             raise UsageError(f"cannot read --at item {part!r}", expected="name=number or "
                              "name=[numbers]", got=part, hint="e.g. --at x=-2,y=5,z=-4") from None
     return point

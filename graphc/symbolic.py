@@ -32,10 +32,12 @@ from graphc.ir import CONST, INPUT, Graph, Value
 
 # Scalar edges (an input of a scalar node) the default allows: measured in bench/symbolic.py so
 # that a run stays under about 30 s on one core.
-DEFAULT_LIMIT = 60_000
+DEFAULT_LIMIT = 120_000
 
 # Ops whose outputs only move, copy or select input elements: no new scalar nodes.
 _MOVERS = {"Identity", "Flatten", "Reshape", "Transpose", "Concat", "Dropout", "Pad"}
+# Ops expanded by graphc.symbolic itself (besides the elementwise formulas).
+_EXPLICIT = {"BatchNormalization", "Softmax", "LogSoftmax", "MaxPool", "GlobalMaxPool"}
 # Ops whose numpy reference runs on object arrays of symbols (sums of products).
 _LINEAR = {"Gemm", "MatMul", "Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool"}
 
@@ -248,6 +250,8 @@ class _Expander:
             inv = np.vectorize(lambda v: 1 / sp.sqrt(v + attrs["epsilon"]), otypes=[object])
             outs = [(x - mean.reshape(shape)) * (scale * inv(var)).reshape(shape)
                     + bias.reshape(shape)]
+        elif op in ("MaxPool", "GlobalMaxPool"):
+            outs = [_max_pool(inputs[0], attrs, op == "GlobalMaxPool", where)]
         elif op in ("Gemm", "MatMul") and all(a is not None and a.ndim == 2
                                                for a in inputs[:2]):
             outs = [_matmul(inputs, attrs if op == "Gemm" else {})]
@@ -260,9 +264,8 @@ class _Expander:
             if op == "Dropout":
                 outs = outs[:1]
         else:
-            supported = sorted({*_MOVERS, *_LINEAR, "BatchNormalization", "Softmax",
-                                "LogSoftmax"} | {n for n, d in ops.REGISTRY.items()
-                                                 if d.formula is not None})
+            supported = sorted({*_MOVERS, *_LINEAR, *_EXPLICIT}
+                               | {n for n, d in ops.REGISTRY.items() if d.formula is not None})
             raise GraphcError(f"symbolic backprop does not support {op}", where=where,
                               expected="one of " + ", ".join(supported), got=op,
                               hint="Use numeric autodiff (reverse mode over whole tensors) "
@@ -272,8 +275,12 @@ class _Expander:
             for cell in () if array is None else array.reshape(-1):
                 if isinstance(cell, sp.Symbol):
                     rank.setdefault(cell, len(rank))
+        # The formulas use float attributes as their short decimals (alpha = 0.01, not the
+        # float32 0.00999999977648258); the values must be computed with the same numbers.
+        short = {k: float(str(np.float32(v))) if isinstance(v, float) else v
+                 for k, v in attrs.items()}
         with np.errstate(all="ignore"):
-            numbers = opdef.ref([None if v is None else self.num[v] for v in values], attrs)
+            numbers = opdef.ref([None if v is None else self.num[v] for v in values], short)
         for k, array in enumerate(outs):
             shape = g.types(node)[k].shape
             array = np.asarray(array, dtype=object).reshape(shape)
@@ -323,6 +330,31 @@ def _matmul(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarra
     return out
 
 
+def _max_pool(x: np.ndarray, attrs: dict[str, Any], whole: bool, where: str) -> np.ndarray:
+    """Each output is sympy Max over its window (explicit pads, no ceil_mode or dilation)."""
+    n, c, h, w = x.shape
+    if whole:
+        kernel, strides, pads = (h, w), (1, 1), (0, 0, 0, 0)
+    else:
+        if attrs["auto_pad"] != "NOTSET" or attrs["ceil_mode"] or any(
+                d != 1 for d in attrs["dilations"]):
+            raise GraphcError("symbolic MaxPool needs explicit pads, no ceil_mode, no dilation",
+                              where=where, hint="Use numeric autodiff for this graph.")
+        kernel = tuple(attrs["kernel_shape"])
+        strides = tuple(attrs["strides"]) or (1, 1)
+        pads = tuple(attrs["pads"]) or (0, 0, 0, 0)
+    oh = (h + pads[0] + pads[2] - kernel[0]) // strides[0] + 1
+    ow = (w + pads[1] + pads[3] - kernel[1]) // strides[1] + 1
+    out = np.empty((n, c, oh, ow), dtype=object)
+    for b, ch, i, j in np.ndindex(out.shape):
+        window = [x[b, ch, r, q]
+                  for r in range(i * strides[0] - pads[0], i * strides[0] - pads[0] + kernel[0])
+                  for q in range(j * strides[1] - pads[1], j * strides[1] - pads[1] + kernel[1])
+                  if 0 <= r < h and 0 <= q < w]
+        out[b, ch, i, j] = window[0] if len(window) == 1 else sp.Max(*window, evaluate=False)
+    return out
+
+
 def _number(v: Any) -> sp.Expr:
     f = float(v)
     return sp.Integer(int(f)) if f.is_integer() else sp.Float(f)
@@ -347,6 +379,14 @@ def _local_derivatives(node: ScalarNode, straight_through: bool) -> dict[sp.Symb
     output where sympy finds such a form (sigmoid' = y (1 - y)).
     """
     expr = node.expr
+    if isinstance(expr, sp.Max):
+        # The gradient goes to the first largest element (ties: the earliest wins).
+        args = list(expr.args)
+        out = {}
+        for i, a in enumerate(args):
+            wins = [a > b for b in args[:i]] + [a >= b for b in args[i + 1:]]
+            out[a] = sp.Piecewise((1, sp.And(*wins)), (0, True))
+        return {p: out.get(p, sp.Integer(0)) for p in node.parents}
     op_rule = ops.REGISTRY[node.op].formula if node.op in ops.REGISTRY else None
     if node.op == "Heaviside" and straight_through:
         return {p: sp.Integer(1) for p in node.parents}
@@ -424,6 +464,12 @@ def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, 
     """
     if limit is not None:
         _check_size(g, limit)
+    known = set(g.inputs) | set(g.params())
+    for name in at:
+        if name not in known:
+            from graphc.errors import unknown
+
+            raise unknown("input or parameter", name, known, where=f"graph {g.name}")
     ex = _Expander(g, at, limit, straight_through)
     ex.expand()
     nodes = ex.nodes
@@ -443,13 +489,19 @@ def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, 
 
 
 def estimate_edges(g: Graph) -> int:
-    """Return about how many scalar edges the expansion of ``g`` has, from shapes alone: one
-    per input and parameter element, and one per multiply-add (FLOPs / 2) or element."""
+    """Return an upper estimate of the scalar edges of ``g``'s expansion, from shapes alone:
+    each input and parameter element, and per op its FLOPs plus its output elements (a sum of
+    K products has 2K + 1 inputs: 2K FLOPs and one more)."""
     from graphc.shapes import layer_table
 
     leaves = sum(g.type_of(Value(n)).size for n in g.inputs)
     leaves += sum(g.nx.nodes[n]["value"].size for n in g.params())
-    return leaves + sum(max(r.flops // 2, 1) for r in layer_table(g))
+    return leaves + sum(r.flops + math.prod(_shape(r.output)) for r in layer_table(g))
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    dims = text.split(")")[0].strip("(").split(",")
+    return tuple(int(d) for d in dims if d.strip())
 
 
 def _check_size(g: Graph, limit: int) -> None:
@@ -560,6 +612,12 @@ def _code(e: sp.Expr, names: Mapping[sp.Symbol, str]) -> str:
         return text
     if e.is_Relational:
         return f"({_code(e.lhs, names)} {e.rel_op} {_code(e.rhs, names)})"
+    if isinstance(e, (sp.And, sp.Max)):
+        func = "np.logical_and" if isinstance(e, sp.And) else "np.maximum"
+        text = _code(e.args[0], names)
+        for a in e.args[1:]:
+            text = f"{func}({text}, {_code(a, names)})"
+        return text
     name = _NUMPY_FUNCS.get(type(e).__name__)
     if name is not None:
         return f"{name}({', '.join(_code(a, names) for a in e.args)})"
@@ -860,6 +918,10 @@ class _OnnxLowering:
             return text
         if e.is_Relational:
             return self.node(_ONNX_RELATIONS[e.rel_op], [self.value(e.lhs), self.value(e.rhs)])
+        if isinstance(e, sp.And):
+            return self._chain("And", e.args)
+        if isinstance(e, sp.Max):
+            return self.node("Max", [self.value(a) for a in e.args])
         op = _ONNX_FUNCS.get(type(e).__name__)
         if op is not None:
             return self.node(op, [self.value(e.args[0])])
