@@ -170,7 +170,8 @@ def parse_point(text: str | None) -> dict[str, Any]:
 
 def cmd_grad(args: argparse.Namespace) -> int:
     from graphc.onnx_export import check, run_onnxruntime, write_atomic
-    from graphc.symbolic import backprop, gradient_onnx
+    from graphc.symbolic import backprop
+    from graphc.symbolic_code import gradient_onnx
 
     loaded = load_model(args.model, args.seed)
     point: dict[str, Any] = {k: v for k, v in loaded.feeds.items()}

@@ -29,6 +29,7 @@ import sympy as sp
 from graphc import ops
 from graphc.errors import GraphcError
 from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.symbolic_code import compile_program
 
 # Scalar edges (an input of a scalar node) the default allows: measured in bench/symbolic.py so
 # that a run stays under about 30 s on one core.
@@ -449,6 +450,150 @@ class BackpropResult:
         """Return d(objective)/d(name) (0 if the objective does not depend on it)."""
         return self.gradient_values.get(self.symbol(name), 0.0)
 
+    def table(self) -> str:
+        """Return a table of every scalar value and its gradient at the point."""
+        rows = [("value", "op", "forward", f"d{self.objective.name}/d(value)")]
+        for s, n in self.nodes.items():
+            grad = self.adjoints.get(s)
+            gval = _fmt(self.gradient_values.get(s, self._all_grads().get(s, 0.0))) \
+                if grad is not None else "0"
+            rows.append((s.name, n.op, _fmt(n.value), gval))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def _all_grads(self) -> dict[sp.Symbol, float]:
+        if not hasattr(self, "_grads"):
+            vals: dict[sp.Symbol, float] = {}
+            for st in self.steps_list:
+                vals[st.wrt] = vals.get(st.wrt, 0.0) + st.product_value
+            vals[self.objective] = 1.0
+            self._grads = vals
+        return self._grads
+
+    def steps(self) -> str:
+        """Return the chain rule step by step, in the order backprop applies it."""
+        lines = []
+        current = None
+        obj = self.objective.name
+        for st in self.steps_list:
+            if st.node != current:
+                current = st.node
+                lines.append(f"{st.node.name} = {self.nodes[st.node].expr}"
+                             f"    (value {_fmt(self.nodes[st.node].value)}, upstream "
+                             f"d{obj}/d{st.node.name} = {_fmt(st.upstream_value)})")
+            lines.append(f"  d{obj}/d{st.wrt.name} += local d{st.node.name}/d{st.wrt.name} "
+                         f"* upstream d{obj}/d{st.node.name} = ({st.local}) * "
+                         f"{_fmt(st.upstream_value)} = {_fmt(st.local_value)} * "
+                         f"{_fmt(st.upstream_value)} = {_fmt(st.product_value)}")
+        for acc in self.accumulations:
+            terms = " + ".join(_fmt(t) for t in acc.terms)
+            lines.append(f"d{obj}/d{acc.symbol.name} sums {len(acc.terms)} paths: {terms} = "
+                         f"{_fmt(acc.total)}")
+        return "\n".join(lines)
+
+    def program(self) -> list[tuple[sp.Symbol, sp.Expr]]:
+        """Return the straight-line program: forward nodes, then adjoints (one line each)."""
+        fwd = [(s, n.expr) for s, n in self.nodes.items() if not n.is_leaf]
+        back = [(adj, self.gradient_exprs[adj]) for s, adj in self.adjoints.items()
+                if s != self.objective]
+        return fwd + back
+
+    def formulas(self, latex: bool = False, closed_form_limit: int = 40
+                 ) -> str:
+        """Return the forward and backward formulas, node by node (text or LaTeX).
+
+        For graphs of at most ``closed_form_limit`` scalar nodes, the gradients are also given
+        in closed form over the inputs, with common subexpressions shared (sympy.cse).
+        """
+        lines = []
+        prog = self.program()
+        wanted = [self.adjoints[s] for s in self.wrt if s in self.adjoints]
+        names = latex_names([s for s, _ in prog] + list(self.nodes) + wanted, self.objective)
+        show = (lambda e: sp.latex(e, symbol_names=names)) if latex else str
+        for s, e in prog:
+            lines.append(f"{show(s)} = {show(e)}")
+        if len(self.nodes) <= closed_form_limit and wanted:
+            subs: dict[sp.Symbol, sp.Expr] = {}
+            for s, e in prog:
+                subs[s] = e.xreplace(subs)
+            closed = [subs.get(a, a) for a in wanted]
+            shared, reduced = sp.cse(closed, order="none",
+                                     symbols=sp.numbered_symbols("c", real=True))
+            lines.append("")
+            lines.append("closed form:" if not latex else r"\text{closed form:}")
+            for s, e in shared:
+                lines.append(f"{show(s)} = {show(e)}")
+            for a, e in zip(wanted, reduced, strict=True):
+                lines.append(f"{show(a)} = {show(e)}")
+        sep = " \\\\\n" if latex else "\n"
+        return sep.join(lines)
+
+    def evaluator(self) -> Any:
+        """Return a compiled function of the leaves (in ``self.leaves()`` order) that returns
+        [objective, *gradients w.r.t. ``wrt``]: the node-by-node program as Python code.
+
+        Arguments may be numbers or numpy arrays (a batch of points)."""
+        outs = [self.objective] + [self.adjoints.get(s, sp.Integer(0)) for s in self.wrt]
+        return compile_program(self.program(), self.leaves(), outs)
+
+    def leaves(self) -> list[sp.Symbol]:
+        return [s for s, n in self.nodes.items() if n.is_leaf]
+
+    def finite_differences(self, h: float = 1e-6,
+                           wrt: Sequence[sp.Symbol] | None = None) -> dict[sp.Symbol, float]:
+        """Return central finite differences (f(p + h) - f(p - h)) / 2h for ``wrt`` (default:
+        every ``self.wrt``), all perturbations in one vectorized run of the forward program."""
+        prog = [(t, e) for t, e in self.program() if t in self.nodes]
+        leaves = self.leaves()
+        compiled = compile_program(prog, leaves, [self.objective])
+
+        def forward(*args: float) -> float:
+            return compiled(*args)[0]
+
+        chosen = list(self.wrt if wrt is None else wrt)
+        if not chosen:
+            return {}
+        # Column 2j perturbs chosen[j] by +h, column 2j + 1 by -h.
+        columns = np.array([self.nodes[s].value for s in leaves])[:, None].repeat(
+            2 * len(chosen), axis=1)
+        position = {s: k for k, s in enumerate(leaves)}
+        for j, s in enumerate(chosen):
+            columns[position[s], 2 * j] += h
+            columns[position[s], 2 * j + 1] -= h
+        f = np.broadcast_to(np.asarray(forward(*columns), dtype=np.float64), (2 * len(chosen),))
+        return {s: float(f[2 * j] - f[2 * j + 1]) / (2 * h) for j, s in enumerate(chosen)}
+
+    def draw(self, path: str, max_nodes: int = 80) -> str:
+        """Draw the graph with forward values above the edges and gradients below (.png or
+        .svg); return the backend used ("graphviz" when `dot` is installed, else
+        "matplotlib")."""
+        from graphc.draw import draw as draw_file
+
+        return draw_file(self, path, max_nodes=max_nodes)
+
+    def _repr_svg_(self) -> str | None:
+        from graphc.draw import render
+
+        if len(self.nodes) > 80:
+            return None
+        return render(self, "svg").decode()
+
+    def _repr_latex_(self) -> str:
+        body = self.formulas(latex=True).replace(" = ", " &= ")
+        return "$$\\begin{aligned}" + body + "\\end{aligned}$$"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return "<pre>" + html.escape(self.table()) + "</pre>"
+
+    def __str__(self) -> str:
+        return self.table()
+
 
 def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, *,
              output: str | None = None, limit: int | None = DEFAULT_LIMIT,
@@ -582,64 +727,6 @@ def _reverse(r: BackpropResult) -> None:
     r.gradient_values.update({s: grad_values.get(s, 0.0) for s in r.wrt})
 
 
-# ----- compiled evaluation --------------------------------------------------------------------
-
-_NUMPY_FUNCS = {"exp": "np.exp", "log": "np.log", "tanh": "np.tanh", "sqrt": "np.sqrt",
-                "Abs": "np.abs"}
-
-
-def _code(e: sp.Expr, names: Mapping[sp.Symbol, str]) -> str:
-    """Print one local expression as numpy code (a small printer: sympy's own printer costs
-    ~0.2 ms a line, which dominates on a few thousand nodes)."""
-    if e in names:
-        return names[e]
-    if e is sp.true:
-        return "True"
-    if e is sp.false:
-        return "False"
-    if e.is_Number:
-        return repr(float(e))
-    if e.is_Add:
-        return "(" + " + ".join(_code(a, names) for a in e.args) + ")"
-    if e.is_Mul:
-        return "(" + "*".join(_code(a, names) for a in e.args) + ")"
-    if e.is_Pow:
-        return f"({_code(e.base, names)}**{_code(e.exp, names)})"
-    if isinstance(e, sp.Piecewise):
-        text = "np.nan"
-        for value, cond in reversed(e.args):
-            text = f"np.where({_code(cond, names)}, {_code(value, names)}, {text})"
-        return text
-    if e.is_Relational:
-        return f"({_code(e.lhs, names)} {e.rel_op} {_code(e.rhs, names)})"
-    if isinstance(e, (sp.And, sp.Max)):
-        func = "np.logical_and" if isinstance(e, sp.And) else "np.maximum"
-        text = _code(e.args[0], names)
-        for a in e.args[1:]:
-            text = f"{func}({text}, {_code(a, names)})"
-        return text
-    name = _NUMPY_FUNCS.get(type(e).__name__)
-    if name is not None:
-        return f"{name}({', '.join(_code(a, names) for a in e.args)})"
-    raise GraphcError(f"cannot compile {type(e).__name__} in {e}",
-                      hint="Evaluate with sympy instead (BackpropResult.value/grad).")
-
-
-def compile_program(program: Sequence[tuple[sp.Symbol, sp.Expr]], args: Sequence[sp.Symbol],
-                    outputs: Sequence[sp.Expr]) -> Any:
-    """Return a Python function of ``args`` that runs ``program`` and returns ``outputs``."""
-    names: dict[sp.Symbol, str] = {}
-    for s in [*args, *(t for t, _ in program)]:
-        names[s] = f"v{len(names)}"
-    lines = [f"def _program({', '.join(names[a] for a in args)}):"]
-    lines += [f"    {names[t]} = {_code(e, names)}" for t, e in program]
-    lines.append(f"    return [{', '.join(_code(o, names) for o in outputs)}]")
-    namespace: dict[str, Any] = {"np": np}
-    with np.errstate(all="ignore"):
-        exec(compile("\n".join(lines), "<graphc.symbolic>", "exec"), namespace)  # noqa: S102
-    return namespace["_program"]
-
-
 # ----- presentation ---------------------------------------------------------------------------
 
 
@@ -664,303 +751,3 @@ def latex_names(symbols: Sequence[sp.Symbol], objective: sp.Symbol) -> dict[sp.S
         else:
             names[s] = one(s.name)
     return names
-
-
-def _result_methods() -> None:
-    """Attach the text, LaTeX, evaluation and export methods to BackpropResult."""
-
-    def table(self: BackpropResult) -> str:
-        """Return a table of every scalar value and its gradient at the point."""
-        rows = [("value", "op", "forward", f"d{self.objective.name}/d(value)")]
-        for s, n in self.nodes.items():
-            grad = self.adjoints.get(s)
-            gval = _fmt(self.gradient_values.get(s, self._all_grads().get(s, 0.0))) \
-                if grad is not None else "0"
-            rows.append((s.name, n.op, _fmt(n.value), gval))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
-                 for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def all_grads(self: BackpropResult) -> dict[sp.Symbol, float]:
-        if not hasattr(self, "_grads"):
-            vals: dict[sp.Symbol, float] = {}
-            for st in self.steps_list:
-                vals[st.wrt] = vals.get(st.wrt, 0.0) + st.product_value
-            vals[self.objective] = 1.0
-            self._grads = vals
-        return self._grads
-
-    def steps(self: BackpropResult) -> str:
-        """Return the chain rule step by step, in the order backprop applies it."""
-        lines = []
-        current = None
-        obj = self.objective.name
-        for st in self.steps_list:
-            if st.node != current:
-                current = st.node
-                lines.append(f"{st.node.name} = {self.nodes[st.node].expr}"
-                             f"    (value {_fmt(self.nodes[st.node].value)}, upstream "
-                             f"d{obj}/d{st.node.name} = {_fmt(st.upstream_value)})")
-            lines.append(f"  d{obj}/d{st.wrt.name} += local d{st.node.name}/d{st.wrt.name} "
-                         f"* upstream d{obj}/d{st.node.name} = ({st.local}) * "
-                         f"{_fmt(st.upstream_value)} = {_fmt(st.local_value)} * "
-                         f"{_fmt(st.upstream_value)} = {_fmt(st.product_value)}")
-        for acc in self.accumulations:
-            terms = " + ".join(_fmt(t) for t in acc.terms)
-            lines.append(f"d{obj}/d{acc.symbol.name} sums {len(acc.terms)} paths: {terms} = "
-                         f"{_fmt(acc.total)}")
-        return "\n".join(lines)
-
-    def program(self: BackpropResult) -> list[tuple[sp.Symbol, sp.Expr]]:
-        """Return the straight-line program: forward nodes, then adjoints (one line each)."""
-        fwd = [(s, n.expr) for s, n in self.nodes.items() if not n.is_leaf]
-        back = [(adj, self.gradient_exprs[adj]) for s, adj in self.adjoints.items()
-                if s != self.objective]
-        return fwd + back
-
-    def formulas(self: BackpropResult, latex: bool = False, closed_form_limit: int = 40
-                 ) -> str:
-        """Return the forward and backward formulas, node by node (text or LaTeX).
-
-        For graphs of at most ``closed_form_limit`` scalar nodes, the gradients are also given
-        in closed form over the inputs, with common subexpressions shared (sympy.cse).
-        """
-        lines = []
-        prog = self.program()
-        wanted = [self.adjoints[s] for s in self.wrt if s in self.adjoints]
-        names = latex_names([s for s, _ in prog] + list(self.nodes) + wanted, self.objective)
-        show = (lambda e: sp.latex(e, symbol_names=names)) if latex else str
-        for s, e in prog:
-            lines.append(f"{show(s)} = {show(e)}")
-        if len(self.nodes) <= closed_form_limit and wanted:
-            subs: dict[sp.Symbol, sp.Expr] = {}
-            for s, e in prog:
-                subs[s] = e.xreplace(subs)
-            closed = [subs.get(a, a) for a in wanted]
-            shared, reduced = sp.cse(closed, order="none",
-                                     symbols=sp.numbered_symbols("c", real=True))
-            lines.append("")
-            lines.append("closed form:" if not latex else r"\text{closed form:}")
-            for s, e in shared:
-                lines.append(f"{show(s)} = {show(e)}")
-            for a, e in zip(wanted, reduced, strict=True):
-                lines.append(f"{show(a)} = {show(e)}")
-        sep = " \\\\\n" if latex else "\n"
-        return sep.join(lines)
-
-    def evaluator(self: BackpropResult) -> Any:
-        """Return a compiled function of the leaves (in ``self.leaves()`` order) that returns
-        [objective, *gradients w.r.t. ``wrt``]: the node-by-node program as Python code.
-
-        Arguments may be numbers or numpy arrays (a batch of points)."""
-        outs = [self.objective] + [self.adjoints.get(s, sp.Integer(0)) for s in self.wrt]
-        return compile_program(self.program(), self.leaves(), outs)
-
-    def leaves(self: BackpropResult) -> list[sp.Symbol]:
-        return [s for s, n in self.nodes.items() if n.is_leaf]
-
-    def finite_differences(self: BackpropResult, h: float = 1e-6,
-                           wrt: Sequence[sp.Symbol] | None = None) -> dict[sp.Symbol, float]:
-        """Return central finite differences (f(p + h) - f(p - h)) / 2h for ``wrt`` (default:
-        every ``self.wrt``), all perturbations in one vectorized run of the forward program."""
-        prog = [(t, e) for t, e in self.program() if t in self.nodes]
-        leaves = self.leaves()
-        compiled = compile_program(prog, leaves, [self.objective])
-
-        def forward(*args: float) -> float:
-            return compiled(*args)[0]
-
-        chosen = list(self.wrt if wrt is None else wrt)
-        if not chosen:
-            return {}
-        # Column 2j perturbs chosen[j] by +h, column 2j + 1 by -h.
-        columns = np.array([self.nodes[s].value for s in leaves])[:, None].repeat(
-            2 * len(chosen), axis=1)
-        position = {s: k for k, s in enumerate(leaves)}
-        for j, s in enumerate(chosen):
-            columns[position[s], 2 * j] += h
-            columns[position[s], 2 * j + 1] -= h
-        f = np.broadcast_to(np.asarray(forward(*columns), dtype=np.float64), (2 * len(chosen),))
-        return {s: float(f[2 * j] - f[2 * j + 1]) / (2 * h) for j, s in enumerate(chosen)}
-
-    def draw(self: BackpropResult, path: str, max_nodes: int = 80) -> str:
-        """Draw the graph with forward values above the edges and gradients below (.png or
-        .svg); return the backend used ("graphviz" when `dot` is installed, else
-        "matplotlib")."""
-        from graphc.draw import draw as draw_file
-
-        return draw_file(self, path, max_nodes=max_nodes)
-
-    def repr_svg(self: BackpropResult) -> str | None:
-        from graphc.draw import render
-
-        if len(self.nodes) > 80:
-            return None
-        return render(self, "svg").decode()
-
-    def repr_latex(self: BackpropResult) -> str:
-        body = self.formulas(latex=True).replace(" = ", " &= ")
-        return "$$\\begin{aligned}" + body + "\\end{aligned}$$"
-
-    def repr_html(self: BackpropResult) -> str:
-        import html
-
-        return "<pre>" + html.escape(self.table()) + "</pre>"
-
-    def text(self: BackpropResult) -> str:
-        return self.table()
-
-    BackpropResult.draw = draw
-    BackpropResult._repr_svg_ = repr_svg
-    BackpropResult._repr_latex_ = repr_latex
-    BackpropResult._repr_html_ = repr_html
-    BackpropResult.__str__ = text
-    BackpropResult.table = table
-    BackpropResult._all_grads = all_grads
-    BackpropResult.steps = steps
-    BackpropResult.program = program
-    BackpropResult.formulas = formulas
-    BackpropResult.evaluator = evaluator
-    BackpropResult.leaves = leaves
-    BackpropResult.finite_differences = finite_differences
-
-
-_result_methods()
-
-
-# ----- ONNX -----------------------------------------------------------------------------------
-
-_ONNX_FUNCS = {"exp": "Exp", "log": "Log", "tanh": "Tanh", "Abs": "Abs"}
-_ONNX_RELATIONS = {">": "Greater", ">=": "GreaterOrEqual", "<": "Less", "<=": "LessOrEqual",
-                   "==": "Equal"}
-
-
-class _OnnxLowering:
-    """Lowers the straight-line program to scalar ONNX nodes (float64), one node per sympy
-    operation, sharing repeated subexpressions."""
-
-    def __init__(self, names: dict[sp.Expr, str]) -> None:
-        from onnx import helper, numpy_helper
-
-        self.helper = helper
-        self.numpy_helper = numpy_helper
-        self.names = names
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self.counter = 0
-
-    def fresh(self) -> str:
-        self.counter += 1
-        return f"t{self.counter}"
-
-    def node(self, op: str, inputs: list[str], out: str | None = None) -> str:
-        out = out or self.fresh()
-        self.nodes.append(self.helper.make_node(op, inputs, [out], name=out))
-        return out
-
-    def value(self, e: sp.Expr) -> str:
-        if e in self.names:
-            return self.names[e]
-        name = self._lower(e)
-        self.names[e] = name
-        return name
-
-    def constant(self, v: float | bool) -> str:
-        name = self.fresh()
-        dtype = np.bool_ if isinstance(v, bool) else np.float64
-        self.initializers.append(self.numpy_helper.from_array(np.array(v, dtype=dtype), name))
-        return name
-
-    def _chain(self, op: str, args: Sequence[sp.Expr]) -> str:
-        acc = self.value(args[0])
-        for a in args[1:]:
-            acc = self.node(op, [acc, self.value(a)])
-        return acc
-
-    def _lower_named(self, e: sp.Expr, name: str) -> str:
-        """Lower ``e`` so that its last node's output is called ``name``."""
-        value = self._lower(e)
-        if self.nodes and self.nodes[-1].output[0] == value:
-            self.nodes[-1].output[0] = name
-            self.nodes[-1].name = name
-            return name
-        return self.node("Identity", [value], name)
-
-    def _lower(self, e: sp.Expr) -> str:
-        if e is sp.true or e is sp.false:
-            return self.constant(bool(e))
-        if e.is_Number:
-            return self.constant(float(e))
-        if e.is_Add:
-            return self._chain("Add", e.args)
-        if e.is_Mul:
-            if e.args[0] == -1:
-                return self.node("Neg", [self.value(sp.Mul(*e.args[1:]))])
-            return self._chain("Mul", e.args)
-        if e.is_Pow:
-            base, exp = self.value(e.base), e.exp
-            if exp == -1:
-                return self.node("Reciprocal", [base])
-            if exp == 2:
-                return self.node("Mul", [base, base])
-            if exp == sp.Rational(1, 2):
-                return self.node("Sqrt", [base])
-            if exp == sp.Rational(-1, 2):
-                return self.node("Reciprocal", [self.node("Sqrt", [base])])
-            return self.node("Pow", [base, self.value(exp)])
-        if isinstance(e, sp.Piecewise):
-            text = self.constant(float("nan"))
-            for value, cond in reversed(e.args):
-                text = self.node("Where", [self.value(cond), self.value(value), text])
-            return text
-        if e.is_Relational:
-            return self.node(_ONNX_RELATIONS[e.rel_op], [self.value(e.lhs), self.value(e.rhs)])
-        if isinstance(e, sp.And):
-            return self._chain("And", e.args)
-        if isinstance(e, sp.Max):
-            return self.node("Max", [self.value(a) for a in e.args])
-        op = _ONNX_FUNCS.get(type(e).__name__)
-        if op is not None:
-            return self.node(op, [self.value(e.args[0])])
-        raise GraphcError(f"cannot lower {type(e).__name__} in {e} to ONNX")
-
-
-def gradient_onnx(result: BackpropResult, opset: int = 17) -> Any:
-    """Return an ONNX model (float64 scalars) computing the objective and every requested
-    gradient from the leaves (inputs and parameters), one node per scalar operation.
-
-    Inputs are named like the leaves (``x``, ``fc1.weight[0,1]``), outputs ``f`` and
-    ``df/dx``.
-    """
-    import onnx
-    from onnx import helper
-
-    leaves = result.leaves()
-    names: dict[sp.Expr, str] = {s: s.name for s in leaves}
-    low = _OnnxLowering(names)
-    for target, expr in result.program():
-        names[target] = low.node("Identity", [low.value(expr)], target.name) \
-            if expr in names or expr.is_Number else low._lower_named(expr, target.name)
-    wanted = [(result.objective.name, result.objective)] + [
-        (f"d{result.objective.name}/d{s.name}", result.adjoints.get(s, sp.Integer(0)))
-        for s in result.wrt]
-    outputs = []
-    for name, expr in wanted:
-        value = low.value(expr)
-        if value != name:
-            value = low.node("Identity", [value], name)
-        outputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.DOUBLE, []))
-    graph = helper.make_graph(
-        low.nodes, f"{result.graph.name}_grad",
-        [helper.make_tensor_value_info(s.name, onnx.TensorProto.DOUBLE, []) for s in leaves],
-        outputs, low.initializers)
-    from graphc import __version__
-    from graphc.onnx_export import _ir_version
-
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="graphc", producer_version=__version__,
-                              ir_version=_ir_version(opset))
-    return model

@@ -30,8 +30,8 @@ from graphc.symbolic import (
     backprop,
     derivative_in_terms_of_output,
     estimate_edges,
-    gradient_onnx,
 )
+from graphc.symbolic_code import gradient_onnx
 
 COURSE_POINT = {"x": -2.0, "y": 5.0, "z": -4.0}
 FD_STEP = 1e-6
