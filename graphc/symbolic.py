@@ -29,7 +29,7 @@ import sympy as sp
 from graphc import ops
 from graphc.errors import GraphcError
 from graphc.ir import CONST, INPUT, Graph, Value
-from graphc.symbolic_code import compile_program
+from graphc.symbolic_code import compile_program, gradient_onnx
 
 # Scalar edges (an input of a scalar node) the default allows: measured in bench/symbolic.py so
 # that a run stays under about 30 s on one core.
@@ -442,6 +442,11 @@ class BackpropResult:
                 return s
         raise GraphcError(f"no scalar value called {name!r}",
                           hint="Names are node names, with [i,j] for tensor elements.")
+
+    def to_onnx(self, opset: int = 17) -> Any:
+        """Return an ONNX model computing the objective and the gradients (see
+        ``graphc.symbolic_code.gradient_onnx``)."""
+        return gradient_onnx(self, opset)
 
     def value(self, name: str) -> float:
         return self.nodes[self.symbol(name)].value
