@@ -56,11 +56,11 @@ def _build(module: ModuleType, seed: int) -> Any:
 def example_feeds(module: ModuleType | None, graph: Any, seed: int = 0
                   ) -> dict[str, np.ndarray]:
     """Return the module's ``example_inputs()``, or seeded random inputs of the right shapes."""
+    from graphc.testing import random_feeds
+
     if module is not None and callable(getattr(module, "example_inputs", None)):
         return module.example_inputs()
-    rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(graph.types(name)[0].shape).astype(
-        graph.types(name)[0].dtype) for name in graph.inputs}
+    return random_feeds(graph, seed)
 
 
 @dataclass

@@ -3,16 +3,14 @@ idempotence and names."""
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 
 from graphc.dsl import GraphBuilder
-from graphc.interpret import run
-from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.ir import Graph, Value
 from graphc.models import load
-from graphc.onnx_export import run_onnxruntime
 from graphc.passes.eliminate_dead_code import eliminate_dead_code
 from graphc.rewrite import PassReport
+from graphc.testing import assert_same_outputs, assert_same_structure, random_feeds
 
 F32 = np.float32
 SHAPE = (2, 3)
@@ -21,42 +19,12 @@ SHAPE = (2, 3)
 # ----- helpers ----------------------------------------------------------------------------------
 
 
-def structure(g: Graph) -> nx.MultiDiGraph:
-    """Return ``g`` as a plain multigraph: op, attrs, input names, const types, output slots."""
-    s = nx.MultiDiGraph()
-    for node, data in g.nx.nodes(data=True):
-        label = {"op": data["op"], "attrs": dict(data["attrs"])}
-        if data["op"] == INPUT:
-            label["name"] = node
-        if data["op"] == CONST:
-            label["type"] = data["types"][0]
-        label["outputs"] = tuple((k, v.out) for k, v in enumerate(g.outputs) if v.node == node)
-        s.add_node(node, **label)
-    for u, v, d in g.nx.edges(data=True):
-        s.add_edge(u, v, port=d["port"], out=d["out"])
-    return s
 
 
-def _edges_match(a: dict, b: dict) -> bool:
-    key = lambda edges: sorted((d["port"], d["out"]) for d in edges.values())  # noqa: E731
-    return key(a) == key(b)
 
 
-def assert_isomorphic(got: Graph, want: Graph) -> None:
-    same = nx.is_isomorphic(structure(got), structure(want), node_match=lambda a, b: a == b,
-                            edge_match=_edges_match)
-    assert same, f"got:\n{got}\nexpected:\n{want}"
 
 
-def assert_same_outputs(before: Graph, after: Graph, feeds: dict) -> None:
-    """Outputs agree (names, values) before vs after, on the interpreter and on onnxruntime."""
-    for runner in (run, run_onnxruntime):
-        want = runner(before, feeds)
-        got = runner(after, feeds)
-        assert list(got) == list(want), runner.__name__
-        for name, w in want.items():
-            assert got[name].shape == w.shape and got[name].dtype == w.dtype, name
-            np.testing.assert_array_equal(got[name], w)  # an exact pass
 
 
 def eliminate(g: Graph) -> tuple[Graph, PassReport]:
@@ -69,10 +37,6 @@ def eliminate(g: Graph) -> tuple[Graph, PassReport]:
     return out, report
 
 
-def feeds_for(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {n: rng.standard_normal(g.types(n)[0].shape).astype(g.types(n)[0].dtype)
-            for n in g.inputs}
 
 
 def dead_graph() -> Graph:
@@ -101,7 +65,7 @@ def test_dead_chain_and_its_constants_go_inputs_stay():
     z = want.add_input("z", SHAPE)
     want.add_input("u", SHAPE)
     want.outputs.append(want.add_node("Add", [want.add_node("Relu", [x]), z]))
-    assert_isomorphic(after, want)
+    assert_same_structure(after, want)
     assert sorted(set(before.nx) - set(after.nx)) == ["exp", "mul", "w"]
     assert after.inputs == ["x", "z", "u"]
     assert report.rewrites == 3
@@ -109,7 +73,7 @@ def test_dead_chain_and_its_constants_go_inputs_stay():
         ["%exp", "%mul", "%w"]
     assert after.output_names() == ["y"]
     assert after.num_params() == 0 and before.num_params() == 6
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_unused_output_of_a_live_node_keeps_the_node():
@@ -132,7 +96,7 @@ def test_node_live_only_through_output_one_stays():
     after, _ = eliminate(g)
     assert "drop" in after.nx and "dead" not in after.nx
     assert after.output_names() == ["drop.mask"]
-    assert_same_outputs(g, after, feeds_for(g))
+    assert_same_outputs(g, after, random_feeds(g))
 
 
 def test_graph_output_fed_by_an_input_or_constant():
@@ -145,7 +109,7 @@ def test_graph_output_fed_by_an_input_or_constant():
     after, _ = eliminate(before)
     assert sorted(after.nx) == ["k", "same", "table", "x"]
     assert after.output_names() == ["same", "table"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_nothing_dead_is_unchanged():
@@ -153,7 +117,7 @@ def test_nothing_dead_is_unchanged():
     before = module.build()
     after, report = eliminate(before)
     assert after.format() == before.format()
-    assert_isomorphic(after, before)
+    assert_same_structure(after, before)
     assert report.rewrites == 0 and report.explanations == []
 
 
@@ -166,5 +130,5 @@ def test_idempotent():
     twice, report = eliminate(once)
     assert report.rewrites == 0
     assert twice.format() == once.format()
-    assert_isomorphic(twice, once)
-    assert_same_outputs(before, twice, feeds_for(before))
+    assert_same_structure(twice, once)
+    assert_same_outputs(before, twice, random_feeds(before))

@@ -8,20 +8,24 @@ interpreter and on onnxruntime.
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 import pytest
 import sympy
 
-from graphc.interpret import run
-from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.ir import CONST, Graph, Value
 from graphc.models import load
-from graphc.onnx_export import run_onnxruntime
 from graphc.passes.fold_batchnorm import fold_batchnorm
 from graphc.rewrite import PassReport
+from graphc.testing import assert_same_outputs as same_outputs
+from graphc.testing import assert_same_structure
 
 F32 = np.float32
 EPS = 1e-3  # not the default 1e-5, so a fold that ignores the attribute is caught
+
+
+def assert_same_outputs(before: Graph, after: Graph, feeds: dict, rtol: float = 1e-5) -> None:
+    """Outputs agree before and after, on the interpreter and on onnxruntime."""
+    same_outputs(before, after, feeds, rtol)
 
 
 def f32(value: float) -> float:
@@ -32,47 +36,12 @@ def f32(value: float) -> float:
 # ----- helpers ----------------------------------------------------------------------------------
 
 
-def structure(g: Graph) -> nx.MultiDiGraph:
-    """Return ``g`` as a plain multigraph: op, attrs, input names, const types, output slots."""
-    s = nx.MultiDiGraph()
-    for node, data in g.nx.nodes(data=True):
-        label = {"op": data["op"], "attrs": dict(data["attrs"])}
-        if data["op"] == INPUT:
-            label["name"] = node
-        if data["op"] == CONST:
-            label["type"] = data["types"][0]
-        label["outputs"] = tuple((k, v.out) for k, v in enumerate(g.outputs) if v.node == node)
-        s.add_node(node, **label)
-    for u, v, d in g.nx.edges(data=True):
-        s.add_edge(u, v, port=d["port"], out=d["out"])
-    return s
 
 
-def _edges_match(a: dict, b: dict) -> bool:
-    key = lambda edges: sorted((d["port"], d["out"]) for d in edges.values())  # noqa: E731
-    return key(a) == key(b)
 
 
-def assert_isomorphic(got: Graph, want: Graph) -> None:
-    same = nx.is_isomorphic(structure(got), structure(want), node_match=lambda a, b: a == b,
-                            edge_match=_edges_match)
-    assert same, f"got:\n{got}\nexpected:\n{want}"
 
 
-def assert_same_outputs(before: Graph, after: Graph, feeds: dict[str, np.ndarray],
-                        rtol: float = 1e-5) -> None:
-    """Outputs agree, before vs after, on the interpreter and on onnxruntime."""
-    for runner in (run, run_onnxruntime):
-        want = runner(before, feeds)
-        got = runner(after, feeds)
-        assert list(got) == list(want)
-        for name, w in want.items():
-            g = got[name]
-            assert g.shape == w.shape and g.dtype == w.dtype, name
-            scale = float(np.max(np.abs(w)))
-            assert scale > 0, name
-            diff = float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64))))
-            assert diff <= rtol * scale, (runner.__name__, name, diff, scale)
 
 
 def const_in(g: Graph, node: str, port: int) -> np.ndarray:
@@ -213,7 +182,7 @@ def test_fold_into_conv(case):
     op, _, cout, groups, bias = CONV_CASES[case]
     before, feeds, stats = conv_bn_graph(case)
     after, report = fold(before)
-    assert_isomorphic(after, expected_conv_graph(case))
+    assert_same_structure(after, expected_conv_graph(case))
     assert report.rewrites == 1 and report.refusals == []
     assert after.output_names() == ["y"]
 
@@ -310,7 +279,7 @@ def test_fold_into_gemm(case):
     attrs_after = {k: v for k, v in attrs.items() if k != "beta"}
     want.outputs.append(want.add_node("Tanh", [want.add_node("Gemm", [x, wc, cc], attrs_after)],
                                       name="y"))
-    assert_isomorphic(after, want)
+    assert_same_structure(after, want)
 
     (gemm,) = [n for n in after.op_nodes() if after.op(n) == "Gemm"]
     beta_g = f32(attrs.get("beta", 1.0))
@@ -349,7 +318,7 @@ def test_fold_into_matmul(bias):
     before = build(expected=False)
     after, report = fold(before)
     assert report.rewrites == 1 and report.refusals == []
-    assert_isomorphic(after, build(expected=True))
+    assert_same_structure(after, build(expected=True))
     (mm,) = [n for n in after.op_nodes() if after.op(n) == "MatMul"]
     (add,) = [n for n in after.op_nodes() if after.op(n) == "Add"]
     np.testing.assert_array_equal(const_in(after, mm, 1),
@@ -384,7 +353,7 @@ def test_bn_after_a_non_foldable_producer_becomes_mul_add(producer):
     mul = want.add_node("Mul", [wx, want.add_const("s", np.zeros((3, 1, 1), F32))])
     want.outputs.append(want.add_node("Add", [mul, want.add_const("t", np.zeros((3, 1, 1),
                                                                                  F32))]))
-    assert_isomorphic(after, want)
+    assert_same_structure(after, want)
     assert ops_of(after) == (["Add"] if producer == "add" else []) + ["Mul", "Add"]
     assert after.output_names() == ["bn"]
     (mul_node,) = [n for n in after.op_nodes() if after.op(n) == "Mul"]
@@ -425,7 +394,7 @@ def test_conv_weight_that_is_a_graph_input_is_refused():
     g.outputs.append(BN(3, rng).add(g, conv))
     after, report = fold(g)
     assert ops_of(after) == ["Conv", "BatchNormalization"]
-    assert_isomorphic(after, g)
+    assert_same_structure(after, g)
     assert report.rewrites == 0
     assert len(report.refusals) == 1
     where, reason = report.refusals[0]
@@ -440,7 +409,7 @@ def test_matmul_with_a_3d_output_is_refused():
     mm = g.add_node("MatMul", [x, g.add_const("w", rand(rng, K, N), trainable=True)], name="mm")
     g.outputs.append(BN(3, rng).add(g, mm))
     after, report = fold(g)
-    assert_isomorphic(after, g)
+    assert_same_structure(after, g)
     assert report.rewrites == 0
     assert len(report.refusals) == 1
     assert "2-D" in report.refusals[0][1], report.refusals
@@ -512,7 +481,7 @@ def test_idempotent():
     assert report1.rewrites == 3
     assert report2.rewrites == 0
     assert twice.format() == once.format()
-    assert_isomorphic(twice, once)
+    assert_same_structure(twice, once)
     for node in once.nx:
         if once.op(node) == CONST:
             np.testing.assert_array_equal(twice.const_value(Value(node)),

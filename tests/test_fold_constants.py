@@ -3,63 +3,36 @@ and huge results stay; numerics, idempotence and names."""
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 import pytest
 
 from graphc.dsl import GraphBuilder
 from graphc.interpret import run
-from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.ir import CONST, Graph, Value
 from graphc.models import MODELS, load
-from graphc.onnx_export import run_onnxruntime
 from graphc.passes.fold_constants import MAX_GROWTH, fold_constants
 from graphc.rewrite import PassReport
+from graphc.testing import assert_same_outputs as same_outputs
+from graphc.testing import assert_same_structure, random_feeds
 
 F32 = np.float32
+
+
+def assert_same_outputs(before: Graph, after: Graph, feeds: dict) -> None:
+    """Outputs agree before and after, on the interpreter and on onnxruntime (folding runs the
+    interpreter, so onnxruntime's own arithmetic may differ in the last bits)."""
+    same_outputs(before, after, feeds, 1e-5)
 
 
 # ----- helpers ----------------------------------------------------------------------------------
 
 
-def structure(g: Graph) -> nx.MultiDiGraph:
-    """Return ``g`` as a plain multigraph: op, attrs, input names, const types, output slots."""
-    s = nx.MultiDiGraph()
-    for node, data in g.nx.nodes(data=True):
-        label = {"op": data["op"], "attrs": dict(data["attrs"])}
-        if data["op"] == INPUT:
-            label["name"] = node
-        if data["op"] == CONST:
-            label["type"] = data["types"][0]
-        label["outputs"] = tuple((k, v.out) for k, v in enumerate(g.outputs) if v.node == node)
-        s.add_node(node, **label)
-    for u, v, d in g.nx.edges(data=True):
-        s.add_edge(u, v, port=d["port"], out=d["out"])
-    return s
 
 
-def _edges_match(a: dict, b: dict) -> bool:
-    key = lambda edges: sorted((d["port"], d["out"]) for d in edges.values())  # noqa: E731
-    return key(a) == key(b)
 
 
-def assert_isomorphic(got: Graph, want: Graph) -> None:
-    same = nx.is_isomorphic(structure(got), structure(want), node_match=lambda a, b: a == b,
-                            edge_match=_edges_match)
-    assert same, f"got:\n{got}\nexpected:\n{want}"
 
 
-def assert_same_outputs(before: Graph, after: Graph, feeds: dict) -> None:
-    """Outputs agree (names, values) before vs after, on the interpreter and on onnxruntime."""
-    for runner in (run, run_onnxruntime):
-        want = runner(before, feeds)
-        got = runner(after, feeds)
-        assert list(got) == list(want), runner.__name__
-        for name, w in want.items():
-            g = got[name]
-            assert g.shape == w.shape and g.dtype == w.dtype, name
-            scale = float(np.max(np.abs(w)))
-            diff = float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64))))
-            assert diff <= 1e-5 * scale, (runner.__name__, name, diff, scale)
 
 
 def fold(g: Graph) -> tuple[Graph, PassReport]:
@@ -74,10 +47,6 @@ def fold(g: Graph) -> tuple[Graph, PassReport]:
     return out, report
 
 
-def feeds_for(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {n: rng.standard_normal(g.types(n)[0].shape).astype(g.types(n)[0].dtype)
-            for n in g.inputs}
 
 
 def ops_of(g: Graph) -> list[str]:
@@ -98,14 +67,14 @@ def test_sum_of_constants_becomes_one_constant_named_after_its_node():
     want = Graph("expected")
     wx = want.add_input("x", (3,))
     want.outputs.append(want.add_node("Mul", [wx, want.add_const("k", np.zeros(3, F32))]))
-    assert_isomorphic(after, want)
+    assert_same_structure(after, want)
     assert after.in_values("y") == [Value("x"), Value("s")]
     assert after.op("s") == CONST
     np.testing.assert_array_equal(after.const_value(Value("s")), np.array([1.5, 2.5, 3.5], F32))
     assert "c1" not in after.nx and "c2" not in after.nx
     assert report.rewrites == 1 and report.refusals == []
     assert after.output_names() == ["y"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_whole_constant_subgraph_folds_in_one_pass():
@@ -130,7 +99,7 @@ def test_whole_constant_subgraph_folds_in_one_pass():
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert sorted(n for n in after.nx if after.op(n) == CONST) == ["wt"]
-    assert_same_outputs(g, after, feeds_for(g))
+    assert_same_outputs(g, after, random_feeds(g))
 
 
 def test_constant_used_twice_by_one_node():
@@ -143,7 +112,7 @@ def test_constant_used_twice_by_one_node():
     assert ops_of(after) == ["Mul", "Add"]
     np.testing.assert_array_equal(after.const_value(Value("neg")), np.array([-2.0, 3.0], F32))
     assert after.nx.out_degree("neg") == 2
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_multi_output_node_folds_its_used_output():
@@ -155,7 +124,7 @@ def test_multi_output_node_folds_its_used_output():
     assert ops_of(after) == ["Add"]
     np.testing.assert_array_equal(after.const_value(after.in_values("y")[1]),
                                   np.array([[1, 2], [3, 4]], F32))
-    assert_same_outputs(g, after, feeds_for(g))
+    assert_same_outputs(g, after, random_feeds(g))
 
 
 def test_nodes_reading_inputs_are_not_folded():
@@ -185,7 +154,7 @@ def test_graph_output_keeps_its_node():
     assert after.op("neg") == CONST
     np.testing.assert_array_equal(after.const_value(Value("neg")), np.array([-1.0, 2.0], F32))
     assert after.output_names() == ["k", "r", "y"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def huge_pad_graph(side: int) -> Graph:
@@ -241,7 +210,7 @@ def test_big_result_no_larger_than_its_inputs_is_folded():
     after, report = fold(g)
     assert report.refusals == [] and report.rewrites == 1
     np.testing.assert_array_equal(after.const_value(Value("wt")), w.T)
-    assert_same_outputs(g, after, feeds_for(g))
+    assert_same_outputs(g, after, random_feeds(g))
 
 
 # ----- idempotence, zoo -------------------------------------------------------------------------
@@ -257,8 +226,8 @@ def test_idempotent():
     twice, report2 = fold(once)
     assert report1.rewrites == 4 and report2.rewrites == 0
     assert twice.format() == once.format()
-    assert_isomorphic(twice, once)
-    assert_same_outputs(before, twice, feeds_for(before))
+    assert_same_structure(twice, once)
+    assert_same_outputs(before, twice, random_feeds(before))
 
 
 @pytest.mark.parametrize("name", [m for m in MODELS if m != "resnet18"])

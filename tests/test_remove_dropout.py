@@ -3,67 +3,36 @@ active or runtime-controlled Dropout is refused, keep_dropout keeps them; numeri
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 import pytest
 
 from graphc.dsl import GraphBuilder, Tensor
 from graphc.interpret import run
-from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.ir import CONST, Graph, Value
 from graphc.models import load
-from graphc.onnx_export import run_onnxruntime
 from graphc.passes.remove_dropout import remove_dropout
 from graphc.rewrite import PassReport
+from graphc.testing import assert_same_outputs as same_outputs
+from graphc.testing import assert_same_structure, random_feeds
 
 F32 = np.float32
 SHAPE = (2, 3, 4)
 
 
+def assert_same_outputs(before: Graph, after: Graph, feeds: dict, rtol: float = 1e-5) -> None:
+    """Outputs agree before and after, on the interpreter and on onnxruntime."""
+    same_outputs(before, after, feeds, rtol)
+
+
 # ----- helpers ----------------------------------------------------------------------------------
 
 
-def structure(g: Graph) -> nx.MultiDiGraph:
-    """Return ``g`` as a plain multigraph: op, attrs, input names, const types, output slots."""
-    s = nx.MultiDiGraph()
-    for node, data in g.nx.nodes(data=True):
-        label = {"op": data["op"], "attrs": dict(data["attrs"])}
-        if data["op"] == INPUT:
-            label["name"] = node
-        if data["op"] == CONST:
-            label["type"] = data["types"][0]
-        label["outputs"] = tuple((k, v.out) for k, v in enumerate(g.outputs) if v.node == node)
-        s.add_node(node, **label)
-    for u, v, d in g.nx.edges(data=True):
-        s.add_edge(u, v, port=d["port"], out=d["out"])
-    return s
 
 
-def _edges_match(a: dict, b: dict) -> bool:
-    key = lambda edges: sorted((d["port"], d["out"]) for d in edges.values())  # noqa: E731
-    return key(a) == key(b)
 
 
-def assert_isomorphic(got: Graph, want: Graph) -> None:
-    same = nx.is_isomorphic(structure(got), structure(want), node_match=lambda a, b: a == b,
-                            edge_match=_edges_match)
-    assert same, f"got:\n{got}\nexpected:\n{want}"
 
 
-def assert_same_outputs(before: Graph, after: Graph, feeds: dict) -> None:
-    """Outputs agree (names, values) before vs after, on the interpreter and on onnxruntime."""
-    for runner in (run, run_onnxruntime):
-        want = runner(before, feeds)
-        got = runner(after, feeds)
-        assert list(got) == list(want), runner.__name__
-        for name, w in want.items():
-            g = got[name]
-            assert g.shape == w.shape and g.dtype == w.dtype, name
-            if w.dtype == np.bool_:
-                np.testing.assert_array_equal(g, w)
-                continue
-            scale = float(np.max(np.abs(w)))
-            diff = float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64))))
-            assert diff <= 1e-5 * scale, (runner.__name__, name, diff, scale)
 
 
 def remove(g: Graph, **options) -> tuple[Graph, PassReport]:
@@ -75,10 +44,6 @@ def remove(g: Graph, **options) -> tuple[Graph, PassReport]:
     return out, report
 
 
-def feeds_for(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {n: rng.standard_normal(g.types(n)[0].shape).astype(g.types(n)[0].dtype)
-            for n in g.inputs}
 
 
 def ops_of(g: Graph) -> list[str]:
@@ -126,11 +91,11 @@ def expected_without_dropout() -> Graph:
 def test_every_inference_form_is_removed(form):
     before = dropout_graph(form)
     after, report = remove(before)
-    assert_isomorphic(after, expected_without_dropout())
+    assert_same_structure(after, expected_without_dropout())
     assert report.rewrites == 1 and report.refusals == []
     assert after.in_values("y") == [Value("exp")]
     assert after.output_names() == ["y"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 @pytest.mark.parametrize("form", list(FORMS))
@@ -139,7 +104,7 @@ def test_idempotent(form):
     twice, report = remove(once)
     assert report.rewrites == 0
     assert twice.format() == once.format()
-    assert_isomorphic(twice, once)
+    assert_same_structure(twice, once)
 
 
 def test_dropout_that_is_a_graph_output_keeps_its_name():
@@ -150,7 +115,7 @@ def test_dropout_that_is_a_graph_output_keeps_its_name():
     after, _ = remove(before)
     assert ops_of(after) == ["Sigmoid"]
     assert after.output_names() == ["y"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_dropout_of_a_graph_input_that_is_an_output_keeps_the_output_name():
@@ -160,7 +125,7 @@ def test_dropout_of_a_graph_input_that_is_an_output_keeps_the_output_name():
     after, _ = remove(g)
     assert ops_of(after) == ["Identity"]
     assert after.output_names() == ["y"]
-    assert_same_outputs(g, after, feeds_for(g))
+    assert_same_outputs(g, after, random_feeds(g))
 
 
 # ----- the mask ---------------------------------------------------------------------------------
@@ -197,7 +162,7 @@ def test_used_mask_becomes_a_constant_all_true_tensor():
     assert array.all()
     assert after.in_values("y") == [Value("x")]
     assert after.output_names() == ["y", "mask_t"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_mask_named_by_the_dsl_becomes_a_constant():
@@ -209,7 +174,7 @@ def test_mask_named_by_the_dsl_becomes_a_constant():
     assert array is not None and array.dtype == np.bool_ and array.all()
     assert array.shape == SHAPE
     assert after.output_names() == ["y", "mask"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_mask_that_is_a_graph_output_keeps_its_name():
@@ -224,10 +189,10 @@ def test_mask_that_is_a_graph_output_keeps_its_name():
     array = after.const_value(after.in_values(mask.node)[0])
     assert array is not None and array.dtype == np.bool_ and array.shape == SHAPE
     assert array.all()
-    _, mask_value = run(after, feeds_for(before)).values()
+    _, mask_value = run(after, random_feeds(before)).values()
     assert mask_value.dtype == np.bool_ and mask_value.all()
     assert after.output_names() == ["y", "drop.mask"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_unused_mask_adds_no_constant():
@@ -246,7 +211,7 @@ def test_training_mode_true_is_refused():
                                g.add_const("training", np.array(True))], name="drop")
     g.outputs.append(g.add_node("Relu", [d], name="y"))
     after, report = remove(g)
-    assert_isomorphic(after, g)
+    assert_same_structure(after, g)
     assert report.rewrites == 0
     assert len(report.refusals) == 1
     where, reason = report.refusals[0]
@@ -260,11 +225,11 @@ def test_training_mode_graph_input_is_refused():
     d = g.add_node("Dropout", [x, g.add_const("ratio", np.float32(0.5)), training], name="drop")
     g.outputs.append(g.add_node("Relu", [d], name="y"))
     after, report = remove(g)
-    assert_isomorphic(after, g)
+    assert_same_structure(after, g)
     assert report.rewrites == 0
     assert len(report.refusals) == 1
     assert "runtime input" in report.refusals[0][1], report.refusals
-    feeds = {"x": feeds_for(g)["x"], "training": np.array(False)}
+    feeds = {"x": random_feeds(g)["x"], "training": np.array(False)}
     assert_same_outputs(g, after, feeds)
 
 
@@ -272,7 +237,7 @@ def test_training_mode_graph_input_is_refused():
 def test_keep_dropout_leaves_them(form):
     before = dropout_graph(form)
     after, report = remove(before, keep_dropout=True)
-    assert_isomorphic(after, before)
+    assert_same_structure(after, before)
     assert after.format() == before.format()
     assert report.rewrites == 0 and report.refusals == []
 

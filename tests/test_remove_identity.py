@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import importlib
 
-import networkx as nx
 import numpy as np
 import pytest
 
 from graphc.dsl import GraphBuilder, Tensor
-from graphc.interpret import run
-from graphc.ir import CONST, INPUT, Graph, Value
-from graphc.onnx_export import run_onnxruntime
+from graphc.ir import Graph, Value
 from graphc.passes.remove_identity import remove_identity
 from graphc.rewrite import PassReport, Rule
+from graphc.testing import assert_same_outputs, assert_same_structure, random_feeds
 
 # The package re-exports the function under the module's name, so fetch the module itself.
 remove_identity_module = importlib.import_module("graphc.passes.remove_identity")
@@ -26,42 +24,12 @@ SHAPE = (2, 3)
 # ----- helpers ----------------------------------------------------------------------------------
 
 
-def structure(g: Graph) -> nx.MultiDiGraph:
-    """Return ``g`` as a plain multigraph: op, attrs, input names, const types, output slots."""
-    s = nx.MultiDiGraph()
-    for node, data in g.nx.nodes(data=True):
-        label = {"op": data["op"], "attrs": dict(data["attrs"])}
-        if data["op"] == INPUT:
-            label["name"] = node
-        if data["op"] == CONST:
-            label["type"] = data["types"][0]
-        label["outputs"] = tuple((k, v.out) for k, v in enumerate(g.outputs) if v.node == node)
-        s.add_node(node, **label)
-    for u, v, d in g.nx.edges(data=True):
-        s.add_edge(u, v, port=d["port"], out=d["out"])
-    return s
 
 
-def _edges_match(a: dict, b: dict) -> bool:
-    key = lambda edges: sorted((d["port"], d["out"]) for d in edges.values())  # noqa: E731
-    return key(a) == key(b)
 
 
-def assert_isomorphic(got: Graph, want: Graph) -> None:
-    same = nx.is_isomorphic(structure(got), structure(want), node_match=lambda a, b: a == b,
-                            edge_match=_edges_match)
-    assert same, f"got:\n{got}\nexpected:\n{want}"
 
 
-def assert_same_outputs(before: Graph, after: Graph, feeds: dict) -> None:
-    """Outputs agree (names, values) before vs after, on the interpreter and on onnxruntime."""
-    for runner in (run, run_onnxruntime):
-        want = runner(before, feeds)
-        got = runner(after, feeds)
-        assert list(got) == list(want), runner.__name__
-        for name, w in want.items():
-            assert got[name].shape == w.shape and got[name].dtype == w.dtype, name
-            np.testing.assert_array_equal(got[name], w)  # an exact pass
 
 
 def remove(g: Graph) -> tuple[Graph, PassReport]:
@@ -73,10 +41,6 @@ def remove(g: Graph) -> tuple[Graph, PassReport]:
     return out, report
 
 
-def feeds_for(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {n: rng.standard_normal(g.types(n)[0].shape).astype(g.types(n)[0].dtype)
-            for n in g.inputs}
 
 
 def ops_of(g: Graph) -> list[str]:
@@ -118,11 +82,11 @@ def test_chain_of_identities_is_removed():
     wx = want.add_input("x", SHAPE)
     r = want.add_node("Relu", [wx])
     want.outputs.append(want.add_node("Add", [want.add_node("Exp", [r]), r]))
-    assert_isomorphic(after, want)
+    assert_same_structure(after, want)
     assert report.rewrites == 2 and report.refusals == []
     assert after.in_values("y") == [Value("exp"), Value("relu")]
     assert after.output_names() == ["y"]
-    assert_same_outputs(g, after, feeds_for(g))
+    assert_same_outputs(g, after, random_feeds(g))
 
 
 def test_identity_naming_an_output_gives_its_name_to_the_producer():
@@ -134,7 +98,7 @@ def test_identity_naming_an_output_gives_its_name_to_the_producer():
     assert ops_of(after) == ["Sigmoid"]
     assert after.op("y") == "Sigmoid" and "sig" not in after.nx
     assert after.output_names() == ["y"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 # ----- refusals ---------------------------------------------------------------------------------
@@ -155,7 +119,7 @@ def test_identity_naming_an_output_fed_by_an_input_stays():
     assert where.startswith("%y = Identity(%x)") and "input" in reason, report.refusals
     assert reason.startswith("remove-identity: ")
     assert after.output_names() == ["y", "r"]
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_identity_naming_an_output_fed_by_a_constant_stays():
@@ -168,7 +132,7 @@ def test_identity_naming_an_output_fed_by_a_constant_stays():
     assert after.format() == before.format()
     assert after.output_names() == ["table", "r"]
     assert len(report.refusals) == 1
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_identity_naming_an_output_fed_by_another_output_stays():
@@ -182,7 +146,7 @@ def test_identity_naming_an_output_fed_by_another_output_stays():
     assert after.format() == before.format()
     assert after.output_names() == ["r", "r_copy"]
     assert len(report.refusals) == 1
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 def test_identity_naming_the_dropout_mask_stays(bounded_rewrites):
@@ -197,7 +161,7 @@ def test_identity_naming_the_dropout_mask_stays(bounded_rewrites):
     after, _ = remove(before)
     assert after.output_names() == ["y", "mask"]
     assert ops_of(after).count("Identity") == 1
-    assert_same_outputs(before, after, feeds_for(before))
+    assert_same_outputs(before, after, random_feeds(before))
 
 
 # ----- idempotence ------------------------------------------------------------------------------
@@ -215,7 +179,7 @@ def test_idempotent():
     assert report1.rewrites == 3
     assert report2.rewrites == 0
     assert twice.format() == once.format()
-    assert_isomorphic(twice, once)
+    assert_same_structure(twice, once)
     assert twice.output_names() == before.output_names() == ["y", "x_copy"]
-    assert_same_outputs(before, twice, feeds_for(before))
+    assert_same_outputs(before, twice, random_feeds(before))
 

@@ -25,15 +25,12 @@ from graphc.rewrite import (
     rewrite,
     set_const_input,
 )
+from graphc.testing import random_feeds
 
 F32 = np.float32
 SHAPE = (2, 3)
 
 
-def feeds_for(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {n: rng.standard_normal(g.types(n)[0].shape).astype(g.types(n)[0].dtype)
-            for n in g.inputs}
 
 
 def two_inputs(name: str = "g") -> tuple[Graph, Value, Value]:
@@ -265,7 +262,7 @@ def test_a_rewrite_that_enables_another_converges():
     assert [g.op(n) for n in g.op_nodes()] == ["Add"]
     assert g.in_values("y") == [Value("x"), Value("zero")]
     assert [e.rule for e in report.explanations] == ["sub-self", "neg-neg"]
-    feeds = feeds_for(original)
+    feeds = random_feeds(original)
     np.testing.assert_array_equal(run(g, feeds)["y"], feeds["x"])
     np.testing.assert_array_equal(run(original, feeds)["y"], feeds["x"])
     # A second run finds nothing left to do.
@@ -308,7 +305,7 @@ def test_replace_output_by_an_input_or_constant_adds_a_named_identity(kind):
     assert g.op("y") == "Identity" and g.in_values("y") == [new]
     assert g.output_names() == ["y"]
     assert "e" not in g.nx  # the old node's dead inputs go with it
-    feeds = feeds_for(g)
+    feeds = random_feeds(g)
     want = feeds["x"] if kind == "input" else np.ones(SHAPE, F32)
     np.testing.assert_array_equal(run(g, feeds)["y"], want)
     np.testing.assert_array_equal(run_onnxruntime(g, feeds)["y"], want)
@@ -382,7 +379,7 @@ def test_set_const_input_leaves_a_shared_constant_to_its_other_user():
     assert new.node == "a.weight"
     np.testing.assert_array_equal(g.const_value(new), np.full(SHAPE, 3.0, F32))
     assert g.nx.nodes["a.weight"]["trainable"]
-    feeds = feeds_for(g)
+    feeds = random_feeds(g)
     out = run(g, feeds)
     np.testing.assert_allclose(out["a"], feeds["x"] * 3.0)
     np.testing.assert_allclose(out["b"], feeds["x"] + 1.0)
@@ -408,7 +405,7 @@ def test_set_const_input_fills_an_absent_port():
     set_const_input(g, "y", 2, np.arange(4, dtype=F32), "y.bias")
     g.verify()
     assert g.in_values("y")[2] == Value("y.bias")
-    feeds = feeds_for(g)
+    feeds = random_feeds(g)
     np.testing.assert_allclose(run(g, feeds)["y"],
                                run_onnxruntime(g, feeds)["y"], rtol=1e-5, atol=1e-6)
     base = np.einsum("oi,nihw->nohw", g.const_value(w)[:, :, 0, 0], feeds["x"])
@@ -509,7 +506,7 @@ def test_pipeline_does_not_mutate_its_input(case):
     new, reports = run_pipeline(g, resolve(pipeline="inference"))
     assert_same_snapshot(snapshot(g), before)
     assert sum(r.rewrites for r in reports) > 0
-    feeds = feeds_for(g)
+    feeds = random_feeds(g)
     want, got = run(g, feeds), run(new, feeds)
     assert list(got) == list(want)
     for name in want:
