@@ -1,21 +1,15 @@
-"""Shape and dtype inference over a whole graph, and the per-layer table of ``graphc show``."""
+"""The per-layer table of ``graphc show``: output type, parameters and FLOPs of each op node.
+
+Shapes themselves are inferred node by node as the graph is built (``Graph.infer``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from graphc import ops
-from graphc.errors import GraphcError
 from graphc.ir import CONST, Graph, Value
-
-
-def reinfer(g: Graph) -> None:
-    """Recompute every node's output types in topological order (after a rewrite)."""
-    for node in g.topo():
-        try:
-            g.nx.nodes[node]["types"] = g.infer(node)
-        except GraphcError as err:
-            raise err.located(g.format_node(node, types=False)) from None
+from graphc.ops.base import TensorType
 
 
 @dataclass(frozen=True)
@@ -24,7 +18,7 @@ class LayerRow:
 
     node: str
     op: str
-    output: str
+    output: TensorType
     params: int
     flops: int
 
@@ -38,7 +32,7 @@ def layer_table(g: Graph) -> list[LayerRow]:
                      and g.nx.nodes[v.node].get("trainable"))
         opdef = ops.get(g.op(node))
         flops = opdef.flops(g.view(node)) if opdef.flops else 0
-        rows.append(LayerRow(node, g.op(node), str(g.type_of(Value(node))), int(params),
+        rows.append(LayerRow(node, g.op(node), g.type_of(Value(node)), int(params),
                              int(flops)))
     return rows
 
@@ -46,7 +40,7 @@ def layer_table(g: Graph) -> list[LayerRow]:
 def format_table(rows: list[LayerRow]) -> str:
     """Return the per-layer table as aligned text with a total line."""
     header = ("layer", "op", "output", "params", "FLOPs")
-    body = [(r.node, r.op, r.output, f"{r.params:,}", f"{r.flops:,}") for r in rows]
+    body = [(r.node, r.op, str(r.output), f"{r.params:,}", f"{r.flops:,}") for r in rows]
     total = ("total", "", "", f"{sum(r.params for r in rows):,}",
              f"{sum(r.flops for r in rows):,}")
     table = [header, *body, total]

@@ -646,12 +646,7 @@ def estimate_edges(g: Graph) -> int:
 
     leaves = sum(g.type_of(Value(n)).size for n in g.inputs)
     leaves += sum(g.nx.nodes[n]["value"].size for n in g.params())
-    return leaves + sum(r.flops + math.prod(_shape(r.output)) for r in layer_table(g))
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    dims = text.split(")")[0].strip("(").split(",")
-    return tuple(int(d) for d in dims if d.strip())
+    return leaves + sum(r.flops + r.output.size for r in layer_table(g))
 
 
 def _check_size(g: Graph, limit: int) -> None:
