@@ -26,34 +26,25 @@ machine; progress goes to stderr. Results are recorded in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import os
+import io
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
-# The thread pools of OpenMP and the BLAS libraries read these once, when numpy (or onnxruntime,
-# or torch) is first imported: they must be set before the imports below.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
-for _var in THREAD_VARS:
-    os.environ[_var] = "1"
+# harness sets the thread-pool variables when imported: it must come before numpy (and
+# onnxruntime, torch), which read them once. The split keeps isort from moving it below numpy.
+import harness
+from harness import Case, Info, Timings, fmt_n, timing_row, timing_table, verdict
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import io  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+# isort: split
 
-import networkx  # noqa: E402
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime  # noqa: E402
+import networkx
+import onnx
+import onnxruntime
 
-import graphc  # noqa: E402
-from graphc import models, nn  # noqa: E402
+import graphc
+from graphc import models, nn
 
 # ``graphc.models`` maps to the top-level models/ folder, which ruff's isort would file as a
 # third-party import; loading it through the zoo keeps the imports grouped as they really are.
@@ -62,43 +53,6 @@ resnet18 = models.load("resnet18")
 RESNET_TARGET_S = 1.0
 GROWTH_TARGET = 12.0
 TORCH_QUOTED = "0.6-0.9 s"  # the issue's figure for PyTorch's exporter on this machine
-
-Timings = dict[str, float]
-Info = dict[str, Any]
-
-
-@dataclass
-class Case:
-    """One benchmark case: ``run()`` times its stages and returns them with facts to report."""
-
-    name: str
-    run: Callable[[], tuple[Timings, Info]]
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    info: Info = field(default_factory=dict)
-
-    def record(self, timings: Timings, info: Info) -> None:
-        for stage, seconds in timings.items():
-            self.samples.setdefault(stage, []).append(seconds)
-        self.info = info
-
-    def median(self, stage: str) -> float:
-        return statistics.median(self.samples[stage])
-
-    def min(self, stage: str) -> float:
-        return min(self.samples[stage])
-
-
-# ----- pinning ------------------------------------------------------------------------------
-
-
-def pin_to_one_core() -> int | None:
-    """Restrict this process to the first core it may run on; return that core (or None)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None  # macOS and Windows: only the thread pools are limited
-    core = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {core})
-    return core
-
 
 # ----- cases --------------------------------------------------------------------------------
 
@@ -207,91 +161,26 @@ def torch_case(torch: Any) -> Callable[[], tuple[Timings, Info]]:
 
 def import_torch() -> Any | None:
     """Return the torch module pinned to one thread, or None when it is not installed."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(1)
+    torch = harness.import_optional("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
     return torch
 
 
 # ----- running and reporting ----------------------------------------------------------------
 
 
-def run_rounds(cases: list[Case], repeats: int, warmup: int) -> None:
-    """Run every case once per round, round-robin; record all but the warm-up rounds."""
-    for r in range(-warmup, repeats):
-        label = "warm-up" if r < 0 else f"round {r + 1}/{repeats}"
-        for case in cases:
-            gc.collect()  # the previous case's garbage is not this case's cost
-            timings, info = case.run()
-            if r >= 0:
-                case.record(timings, info)
-            print(f"{label}: {case.name}: "
-                  + ", ".join(f"{k} {fmt_s(v)}" for k, v in timings.items()),
-                  file=sys.stderr, flush=True)
-
-
-def fmt_s(seconds: float) -> str:
-    if seconds < 0.01:
-        return f"{seconds * 1e3:.2f} ms"
-    if seconds < 1:
-        return f"{seconds * 1e3:.0f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_n(n: int) -> str:
-    return f"{n:,}"
-
-
-def verdict(value: float, target: float) -> str:
-    return "met" if value <= target else "**MISSED**"
-
-
-def table(rows: list[tuple[str, str, str, str, str]]) -> str:
-    head = ("case", "median", "min", "target", "verdict")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 2
-                                                            + ["---"] * 2) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def stage_rows(case: Case, labels: dict[str, str], targets: dict[str, float] | None = None
                ) -> list[tuple[str, str, str, str, str]]:
-    rows = []
-    for stage, label in labels.items():
-        med, low = case.median(stage), case.min(stage)
-        target = (targets or {}).get(stage)
-        rows.append((f"{case.name}: {label}", fmt_s(med), fmt_s(low),
-                     "" if target is None else f"<= {fmt_s(target)}",
-                     "" if target is None else verdict(med, target)))
-    return rows
-
-
-def cpu_name() -> str:
-    name = platform.processor()
-    if not name or name in ("x86_64", "aarch64", "arm", "i386"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return name or platform.machine()
+    return [timing_row(f"{case.name}: {label}", case, stage, (targets or {}).get(stage))
+            for stage, label in labels.items()]
 
 
 def machine(core: int | None, torch: Any | None) -> list[str]:
-    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}",
-                f"networkx {networkx.__version__}", f"onnx {onnx.__version__}",
-                f"onnxruntime {onnxruntime.__version__}", f"graphc {graphc.__version__}"]
+    versions: list[Any] = [networkx, onnx, onnxruntime, graphc]
     if torch is not None:
-        versions.append(f"torch {torch.__version__}")
-    pinned = "not pinned (no sched_setaffinity)" if core is None else f"pinned to core {core}"
-    return [f"- machine: {cpu_name()}, os.cpu_count() = {os.cpu_count()}, "
-            f"{platform.system()} {platform.release()}",
-            f"- versions: {', '.join(versions)}",
-            f"- one thread ({THREAD_VARS[0]}=1 etc.), {pinned}"]
+        versions.append(torch)
+    return harness.machine_lines(core, versions)
 
 
 def report(cases: dict[str, Case], sizes: tuple[int, int], repeats: int, core: int | None,
@@ -305,7 +194,7 @@ def report(cases: dict[str, Case], sizes: tuple[int, int], repeats: int, core: i
                                   "total": "build + to_bytes"})
     growth = large.median("total") / small.median("total")
     growth_min = large.min("total") / small.min("total")
-    growth_verdict = verdict(growth, GROWTH_TARGET)
+    growth_verdict = verdict(growth <= GROWTH_TARGET)
     if growth <= GROWTH_TARGET < growth_min:
         growth_verdict += f" (by the median; the ratio of the mins is over {GROWTH_TARGET:.0f}x)"
     rows.append((f"growth: chain {fmt_n(sizes[1])} / chain {fmt_n(sizes[0])} (build + to_bytes)",
@@ -324,11 +213,10 @@ def report(cases: dict[str, Case], sizes: tuple[int, int], repeats: int, core: i
                      "reference", f"torch not installed; the issue quotes {TORCH_QUOTED}"))
 
     info = res.info
-    lines = [f"## Compile speed ({datetime.date.today().isoformat()}"
-             f"{', QUICK smoke run: not a measurement' if quick else ''})", "",
-             f"Median and min over {repeats} repeat{'s' if repeats != 1 else ''}"
+    lines = [harness.heading("Compile speed", quick), "",
+             f"Median and min over {harness.plural(repeats, 'repeat')}"
              " (cases interleaved round-robin), one thread; verdicts compare the median with"
-             " the target.", "", table(rows), "",
+             " the target.", "", timing_table(rows), "",
              f"- resnet18: {fmt_n(info['params'])} parameters, {fmt_n(info['nodes'])} nodes "
              f"({info['op_nodes']} ops), ONNX file {fmt_n(info['bytes'])} bytes "
              f"({info['bytes'] / 2**20:.1f} MiB)"]
@@ -353,24 +241,19 @@ def report(cases: dict[str, Case], sizes: tuple[int, int], repeats: int, core: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, metavar="N",
-                        help="timed rounds after one warm-up round (default 7)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 round, no warm-up, chains of 100 and 1,000 nodes")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    parser = harness.arg_parser(
+        __doc__, "smoke run: 1 round, no warm-up, chains of 100 and 1,000 nodes")
+    args = harness.parse_args(parser, argv)
 
-    core = pin_to_one_core()
+    core = harness.pin_to_one_core()
     torch = import_torch()
-    repeats, warmup = (1, 0) if args.quick else (args.repeats, 1)
+    repeats, warmup = harness.repeats_and_warmup(args)
     sizes = (100, 1_000) if args.quick else (1_000, 10_000)
     cases = [Case("resnet18", time_resnet18)]
     cases += [Case(f"chain {fmt_n(n)}", chain_case(n)) for n in sizes]
     if torch is not None:
         cases.append(Case("torch", torch_case(torch)))
-    run_rounds(cases, repeats, warmup)
+    harness.run_rounds(cases, repeats, warmup)
     print(report({c.name: c for c in cases}, sizes, repeats, core, torch, args.quick))
     return 0
 

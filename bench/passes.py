@@ -47,44 +47,52 @@ The tables go to stdout, progress to stderr. Results are recorded in docs/benchm
 
 from __future__ import annotations
 
-import os
+import cProfile
+import functools
+import gc
+import importlib
+import importlib.util
+import io
+import pstats
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
-# The thread pools of OpenMP and the BLAS libraries read these once, when numpy (or onnxruntime)
-# is first imported: they must be set before the imports below.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
-for _var in THREAD_VARS:
-    os.environ[_var] = "1"
+# harness sets the thread-pool variables when imported: it must come before numpy (and
+# onnxruntime), which read them once. The split keeps isort from moving it below numpy.
+import harness
+from harness import (
+    Case,
+    Info,
+    Row,
+    Timings,
+    fmt_bytes,
+    fmt_e,
+    log,
+    md_table,
+    timing_row,
+    timing_table,
+    verdict,
+)
 
-import argparse  # noqa: E402
-import cProfile  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import importlib  # noqa: E402
-import importlib.util  # noqa: E402
-import io  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Callable, Mapping, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from types import ModuleType  # noqa: E402
-from typing import Any  # noqa: E402
+# isort: split
 
-import networkx  # noqa: E402
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+import networkx
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
-import graphc  # noqa: E402
-from graphc import models, nn  # noqa: E402
-from graphc.ir import CONST, Graph, Value  # noqa: E402
-from graphc.onnx_export import max_opset  # noqa: E402
-from graphc.pipeline import resolve, run_pipeline  # noqa: E402
+import graphc
+from graphc import models, nn
+from graphc.ir import CONST, Graph, Value
+from graphc.onnx_export import max_opset
+from graphc.pipeline import resolve, run_pipeline
 
 ZOO = ("cnn", "residual", "resnet18")
 TOOLS = ("graphc", "onnxoptimizer", "onnxsim")
@@ -96,77 +104,10 @@ PIPELINE_TARGET_S = 1.0
 SEEDS = (0, 1, 2)
 LEVELS = {"DISABLE_ALL": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
           "ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-DATE = datetime.date.today().isoformat()
-
-Row = Sequence[str]
 
 
-# ----- small helpers ------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def pin_to_one_core() -> int | None:
-    """Restrict this process to the first core it may run on; return that core (or None)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None  # macOS and Windows: only the thread pools are limited
-    core = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {core})
-    return core
-
-
-def import_optional(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def fmt_s(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    if seconds < 0.01:
-        return f"{seconds * 1e3:.2f} ms"
-    if seconds < 1:
-        return f"{seconds * 1e3:.0f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_bytes(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
-
-
-def fmt_diff(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return "0" if x == 0 else f"{x:.1e}"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**MISSED**"
-
-
-def table(head: Row, rows: Sequence[Row], right: Sequence[int] = ()) -> str:
-    """Return a markdown table; columns whose index is in ``right`` are right-aligned."""
-    align = ["---:" if k in right else "---" for k in range(len(head))]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    name = platform.processor()
-    if not name or name in ("x86_64", "aarch64", "arm", "i386"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return name or platform.machine()
+# Durations under 1 ms are shown in microseconds with one decimal (latency of the small models).
+fmt_s = functools.partial(harness.fmt_s, us_digits=1)
 
 
 # ----- the files compared -------------------------------------------------------------------
@@ -333,7 +274,7 @@ def node_rows(m: ZooModel) -> tuple[list[Row], dict[str, Any]]:
                      f"exact {verdict(reld is not None and reld <= REL_TOL)}"]
             v = "; ".join(parts)
         rows.append((m.name, f, str(nodes), str(c["BatchNormalization"]), str(c["Dropout"]),
-                     fmt_bytes(len(data)), fmt_diff(absd), fmt_diff(reld), v))
+                     fmt_bytes(len(data)), fmt_e(absd), fmt_e(reld), v))
     return rows, facts
 
 
@@ -347,7 +288,7 @@ def exact_rows(m: ZooModel) -> tuple[Row, float | None]:
             cells.append(m.notes[tool])
             continue
         absd, reld = difference(before, data, m.feeds)
-        cells.append(f"{fmt_diff(absd)} ({fmt_diff(reld)})")
+        cells.append(f"{fmt_e(absd)} ({fmt_e(reld)})")
         if tool == "graphc":
             graphc_rel = reld
     ok = graphc_rel is not None and graphc_rel <= REL_TOL
@@ -357,27 +298,10 @@ def exact_rows(m: ZooModel) -> tuple[Row, float | None]:
 # ----- 3: pipeline time ---------------------------------------------------------------------
 
 
-@dataclass
-class Timed:
-    name: str
-    run: Callable[[], dict[str, float]]
-    samples: dict[str, list[float]] = field(default_factory=dict)
-
-    def record(self, timings: dict[str, float]) -> None:
-        for stage, seconds in timings.items():
-            self.samples.setdefault(stage, []).append(seconds)
-
-    def median(self, stage: str) -> float:
-        return statistics.median(self.samples[stage])
-
-    def min(self, stage: str) -> float:
-        return min(self.samples[stage])
-
-
-def graphc_timer(g: Graph) -> Callable[[], dict[str, float]]:
+def graphc_timer(g: Graph) -> Callable[[], tuple[Timings, Info]]:
     names = resolve(pipeline="inference")
 
-    def run() -> dict[str, float]:
+    def run() -> tuple[Timings, Info]:
         t0 = time.perf_counter()
         new, reports = run_pipeline(g, names)
         t1 = time.perf_counter()
@@ -385,35 +309,21 @@ def graphc_timer(g: Graph) -> Callable[[], dict[str, float]]:
         t2 = time.perf_counter()
         timings = {"pipeline": t1 - t0, "pipeline + to_bytes": t2 - t0}
         timings.update({f"pass {r.name}": r.seconds for r in reports})
-        return timings
+        return timings, {}
 
     return run
 
 
-def tool_timer(tool: str, mod: ModuleType, before: bytes) -> Callable[[], dict[str, float]]:
+def tool_timer(tool: str, mod: ModuleType, before: bytes) -> Callable[[], tuple[Timings, Info]]:
     fn = run_onnxoptimizer if tool == "onnxoptimizer" else run_onnxsim
 
-    def run() -> dict[str, float]:
+    def run() -> tuple[Timings, Info]:
         model = onnx.load_from_string(before)  # parsed outside the timing: the tool's input
         t0 = time.perf_counter()
         fn(mod, model)
-        return {tool: time.perf_counter() - t0}
+        return {tool: time.perf_counter() - t0}, {}
 
     return run
-
-
-def run_rounds(cases: list[Timed], repeats: int, warmup: int) -> None:
-    """Run every case once per round, round-robin; record all but the warm-up rounds."""
-    for r in range(-warmup, repeats):
-        label = "warm-up" if r < 0 else f"round {r + 1}/{repeats}"
-        for case in cases:
-            gc.collect()  # the previous case's garbage is not this case's cost
-            timings = case.run()
-            if r >= 0:
-                case.record(timings)
-            shown = {k: v for k, v in timings.items() if not k.startswith("pass ")}
-            log(f"{label}: {case.name}: " + ", ".join(f"{k} {fmt_s(v)}"
-                                                     for k, v in shown.items()))
 
 
 def profile_pipeline(g: Graph, top: int = 15) -> str:
@@ -618,7 +528,7 @@ def coverage_row(label: str, op: str, opset: int, before: bytes, graphc_file: by
     what = "folded" if op == "BatchNormalization" else "removed"
     why = "" if left == 0 else f": {left} {op} left"
     why += "" if reld <= REL_TOL else f": relative diff {reld:.1e}"
-    return (*cells, fmt_diff(reld), f"{verdict(ok)} ({what}{why})"), ok
+    return (*cells, fmt_e(reld), f"{verdict(ok)} ({what}{why})"), ok
 
 
 def coverage(tools: Tools) -> tuple[list[Row], dict[str, list[tuple[int, bool | None]]]]:
@@ -662,36 +572,22 @@ def coverage(tools: Tools) -> tuple[list[Row], dict[str, list[tuple[int, bool | 
 
 
 def machine(core: int | None, tools: Tools) -> list[str]:
-    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}",
-                f"networkx {networkx.__version__}", f"onnx {onnx.__version__}",
-                f"onnxruntime {ort.__version__}", f"graphc {graphc.__version__}"]
+    versions: list[ModuleType | str] = [networkx, onnx, ort, graphc]
     for tool in ("onnxoptimizer", "onnxsim"):
-        mod = tools.module(tool)
-        versions.append(f"{tool} {getattr(mod, '__version__', '?')}" if mod
-                        else f"{tool} not installed")
-    pinned = "not pinned (no sched_setaffinity)" if core is None else f"pinned to core {core}"
-    return [f"- machine: {cpu_name()}, os.cpu_count() = {os.cpu_count()}, "
-            f"{platform.system()} {platform.release()}",
-            f"- versions: {', '.join(versions)}",
-            f"- one thread ({THREAD_VARS[0]}=1 etc.; onnxruntime intra_op 1, inter_op 1, "
-            f"sequential), {pinned}"]
+        versions.append(tools.module(tool) or f"{tool} not installed")
+    return harness.machine_lines(core, versions,
+                                 threads="; onnxruntime intra_op 1, inter_op 1, sequential")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, metavar="N",
-                        help="timed rounds after one warm-up round (default 7)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 round, no warm-up, short latency loops")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    repeats, warmup = (1, 0) if args.quick else (args.repeats, 1)
+    parser = harness.arg_parser(__doc__, "smoke run: 1 round, no warm-up, short latency loops")
+    args = harness.parse_args(parser, argv)
+    repeats, warmup = harness.repeats_and_warmup(args)
     # Latency: warm-up per session, calls per session and repeat, length of one block.
     warmup_s, budget_s, block_s = (0.02, 0.02, 0.005) if args.quick else (0.3, 0.25, 0.005)
 
-    core = pin_to_one_core()
-    tools = Tools(import_optional("onnxoptimizer"), import_optional("onnxsim"))
+    core = harness.pin_to_one_core()
+    tools = Tools(harness.import_optional("onnxoptimizer"), harness.import_optional("onnxsim"))
     out: list[str] = []
     summary: list[Row] = []
 
@@ -704,14 +600,13 @@ def main(argv: list[str] | None = None) -> int:
         zoo[name] = zoo_model(name, tools)
         rows, facts[name] = node_rows(zoo[name])
         node_table += rows
-    out += [f"### Node counts and exactness ({DATE}"
-            f"{', QUICK smoke run: not a measurement' if args.quick else ''})", "",
+    out += [harness.heading("Node counts and exactness", args.quick, level=3), "",
             f"Max abs difference of each file's outputs from the before-file's on onnxruntime "
             f"(ORT_DISABLE_ALL), over example_inputs(seed) for seeds {list(SEEDS)}; relative = "
             "that / max |before output|. Verdicts (graphc rows): node count <= onnxsim's, "
             f"relative difference <= {REL_TOL:.0e}.", "",
-            table(("model", "file", "nodes", "BN", "Dropout", "size", "max abs diff",
-                   "relative", "verdict"), node_table, right=(2, 3, 4, 5, 6, 7)), ""]
+            md_table(("model", "file", "nodes", "BN", "Dropout", "size", "max abs diff",
+                      "relative", "verdict"), node_table, "llrrrrrr"), ""]
 
     # 2. exactness with random statistics
     exact_table: list[Row] = []
@@ -725,36 +620,34 @@ def main(argv: list[str] | None = None) -> int:
     out += ["### Exactness with random BatchNorm statistics", "",
             "Every BN given random gamma, beta, mean, var and every Conv/Gemm bias random values "
             "(the zoo initializes BN to the identity). Cells: max abs diff (relative).", "",
-            table(("model", *TOOLS, f"graphc <= {REL_TOL:.0e} rel."), exact_table), ""]
+            md_table(("model", *TOOLS, f"graphc <= {REL_TOL:.0e} rel."), exact_table), ""]
 
     # 3. pipeline time
     cases = []
     for name in ZOO:
         m = zoo[name]
-        cases.append(Timed(f"{name}: graphc", graphc_timer(m.graph)))
+        cases.append(Case(f"{name}: graphc", graphc_timer(m.graph)))
         before = m.files["before"]
         assert before is not None
         for tool in ("onnxoptimizer", "onnxsim"):
             mod = tools.module(tool)
             if mod is not None and m.files[tool] is not None:
-                cases.append(Timed(f"{name}: {tool}", tool_timer(tool, mod, before)))
-    run_rounds(cases, repeats, warmup)
+                cases.append(Case(f"{name}: {tool}", tool_timer(tool, mod, before)))
+    harness.run_rounds(cases, repeats, warmup, fmt=fmt_s,
+                       show=lambda stage: not stage.startswith("pass "))
     by_name = {c.name: c for c in cases}
     time_rows: list[Row] = []
     for name in ZOO:
         c = by_name[f"{name}: graphc"]
         for stage in ("pipeline", "pipeline + to_bytes"):
             target = stage == "pipeline" and name == "resnet18"
-            med = c.median(stage)
-            time_rows.append((f"{name}: graphc inference {stage}", fmt_s(med), fmt_s(c.min(stage)),
-                              f"<= {fmt_s(PIPELINE_TARGET_S)}" if target else "",
-                              verdict(med <= PIPELINE_TARGET_S) if target else ""))
+            time_rows.append(timing_row(f"{name}: graphc inference {stage}", c, stage,
+                                        PIPELINE_TARGET_S if target else None, fmt_s))
         for tool, call in (("onnxoptimizer", "optimize"), ("onnxsim", "simplify")):
             key = f"{name}: {tool}"
             if key in by_name:
-                t = by_name[key]
-                time_rows.append((f"{name}: {tool}.{call} (reference)", fmt_s(t.median(tool)),
-                                  fmt_s(t.min(tool)), "", ""))
+                time_rows.append(timing_row(f"{name}: {tool}.{call} (reference)", by_name[key],
+                                            tool, fmt=fmt_s))
             else:
                 time_rows.append((f"{name}: {tool}.{call} (reference)",
                                   zoo[name].notes[tool] or "not measured", "", "", ""))
@@ -762,9 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     per_pass = ", ".join(f"{k[5:]} {fmt_s(res.median(k))}" for k in res.samples
                          if k.startswith("pass "))
     res_med = res.median("pipeline")
-    out += [f"### Pass pipeline time (median and min over {repeats} round"
-            f"{'s' if repeats != 1 else ''}, interleaved)", "",
-            table(("case", "median", "min", "target", "verdict"), time_rows, right=(1, 2)), "",
+    out += [f"### Pass pipeline time (median and min over {harness.plural(repeats, 'round')}, "
+            "interleaved)", "", timing_table(time_rows), "",
             f"- resnet18, inference pipeline by pass (medians): {per_pass}",
             "- graphc's rows start from the Graph; the references start from a parsed "
             "ModelProto of the before-file and end with a ModelProto (no serialization)", ""]
@@ -785,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
             "The sessions of a model run round-robin in blocks of ~5 ms (the same number of "
             "calls each, order rotated every round); ratio = median over rounds of (this "
             "file's block median / before's block median in the same round, same level).", "",
-            table(head, lat_rows, right=tuple(range(2, 8))), ""]
+            md_table(head, lat_rows, "llrrrrrr"), ""]
 
     # 5. coverage
     cov_rows, cov = coverage(tools)
@@ -793,8 +685,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{max_opset()})", "",
             "Cells: BatchNormalization (or Dropout) nodes left / total nodes. graphc's relative "
             "difference is from the before-file on onnxruntime (ORT_DISABLE_ALL).", "",
-            table(("case", "opset", "nodes before", "graphc", "onnxoptimizer", "onnxsim",
-                   "graphc rel. diff", "verdict"), cov_rows, right=(1, 2, 6)), ""]
+            md_table(("case", "opset", "nodes before", "graphc", "onnxoptimizer", "onnxsim",
+                      "graphc rel. diff", "verdict"), cov_rows, "lrrlllr"), ""]
 
     # summary
     node_ok = [facts[n]["nodes"].get("graphc", 10**9) <= facts[n]["nodes"].get("onnxsim", 10**9)
@@ -817,10 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     worst = [facts[n]["rel"].get("graphc") for n in ZOO] + list(rels.values())
     worst_rel = max((w for w in worst if w is not None), default=float("nan"))
     summary.append((f"exactness: relative max abs diff <= {REL_TOL:.0e}",
-                    f"worst {fmt_diff(worst_rel)} (zoo as built and with random BN stats)",
+                    f"worst {fmt_e(worst_rel)} (zoo as built and with random BN stats)",
                     verdict(all(w is not None and w <= REL_TOL for w in worst))))
     lines = ["### Summary against the issue's targets", "",
-             table(("target", "measured", "verdict"), summary), "", *out, *machine(core, tools)]
+             md_table(("target", "measured", "verdict"), summary), "", *out,
+             *machine(core, tools)]
     print("\n".join(lines))
     return 0
 

@@ -64,33 +64,28 @@ stderr. Results are recorded in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import os
+import functools
+import gc
+import inspect
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-# The thread pools of OpenMP and the BLAS libraries read these once, when numpy is first
-# imported: they must be set before the imports below.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
-for _var in THREAD_VARS:
-    os.environ[_var] = "1"
+# harness sets the thread-pool variables when imported: it must come before numpy, which reads
+# them once. The split keeps isort from moving it below numpy.
+import harness
+from harness import Info, Stages, Timings, fmt_e, fmt_n, log, md_table, verdict
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import inspect  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+# isort: split
 
-import numpy as np  # noqa: E402
-import sympy as sp  # noqa: E402
+import numpy as np
+import sympy as sp
 
-import graphc  # noqa: E402
-from graphc import nn, symbolic  # noqa: E402
+import graphc
+from graphc import nn, symbolic
 
 SIZES: tuple[tuple[int, ...], ...] = ((2, 2, 1), (4, 8, 1), (8, 16, 4), (16, 32, 10),
                                       (64, 32, 10))
@@ -113,20 +108,20 @@ FD_H = 1e-6  # central differences (f(p + h) - f(p - h)) / 2h
 FD_FLOOR = 1e-4
 FD_RTOL = 1e-4
 
-Timings = dict[str, float]
-Info = dict[str, Any]
 PHASES = ("forward", "backprop", "cse", "evaluator", "total")
 
 
+# Durations under 1 ms are shown in whole microseconds (the cse phase of the small MLPs).
+fmt_s = functools.partial(harness.fmt_s, us_digits=0)
+
+
 @dataclass
-class Case:
+class Case(Stages):
     """One MLP: ``run()`` times the pipeline's phases and returns them with facts to report."""
 
     sizes: tuple[int, ...]
     activation: str
     limit: int | None = symbolic.DEFAULT_LIMIT
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    info: Info = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -137,29 +132,6 @@ class Case:
         timings, info, _ = run_pipeline(g, point(self.sizes), self.limit)
         info["params"] = g.num_params()
         return timings, info
-
-    def record(self, timings: Timings, info: Info) -> None:
-        for stage, seconds in timings.items():
-            self.samples.setdefault(stage, []).append(seconds)
-        self.info = info
-
-    def median(self, stage: str) -> float:
-        return statistics.median(self.samples[stage])
-
-    def min(self, stage: str) -> float:
-        return min(self.samples[stage])
-
-
-# ----- pinning ------------------------------------------------------------------------------
-
-
-def pin_to_one_core() -> int | None:
-    """Restrict this process to the first core it may run on; return that core (or None)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None  # macOS and Windows: only the thread pools are limited
-    core = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {core})
-    return core
 
 
 # ----- the pipeline -------------------------------------------------------------------------
@@ -356,15 +328,13 @@ def sweep_run(sizes: tuple[int, ...], predicted: float) -> dict[str, Any]:
     """Run the pipeline once on a sigmoid MLP without a limit; return its facts and times."""
     name = "-".join(str(n) for n in sizes)
     edges = predicted_edges(sizes)
-    print(f"sweep: {name} sigmoid, {edges:,} edges, predicted {predicted:.1f} s ...",
-          file=sys.stderr, flush=True)
+    log(f"sweep: {name} sigmoid, {edges:,} edges, predicted {predicted:.1f} s ...")
     g = build_mlp(sizes, "sigmoid")
     timings, info, result = run_pipeline(g, point(sizes), None)
     del result
     if info["edges"] != edges:
         raise AssertionError(f"{name}: {info['edges']} edges, predicted {edges}")
-    print(f"sweep: {name}: " + ", ".join(f"{k} {fmt_s(timings[k])}" for k in PHASES),
-          file=sys.stderr, flush=True)
+    log(f"sweep: {name}: " + ", ".join(f"{k} {fmt_s(timings[k])}" for k in PHASES))
     return {"name": f"{name} sigmoid", "sizes": sizes, "params": g.num_params(),
             "estimate": symbolic.estimate_edges(g), "rss": peak_rss_mib(),
             "predicted": predicted, **info, **timings}
@@ -426,58 +396,19 @@ def limit_check(runs: list[dict[str, Any]], base: list[tuple[int, float]], budge
 # ----- running and reporting ----------------------------------------------------------------
 
 
-def run_rounds(cases: list[Case], repeats: int, warmup: int) -> None:
-    """Run every case once per round, round-robin; record all but the warm-up rounds."""
-    for r in range(-warmup, repeats):
-        label = "warm-up" if r < 0 else f"round {r + 1}/{repeats}"
-        for case in cases:
-            timings, info = case.run()
-            if r >= 0:
-                case.record(timings, info)
-            print(f"{label}: {case.name}: "
-                  + ", ".join(f"{k} {fmt_s(v)}" for k, v in timings.items()),
-                  file=sys.stderr, flush=True)
-
-
-def fmt_s(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} us"
-    if seconds < 0.01:
-        return f"{seconds * 1e3:.2f} ms"
-    if seconds < 1:
-        return f"{seconds * 1e3:.0f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_n(n: int) -> str:
-    return f"{n:,}"
-
-
-def fmt_e(x: float) -> str:
-    return "0" if x == 0 else f"{x:.1e}"
-
-
-def md_table(head: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> str:
-    """A markdown table; ``align`` has one letter per column: l(eft) or r(ight)."""
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def phase_table(cases: list[Case]) -> str:
     rows = []
     for c in cases:
         target = TARGETS_S.get(c.sizes) if c.activation == "sigmoid" else None
         med = c.median("total")
-        verdict = "" if target is None else ("met" if med <= target else "**MISSED**")
+        met = "" if target is None else verdict(med <= target)
         rows.append([c.name, fmt_n(c.info["params"]), fmt_n(c.info["nodes"]),
                      fmt_n(c.info["edges"])]
                     + [f"{fmt_s(c.median(p))} ({fmt_s(c.min(p))})" for p in PHASES]
-                    + ["" if target is None else f"<= {fmt_s(target)}", verdict])
+                    + ["" if target is None else f"<= {fmt_s(target)}", met])
     head = ["MLP", "params", "scalar nodes", "scalar edges", "forward", "backprop", "cse",
             "evaluator", "total", "target", "verdict"]
-    return md_table(head, "lrrrrrrrrll", rows)
+    return md_table(head, rows, "lrrrrrrrrll")
 
 
 def check_table(cases: list[Case], checks: dict[str, list[dict[str, Any]]]) -> str:
@@ -493,7 +424,7 @@ def check_table(cases: list[Case], checks: dict[str, list[dict[str, Any]]]) -> s
     head = ["MLP", "objective", "split == backprop()", "evaluator vs backprop() (max rel.)",
             "finite diff. max rel. err", "finite diff. max abs err", "max abs gradient",
             "zero gradients", "verdict"]
-    return md_table(head, "lrlrrrrrl", rows)
+    return md_table(head, rows, "lrlrrrrrl")
 
 
 def calibration(cases: list[Case], runs: list[dict[str, Any]], why: str,
@@ -511,7 +442,7 @@ def calibration(cases: list[Case], runs: list[dict[str, Any]], why: str,
              f"{why}):", ""]
     lines.append(md_table(["MLP", "params", "scalar nodes", "scalar edges",
                            "estimate_edges()", *PHASES, "total per edge", "peak RSS"],
-                          "lrrrrrrrrrrr", rows)
+                          rows, "lrrrrrrrrrrr")
                  if rows else "(no sweep run)")
     lines.append("")
     if len(points) < 2:
@@ -557,35 +488,15 @@ def calibration(cases: list[Case], runs: list[dict[str, Any]], why: str,
     return lines
 
 
-def cpu_name() -> str:
-    name = platform.processor()
-    if not name or name in ("x86_64", "aarch64", "arm", "i386"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return name or platform.machine()
-
-
 def machine(core: int | None) -> list[str]:
-    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}",
-                f"sympy {sp.__version__}", f"graphc {graphc.__version__}"]
-    pinned = "not pinned (no sched_setaffinity)" if core is None else f"pinned to core {core}"
-    return [f"- machine: {cpu_name()}, os.cpu_count() = {os.cpu_count()}, "
-            f"{platform.system()} {platform.release()}",
-            f"- versions: {', '.join(versions)}",
-            f"- one thread ({THREAD_VARS[0]}=1 etc.), {pinned}"]
+    return harness.machine_lines(core, [sp, graphc])
 
 
 def report(cases: list[Case], checks: dict[str, list[dict[str, Any]]], first: dict[str, float],
            runs: list[dict[str, Any]], why: str, check_run: dict[str, Any] | None,
            repeats: int, core: int | None, quick: bool, budget: float) -> str:
-    lines = [f"## Symbolic backprop ({datetime.date.today().isoformat()}"
-             f"{', QUICK smoke run: not a measurement' if quick else ''})", "",
-             f"Median (min) over {repeats} repeat{'s' if repeats != 1 else ''} (cases interleaved"
+    lines = [harness.heading("Symbolic backprop", quick), "",
+             f"Median (min) over {harness.plural(repeats, 'repeat')} (cases interleaved"
              " round-robin), one thread, sympy's cache cleared before each run; verdicts compare"
              " the median total with the target.", "", phase_table(cases), "",
              "- cse: for " + (", ".join(c.name for c in cases if c.info["cse"] != "program")
@@ -603,30 +514,24 @@ def report(cases: list[Case], checks: dict[str, list[dict[str, Any]]], first: di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, metavar="N",
-                        help="timed rounds after one warm-up round (default 7)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 round, no warm-up, 3 sizes, small sweep")
+    parser = harness.arg_parser(__doc__, "smoke run: 1 round, no warm-up, 3 sizes, small sweep")
     parser.add_argument("--sweep-budget", type=float, default=180.0, metavar="S",
                         help="seconds the calibration sweep may take (default 180; 0: none)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    args = harness.parse_args(parser, argv)
 
-    core = pin_to_one_core()
+    core = harness.pin_to_one_core()
     first = first_call_costs()
-    repeats, warmup = (1, 0) if args.quick else (args.repeats, 1)
+    repeats, warmup = harness.repeats_and_warmup(args)
     sizes = QUICK_SIZES if args.quick else SIZES
     cases = [Case(s, act) for s in sizes for act in ACTIVATIONS]
-    run_rounds(cases, repeats, warmup)
+    # run_pipeline() collects the garbage itself, after clearing sympy's cache.
+    harness.run_rounds(cases, repeats, warmup, collect=False, fmt=fmt_s)
     checks: dict[str, list[dict[str, Any]]] = {}
     for case in cases:
         checks[case.name] = check(case)
         for k in checks[case.name]:
-            print(f"check: {case.name}{k['label']}: same {k['same']}, evaluator "
-                  f"{fmt_e(k['eval_rel'])}, finite differences {fmt_e(k['fd_rel'])}",
-                  file=sys.stderr, flush=True)
+            log(f"check: {case.name}{k['label']}: same {k['same']}, evaluator "
+                f"{fmt_e(k['eval_rel'])}, finite differences {fmt_e(k['fd_rel'])}")
     runs: list[dict[str, Any]] = []
     why = "not run"
     check_run = None
