@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 from graphc.errors import OpError, unknown
-from graphc.ops import conv, elementwise, linalg, norm, tensor
+from graphc.ops import conv, elementwise, linalg, norm, pool, tensor
 from graphc.ops.base import Attr, Example, NodeView, OpDef, TensorType
 
 REGISTRY: dict[str, OpDef] = {
     op.name: op
-    for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *norm.OPS, *tensor.OPS]
+    for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pool.OPS, *norm.OPS, *tensor.OPS]
 }
 
 

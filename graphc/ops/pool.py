@@ -1,0 +1,261 @@
+"""Pooling ops (NCHW, 2-D spatial): MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+
+Semantics are ONNX's as onnxruntime and ``onnx.reference`` compute them. The window arithmetic
+is Conv's (``_window`` in ``graphc.ops.conv``), which also refuses the pooling cases
+onnxruntime refuses or computes against the ONNX text: ``auto_pad`` SAME with dilations, and
+SAME pooling that would need negative pads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphc.errors import OpError, ShapeError
+from graphc.ops.base import (
+    DTYPE_SHORT,
+    FLOAT_DTYPES,
+    Attr,
+    Example,
+    NodeView,
+    OpDef,
+    TensorType,
+    need_float,
+    need_rank,
+    rng_array,
+)
+from graphc.ops.conv import _WINDOW_ATTRS, _padded, _tap, _Window, _window, _work
+
+MAXPOOL_DTYPES = (*FLOAT_DTYPES, np.dtype(np.int8), np.dtype(np.uint8))
+
+
+# --- MaxPool, AveragePool -------------------------------------------------------------------
+
+
+def _pool_window(op: str, x: TensorType | np.ndarray, attrs: dict[str, Any]) -> _Window:
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) != 2 or min(kernel) < 1:
+        raise OpError(f"{op} attribute kernel_shape needs one positive size per spatial axis",
+                      expected="2 values (kH, kW) >= 1", got=list(kernel),
+                      hint="Only 2-D (NCHW) pooling is supported.")
+    ceil_mode = attrs.get("ceil_mode", 0)
+    if ceil_mode not in (0, 1):
+        raise OpError(f"{op} attribute ceil_mode must be 0 or 1", expected="0 or 1",
+                      got=ceil_mode)
+    return _window(op, tuple(x.shape[2:]), (kernel[0], kernel[1]), attrs, bool(ceil_mode))
+
+
+def _pool_infer(op: str, in_types: list[TensorType | None],
+                attrs: dict[str, Any]) -> list[TensorType]:
+    x = in_types[0]
+    assert x is not None
+    need_rank(x, 4, f"{op} input X (N, C, H, W)")
+    dtypes = MAXPOOL_DTYPES if op == "MaxPool" else FLOAT_DTYPES
+    if np.dtype(x.dtype) not in dtypes:
+        raise ShapeError(f"{op} input X has an unsupported dtype",
+                         expected=", ".join(DTYPE_SHORT[d] for d in dtypes),
+                         got=DTYPE_SHORT.get(np.dtype(x.dtype), str(x.dtype)))
+    win = _pool_window(op, x, attrs)
+    return [TensorType((x.shape[0], x.shape[1], *win.out), np.dtype(x.dtype))]
+
+
+def _maxpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                   consts: list[np.ndarray | None]) -> list[TensorType]:
+    if attrs.get("storage_order", 0) not in (0, 1):
+        raise OpError("MaxPool attribute storage_order must be 0 or 1", expected="0 or 1",
+                      got=attrs["storage_order"])
+    return _pool_infer("MaxPool", in_types, attrs)
+
+
+def _avgpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                   consts: list[np.ndarray | None]) -> list[TensorType]:
+    if attrs.get("count_include_pad", 0) not in (0, 1):
+        raise OpError("AveragePool attribute count_include_pad must be 0 or 1",
+                      expected="0 or 1", got=attrs["count_include_pad"])
+    return _pool_infer("AveragePool", in_types, attrs)
+
+
+def _maxpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    win = _pool_window("MaxPool", x, attrs)
+    low = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    xp = _padded(x, win, -np.inf if x.dtype.kind == "f" else low)
+    y = None
+    for i in range(win.kernel[0]):
+        for j in range(win.kernel[1]):
+            tap = _tap(xp, win, i, j)
+            y = tap.copy() if y is None else np.maximum(y, tap, out=y)
+    assert y is not None
+    # A window that sees only padding gives the lowest finite value, as in onnxruntime.
+    empty = np.outer(_window_counts(x.shape[2], win, 0, False),
+                     _window_counts(x.shape[3], win, 1, False)) == 0
+    if empty.any():
+        y[..., empty] = low
+    return [y]
+
+
+def _window_counts(size: int, win: _Window, axis: int, include_pad: bool) -> np.ndarray:
+    """Return, per output position on one axis, how many taps fall on the input (or its pads)."""
+    pos = (np.arange(win.out[axis])[:, None] * win.strides[axis] - win.begin[axis]
+           + np.arange(win.kernel[axis])[None, :] * win.dilations[axis])
+    # Trap: count_include_pad=1 counts the explicit (or auto) pads but not the cells that only
+    # ceil_mode adds past the end padding; onnxruntime divides by the clipped window.
+    high = size + win.end[axis] if include_pad else size
+    low = -win.begin[axis] if include_pad else 0
+    return ((pos >= low) & (pos < high)).sum(axis=1)
+
+
+def _avgpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    win = _pool_window("AveragePool", x, attrs)
+    xp = _padded(_work(x)[0], win, 0)
+    total = np.zeros((*x.shape[:2], *win.out), dtype=xp.dtype)
+    for i in range(win.kernel[0]):
+        for j in range(win.kernel[1]):
+            total += _tap(xp, win, i, j)
+    include = bool(attrs.get("count_include_pad", 0))
+    count = np.outer(_window_counts(x.shape[2], win, 0, include),
+                     _window_counts(x.shape[3], win, 1, include))
+    return [(total / np.maximum(count, 1).astype(total.dtype)).astype(x.dtype, copy=False)]
+
+
+def _pool_flops(view: NodeView) -> int:
+    kh, kw = view.full_attrs["kernel_shape"]
+    return view.out_types[0].size * int(kh) * int(kw)
+
+
+# --- GlobalAveragePool, GlobalMaxPool -------------------------------------------------------
+
+
+def _global_infer(op: str, in_types: list[TensorType | None]) -> list[TensorType]:
+    x = in_types[0]
+    assert x is not None
+    need_rank(x, 4, f"{op} input X (N, C, H, W)")
+    need_float(x, f"{op} input X")
+    return [TensorType((x.shape[0], x.shape[1], 1, 1), np.dtype(x.dtype))]
+
+
+def _gap_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+               consts: list[np.ndarray | None]) -> list[TensorType]:
+    return _global_infer("GlobalAveragePool", in_types)
+
+
+def _gmp_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+               consts: list[np.ndarray | None]) -> list[TensorType]:
+    return _global_infer("GlobalMaxPool", in_types)
+
+
+def _gap_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    return [_work(x)[0].mean(axis=(2, 3), keepdims=True).astype(x.dtype, copy=False)]
+
+
+def _gmp_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    assert x is not None
+    return [x.max(axis=(2, 3), keepdims=True)]
+
+
+def _elements_in(view: NodeView) -> int:
+    x = view.in_types[0]
+    assert x is not None
+    return x.size
+
+
+# --- examples -------------------------------------------------------------------------------
+
+
+def _maxpool_examples() -> tuple[Example, ...]:
+    x = rng_array((1, 3, 7, 8), seed=31)
+    return (
+        Example((x,), {"kernel_shape": [2, 2], "strides": [2, 2]}, (), "stride2"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, (),
+                "pads"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, (), "ceil"),
+        Example((x,), {"kernel_shape": [4, 4], "strides": [2, 3], "pads": [1, 1, 1, 0],
+                       "ceil_mode": 1}, (), "ceil-pads"),
+        Example((x,), {"kernel_shape": [2, 2], "dilations": [2, 2], "pads": [1, 1, 0, 1]}, (),
+                "dilation"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, (),
+                "same-upper"),
+    )
+
+
+def _avgpool_examples() -> tuple[Example, ...]:
+    x = rng_array((1, 3, 7, 8), seed=41)
+    return (
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, (),
+                "pads-exclude"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                       "count_include_pad": 1}, (), "pads-include"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, (), "ceil"),
+        Example((x,), {"kernel_shape": [4, 3], "strides": [2, 3], "pads": [1, 0, 1, 0],
+                       "ceil_mode": 1, "count_include_pad": 1}, (), "ceil-include"),
+        Example((x,), {"kernel_shape": [2, 3], "auto_pad": "SAME_LOWER"}, (), "same-lower"),
+    )
+
+
+# --- records --------------------------------------------------------------------------------
+
+OPS: list[OpDef] = [
+    OpDef(
+        name="MaxPool",
+        doc="2-D max pooling (NCHW) with strides, dilations, padding and ceil_mode.",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={
+            **_WINDOW_ATTRS,
+            "ceil_mode": Attr("int", 0),
+            "dilations": Attr("ints", ()),
+            "kernel_shape": Attr("ints"),
+            "storage_order": Attr("int", 0),
+        },
+        infer=_maxpool_infer,
+        ref=_maxpool_ref,
+        examples=_maxpool_examples(),
+        flops=_pool_flops,
+    ),
+    OpDef(
+        name="AveragePool",
+        doc="2-D average pooling (NCHW) with strides, padding, ceil_mode and count_include_pad.",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={
+            **_WINDOW_ATTRS,
+            "ceil_mode": Attr("int", 0),
+            "count_include_pad": Attr("int", 0),
+            "dilations": Attr("ints", (), since=19),
+            "kernel_shape": Attr("ints"),
+        },
+        infer=_avgpool_infer,
+        ref=_avgpool_ref,
+        examples=_avgpool_examples(),
+        flops=_pool_flops,
+    ),
+    OpDef(
+        name="GlobalAveragePool",
+        doc="Average over the spatial axes (N, C, H, W) -> (N, C, 1, 1).",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={},
+        infer=_gap_infer,
+        ref=_gap_ref,
+        examples=(Example((rng_array((2, 3, 5, 4), seed=51),), {}, (), "global-avg"),),
+        flops=_elements_in,
+    ),
+    OpDef(
+        name="GlobalMaxPool",
+        doc="Maximum over the spatial axes (N, C, H, W) -> (N, C, 1, 1).",
+        inputs=("X",),
+        outputs=("Y",),
+        attrs={},
+        infer=_gmp_infer,
+        ref=_gmp_ref,
+        examples=(Example((rng_array((2, 3, 5, 4), seed=52),), {}, (), "global-max"),),
+        flops=_elements_in,
+    ),
+]
