@@ -287,6 +287,7 @@ class Graph:
             full_attrs=opdef.full_attrs(data["attrs"]),
             in_types=[None if v is None else self.type_of(v) for v in values],
             out_types=data["types"],
+            consts=[self.const_value(v) for v in values],
         )
 
     # ----- checking -----------------------------------------------------------------------

@@ -14,15 +14,17 @@ What it converts on the way in:
   ``g.meta["dynamic_batch"]`` is set so that the export names that dimension again;
 - ``Identity`` of a constant (PyTorch's shared BatchNormalization buffers) becomes a constant;
 - ``Cast(GreaterOrEqual(X, t))`` to X's float type is graphc's ``Heaviside`` (the step
-  function graphc itself lowers that way);
+  function graphc itself lowers that way) when ``t`` is a constant scalar that float32 holds
+  exactly and the Cast is the comparison's only user; other GreaterOrEqual and Cast nodes
+  import as themselves;
 - GroupNormalization-18 (opsets 18 to 20) takes scale and bias per group: constant ones are
   repeated per channel, which is graphc's (and GroupNormalization-21's) form;
 - Pad-18's ``axes`` input, when constant, is folded into pads for every axis.
 
 What it refuses, naming the ONNX node: ops graphc does not have (the message lists the ones it
 has), attributes it cannot represent, other domains, training-mode BatchNormalization, extra
-outputs that are used (MaxPool's Indices, LayerNormalization's Mean), symbolic dimensions other
-than the batch, computed shapes (``Shape``/``Gather``/``Unsqueeze`` before a Reshape), and
+outputs that are used (LayerNormalization's Mean), symbolic dimensions other than the batch,
+computed shapes (``Shape``/``Gather``/``Unsqueeze`` before a Reshape), and
 external data whose path leaves the model's folder (loading and the opset check are in
 ``graphc.onnx_load``).
 
@@ -355,8 +357,7 @@ class _Importer:
             raise OpError("the node has no first output", where=where,
                           expected="a named first output", got="none")
         op = node.op_type
-        if op == "GreaterOrEqual":
-            self._heaviside(node, where)
+        if op == "GreaterOrEqual" and self._heaviside(node, where):
             return
         if op not in supported_ops():
             raise self._unsupported(op, where)
@@ -365,6 +366,9 @@ class _Importer:
             self._constant(node, where)
             return
         opdef = ops.get(op)
+        reduce_axes = None
+        if op in ("ReduceMean", "ReduceMax") and any(a.name == "axes" for a in node.attribute):
+            node, reduce_axes = self._reduce_axes(node, where)
         attrs = self._attrs(node, schema, opdef, where)
         if op == "Identity" and self._alias(node, where):
             return
@@ -374,6 +378,8 @@ class _Importer:
             converted = self._group_norm_18(node, attrs, where)
         elif op == "Pad" and len(node.input) > 3 and node.input[3]:
             converted = self._pad_axes(node, where)
+        elif reduce_axes is not None:
+            converted = {1: reduce_axes}
         else:
             converted = {}
         inputs = [converted[port] if port in converted else self._value(n, where) if n else None
@@ -393,6 +399,21 @@ class _Importer:
             if out:
                 self.values[out] = Value(value.node, k)
 
+    def _reduce_axes(self, node: onnx.NodeProto, where: str) -> tuple[onnx.NodeProto, Value]:
+        """Opsets 13-17 give ReduceMean/ReduceMax their axes as an attribute; graphc's IR has
+        the opset-18 form, axes as a constant input. Return the node without the attribute
+        and the constant."""
+        axes = next(a for a in node.attribute if a.name == "axes")
+        array = np.array(list(helper.get_attribute_value(axes)), dtype=np.int64)
+        stripped = onnx.NodeProto()
+        stripped.CopyFrom(node)
+        del stripped.attribute[:]
+        stripped.attribute.extend(a for a in node.attribute if a.name != "axes")
+        while len(stripped.input) < 2:
+            stripped.input.append("")
+        stripped.input[1] = self._fresh(node.output[0] + ".axes")
+        return stripped, self._const(stripped.input[1], array, False, where)
+
     def _unsupported(self, op: str, where: str) -> OpError:
         err = unknown("op", op, supported_ops(), where=where, cls=OpError)
         hint = err.hint
@@ -400,8 +421,6 @@ class _Importer:
             hint = ("graphc shapes are static, so shape arithmetic is not imported; export "
                     "with torch.flatten(x, 1) or x.reshape(-1, features) (a constant shape) "
                     "instead of x.view(x.size(0), -1).")
-        elif op == "Cast":
-            hint = "graphc reads Cast only as part of the step function Cast(X >= threshold)."
         return OpError(f"unsupported op {op!r}", where=err.where, expected=err.expected,
                        got=err.got, hint=hint)
 
@@ -494,8 +513,11 @@ class _Importer:
         self.pending[out] = (array, trainable)
         return True
 
-    def _heaviside(self, node: onnx.NodeProto, where: str) -> None:
-        """Read ``Cast(GreaterOrEqual(X, t), to=X's type)`` as ``Heaviside(X) {threshold=t}``."""
+    def _heaviside(self, node: onnx.NodeProto, where: str) -> bool:
+        """Read ``Cast(GreaterOrEqual(X, t), to=X's type)`` as ``Heaviside(X) {threshold=t}``.
+
+        Returns whether it did; anything else is left to import as GreaterOrEqual and Cast.
+        """
         uses = self.consumers.get(node.output[0], [])
         threshold = self._const_array(node.input[1]) if len(node.input) == 2 else None
         cast = uses[0][0] if len(uses) == 1 else None
@@ -511,17 +533,16 @@ class _Importer:
             to = cast_attrs.get("to")
             ok = (to is not None and set(cast_attrs) <= {"to", "saturate"}
                   and to.i == helper.np_dtype_to_tensor_dtype(np.dtype(x_type.dtype)))
+        if ok:
+            value = float(np.asarray(threshold).reshape(()))
+            # Heaviside holds its threshold as a float32 attribute: only an exact one is kept.
+            ok = float(np.float32(value)) == value
         if not ok:
-            err = unknown("op", node.op_type, supported_ops(), where=where, cls=OpError)
-            raise OpError(f"unsupported op {node.op_type!r}", where=where,
-                          expected=err.expected, got=err.got,
-                          hint="graphc reads GreaterOrEqual only as the step function: "
-                               "Cast(X >= threshold) to X's float type, with a constant "
-                               "scalar threshold used by that Cast alone.")
-        value = float(np.asarray(threshold).reshape(()))
+            return False
         attrs = {"threshold": value} if value != 0.0 else {}
         self._add("Heaviside", [x], attrs, cast.output[0], _where(cast))
         self.absorbed.add(id(cast))
+        return True
 
     def _check_batchnorm(self, node: onnx.NodeProto, attrs: dict[str, Any],
                          where: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -310,15 +311,16 @@ def test_used_dropout_mask_is_the_second_output():
     assert result["/drop/Dropout_output_1"].all()
 
 
-def test_unused_maxpool_indices_are_ignored_and_used_ones_refused():
+def test_unused_maxpool_indices_are_ignored_and_used_ones_imported():
     model = cnn_model(17)
     model.graph.node[3].output.append("/pool/MaxPool_output_1")
     feeds = feeds_for("cnn")
     assert_close(run(from_onnx(model, batch=BATCH), feeds), run_onnxruntime(model, feeds), 1e-5)
     model.graph.output.append(helper.make_tensor_value_info(
         "/pool/MaxPool_output_1", TensorProto.INT64, None))
-    with pytest.raises(OpError, match=r"node '/pool/MaxPool' \(MaxPool\): output 1 of MaxPool"):
-        from_onnx(model)
+    got, want = run_onnx(model, feeds), run_onnxruntime(model, feeds)
+    assert list(got) == list(want) == ["output", "/pool/MaxPool_output_1"]
+    np.testing.assert_array_equal(got["/pool/MaxPool_output_1"], want["/pool/MaxPool_output_1"])
 
 
 def test_pad_18_axes_are_folded_into_pads():
@@ -346,17 +348,27 @@ def test_heaviside_is_read_back_from_greater_or_equal_and_cast():
     assert to_bytes(g2) == first
 
 
-def test_greater_or_equal_alone_is_refused():
+def test_greater_or_equal_and_cast_outside_the_step_function_import_as_themselves():
+    # A lone GreaterOrEqual (bool output), and a Cast of a comparison to another type.
     nodes = [constant("/Constant", np.array(0.0, np.float32)),
              helper.make_node("GreaterOrEqual", ["input", "/Constant_output_0"], ["output"],
-                              name="/ge")]
+                              name="/ge"),
+             helper.make_node("GreaterOrEqual", ["/Constant_output_0", "input"], ["/le"],
+                              name="/le"),
+             helper.make_node("Cast", ["/le"], ["mask"], name="/cast", to=TensorProto.INT64)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
-        "input", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info(
-            "output", TensorProto.BOOL, [2])])
+        "input", TensorProto.FLOAT, [2, 3])], [
+            helper.make_tensor_value_info("output", TensorProto.BOOL, [2, 3]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, [2, 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(OpError, match=r"node '/ge' \(GreaterOrEqual\): unsupported op .*"
-                                      r"step function"):
-        from_onnx(model)
+    g = from_onnx(model)
+    assert [g.op(n) for n in g.op_nodes()] == ["GreaterOrEqual", "GreaterOrEqual", "Cast"]
+    x = np.array([[-1.0, 0.0, 0.5], [2.0, -0.0, -3.0]], np.float32)
+    got, want = run(g, {"input": x}), run_onnxruntime(model, {"input": x})
+    assert list(got) == list(want) == ["output", "mask"]
+    for name in want:
+        assert got[name].dtype == want[name].dtype
+        np.testing.assert_array_equal(got[name], want[name])
 
 
 def test_output_that_is_an_input_runs_under_its_onnx_name():
@@ -637,3 +649,26 @@ def test_run_onnx_refuses_inputs_that_disagree_on_the_batch():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(GraphcError, match=r"the inputs disagree on the batch size"):
         run_onnx(model, {"a": np.zeros((2, 2), np.float32), "b": np.zeros((3, 2), np.float32)})
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
+def test_reduce_axes_attribute_or_input_imports_at_every_opset(op, opset):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    if opset < 18:
+        nodes = [helper.make_node(op, ["x"], ["y"], name="r", axes=[0, 2], keepdims=0)]
+        inits = []
+    else:
+        nodes = [helper.make_node(op, ["x", "axes"], ["y"], name="r", keepdims=0)]
+        inits = [numpy_helper.from_array(np.array([0, 2], np.int64), "axes")]
+    model = helper.make_model(helper.make_graph(nodes, "reduce", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = run_onnx(model, feeds)["y"]
+    assert got.shape == want.shape == (3,)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    g = from_onnx(model)
+    assert run_onnxruntime(to_onnx(g, 17), feeds)["y"].shape == (3,)

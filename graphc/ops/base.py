@@ -92,6 +92,8 @@ class NodeView:
     full_attrs: dict[str, Any]
     in_types: list[TensorType | None]
     out_types: list[TensorType]
+    # Values of constant inputs by port (``None`` elsewhere), as the shape rule sees them.
+    consts: list[np.ndarray | None] = field(default_factory=list)
 
 
 class LowerCtx:

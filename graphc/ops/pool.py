@@ -4,6 +4,13 @@ Semantics are ONNX's as onnxruntime and ``onnx.reference`` compute them. The win
 is Conv's (``_window`` in ``graphc.ops.conv``), which also refuses the pooling cases
 onnxruntime refuses or computes against the ONNX text: ``auto_pad`` SAME with dilations, and
 SAME pooling that would need negative pads.
+
+MaxPool's optional ``Indices`` output is onnxruntime's (checked against it): the row-major
+index of the chosen element in the whole input, N and C included (storage_order 0 only). Each
+window is scanned row by row over its input cells (padding is never chosen): the first cell is
+taken, then any strictly greater one, so a tie keeps the first maximum in scan order. A window
+that covers only padding gives the lowest value of the dtype (-inf for f16) and the index
+onnxruntime computes from row = column = -1: ``(n * C + c) * H * W - W - 1``.
 """
 
 from __future__ import annotations
@@ -62,10 +69,16 @@ def _pool_infer(op: str, in_types: list[TensorType | None],
 
 def _maxpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
                    consts: list[np.ndarray | None]) -> list[TensorType]:
-    if attrs.get("storage_order", 0) not in (0, 1):
+    order = attrs.get("storage_order", 0)
+    if order == 1:
+        raise OpError("MaxPool storage_order=1 (column-major Indices) is not supported",
+                      expected="storage_order 0", got=1,
+                      hint="storage_order only changes the Indices output; drop it.")
+    if order != 0:
         raise OpError("MaxPool attribute storage_order must be 0 or 1", expected="0 or 1",
-                      got=attrs["storage_order"])
-    return _pool_infer("MaxPool", in_types, attrs)
+                      got=order)
+    (y,) = _pool_infer("MaxPool", in_types, attrs)
+    return [y, TensorType(y.shape, np.dtype(np.int64))]
 
 
 def _avgpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
@@ -76,30 +89,55 @@ def _avgpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
     return _pool_infer("AveragePool", in_types, attrs)
 
 
+def _tap_positions(win: _Window, axis: int) -> np.ndarray:
+    """Return, per output position and kernel tap on one axis, the input coordinate it reads."""
+    return (np.arange(win.out[axis])[:, None] * win.strides[axis] - win.begin[axis]
+            + np.arange(win.kernel[axis])[None, :] * win.dilations[axis])
+
+
 def _maxpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x = inputs[0]
     assert x is not None
     win = _pool_window("MaxPool", x, attrs)
-    low = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    xp = _padded(x, win, -np.inf if x.dtype.kind == "f" else low)
-    y = None
-    for i in range(win.kernel[0]):
-        for j in range(win.kernel[1]):
+    (h, w), (kh, kw) = x.shape[2:], win.kernel
+    rows, cols = _tap_positions(win, 0), _tap_positions(win, 1)
+    row_ok, col_ok = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    # onnxruntime scans each window row by row over its input cells: it takes the first one,
+    # then any strictly greater one (ties keep the first maximum; a NaN in the first cell
+    # stays, later ones do not). The first input cell is (first valid row, first valid column).
+    i0, j0 = row_ok.argmax(axis=1), col_ok.argmax(axis=1)
+    xp = _padded(x, win, 0)
+    oh, ow = np.arange(win.out[0]), np.arange(win.out[1])
+    y = np.ascontiguousarray(xp[:, :, (oh * win.strides[0] + i0 * win.dilations[0])[:, None],
+                                (ow * win.strides[1] + j0 * win.dilations[1])[None, :]])
+    tap_id = np.broadcast_to((i0[:, None] * kw + j0[None, :]).astype(np.int32), y.shape).copy()
+    for i in range(kh):
+        for j in range(kw):
             tap = _tap(xp, win, i, j)
-            y = tap.copy() if y is None else np.maximum(y, tap, out=y)
-    assert y is not None
-    # A window that sees only padding gives the lowest finite value, as in onnxruntime.
-    empty = np.outer(_window_counts(x.shape[2], win, 0, False),
-                     _window_counts(x.shape[3], win, 1, False)) == 0
+            take = tap > y
+            valid = row_ok[:, i][:, None] & col_ok[:, j][None, :]
+            if not valid.all():
+                take &= valid
+            np.copyto(y, tap, where=take)
+            np.copyto(tap_id, np.int32(i * kw + j), where=take)
+    # Indices: the row-major index into the whole input, N and C included.
+    plane = np.arange(x.shape[0] * x.shape[1], dtype=np.int64).reshape(*x.shape[:2], 1, 1)
+    row = rows[oh[:, None], tap_id // kw]
+    col = cols[ow[None, :], tap_id % kw]
+    indices = plane * (h * w) + row * w + col
+    empty = ~(row_ok.any(axis=1)[:, None] & col_ok.any(axis=1)[None, :])
     if empty.any():
-        y[..., empty] = low
-    return [y]
+        # A window that sees only padding: the dtype's lowest value (float16: -inf) and the
+        # index of row -1, column -1 of its (n, c) plane, as onnxruntime gives.
+        y[..., empty] = (-np.inf if x.dtype == np.float16 else np.finfo(x.dtype).min
+                         if x.dtype.kind == "f" else np.iinfo(x.dtype).min)
+        indices[..., empty] = (plane * (h * w) - w - 1).reshape(*x.shape[:2], 1)
+    return [y, indices]
 
 
 def _window_counts(size: int, win: _Window, axis: int, include_pad: bool) -> np.ndarray:
     """Return, per output position on one axis, how many taps fall on the input (or its pads)."""
-    pos = (np.arange(win.out[axis])[:, None] * win.strides[axis] - win.begin[axis]
-           + np.arange(win.kernel[axis])[None, :] * win.dilations[axis])
+    pos = _tap_positions(win, axis)
     # Trap: count_include_pad=1 counts the explicit (or auto) pads but not the cells that only
     # ceil_mode adds past the end padding; onnxruntime divides by the clipped window.
     high = size + win.end[axis] if include_pad else size
@@ -171,6 +209,7 @@ def _elements_in(view: NodeView) -> int:
 
 def _maxpool_examples() -> tuple[Example, ...]:
     x = rng_array((1, 3, 7, 8), seed=31)
+    ties = np.random.default_rng(33).integers(-2, 3, size=(2, 2, 5, 6)).astype(np.float32)
     return (
         Example((x,), {"kernel_shape": [2, 2], "strides": [2, 2]}, (), "stride2"),
         Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, (),
@@ -182,6 +221,16 @@ def _maxpool_examples() -> tuple[Example, ...]:
                 "dilation"),
         Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, (),
                 "same-upper"),
+        # Indices: ties (first maximum in scan order), N and C offsets, padded windows.
+        Example((ties,), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, (), "ties-pads"),
+        Example((ties,), {"kernel_shape": [2, 3], "strides": [2, 2], "dilations": [1, 2],
+                          "ceil_mode": 1}, (), "ties-dilation-ceil"),
+        Example((-np.abs(x) - 1,), {"kernel_shape": [3, 3], "strides": [2, 2],
+                                    "pads": [1, 1, 1, 1]}, (), "negative-pads"),
+        Example((ties.astype(np.int8),), {"kernel_shape": [2, 2]}, (), "int8-ties"),
+        Example((rng_array((2, 3, 2, 3), seed=32),), {"kernel_shape": [2, 2], "pads": [1, 1, 1, 1],
+                                                      "dilations": [3, 1]}, (),
+                "padding-only-windows"),
     )
 
 
@@ -204,9 +253,9 @@ def _avgpool_examples() -> tuple[Example, ...]:
 OPS: list[OpDef] = [
     OpDef(
         name="MaxPool",
-        doc="2-D max pooling (NCHW) with strides, dilations, padding and ceil_mode.",
+        doc="2-D max pooling (NCHW): strides, dilations, padding, ceil_mode; argmax Indices.",
         inputs=("X",),
-        outputs=("Y",),
+        outputs=("Y", "Indices?"),
         attrs={
             **_WINDOW_ATTRS,
             "ceil_mode": Attr("int", 0),

@@ -1,0 +1,224 @@
+"""Reductions: ReduceSum, ReduceMean and ReduceMax (the ops gradient graphs need to unbroadcast a
+gradient, sum bias gradients and take normalization statistics).
+
+All three are declared in their newest form, with ``axes`` as an optional constant int64 input
+(ReduceSum since opset 13, ReduceMean and ReduceMax since opset 18) and the attributes
+``keepdims`` and ``noop_with_empty_axes``. Absent or empty axes reduce over every axis, unless
+``noop_with_empty_axes=1``, which makes the op the identity. The output has the input's dtype.
+Below opset 18 ReduceMean and ReduceMax are lowered to their attribute form (``axes`` an
+attribute, no ``noop_with_empty_axes``; a no-op reduction becomes Identity).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphc.errors import ExportError, ShapeError
+from graphc.ops.base import (
+    DTYPE_SHORT,
+    Attr,
+    Example,
+    LowerCtx,
+    NodeView,
+    OpDef,
+    TensorType,
+    normalize_axis,
+    optional_inputs,
+    rng_array,
+)
+
+_ATTRS = {"keepdims": Attr("int", 1), "noop_with_empty_axes": Attr("int", 0)}
+
+
+def _axes(axes: np.ndarray | None, rank: int, noop: int, op: str) -> tuple[int, ...] | None:
+    """Return the reduced axes in ``0..rank-1`` (sorted), or ``None`` for a no-op reduction."""
+    if axes is None or axes.size == 0:
+        return None if noop else tuple(range(rank))
+    values = [normalize_axis(int(a), rank, f"{op} axis") for a in axes.reshape(-1)]
+    if len(set(values)) != len(values):
+        raise ShapeError(f"{op} axes name an axis twice", expected="distinct axes",
+                         got=[int(a) for a in axes.reshape(-1)])
+    return tuple(sorted(values))
+
+
+def _out_shape(shape: tuple[int, ...], axes: tuple[int, ...] | None,
+               keepdims: int) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(shape)
+    if keepdims:
+        return tuple(1 if k in axes else d for k, d in enumerate(shape))
+    return tuple(d for k, d in enumerate(shape) if k not in axes)
+
+
+def _infer(op: str):
+    def infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+              consts: list[np.ndarray | None]) -> list[TensorType]:
+        x, axes_type = optional_inputs(in_types, 2)
+        if np.dtype(x.dtype) == np.bool_:
+            raise ShapeError(f"{op} input must be numeric", expected="a float or integer tensor",
+                             got="bool", hint="Cast the input to an integer type first.")
+        axes = None
+        if axes_type is not None:
+            if np.dtype(axes_type.dtype) != np.int64 or len(axes_type.shape) != 1:
+                raise ShapeError(f"{op} axes must be a 1-D int64 tensor", expected="(k,) i64",
+                                 got=str(axes_type))
+            axes = optional_inputs(consts, 2)[1]
+            if axes is None:
+                raise ShapeError(f"{op} needs constant axes", expected="an int64 initializer",
+                                 got="a computed value",
+                                 hint="graphc shapes are static: give the axes as a constant.")
+        reduced = _axes(axes, len(x.shape), attrs["noop_with_empty_axes"], op)
+        return [TensorType(_out_shape(x.shape, reduced, attrs["keepdims"]), x.dtype)]
+
+    return infer
+
+
+def _reduce(x: np.ndarray, axes_input: np.ndarray | None, attrs: dict[str, Any], op: str,
+            kernel) -> list[np.ndarray]:
+    axes = _axes(axes_input, x.ndim, attrs["noop_with_empty_axes"], op)
+    if axes is None:
+        return [x.copy()]
+    y = kernel(x, axes)
+    if not attrs["keepdims"]:
+        y = y.reshape(_out_shape(x.shape, axes, 0))
+    return [np.asarray(y, dtype=x.dtype)]
+
+
+def _is_float(x: np.ndarray) -> bool:
+    return np.issubdtype(x.dtype, np.floating)
+
+
+def _sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    # Floats accumulate in float64; integers wrap around in their own dtype, as onnxruntime does.
+    dtype = np.float64 if _is_float(x) else x.dtype
+    return np.sum(x, axis=axes, keepdims=True, dtype=dtype)
+
+
+def _mean(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    total = _sum(x, axes)
+    if count == 0:
+        # ONNX leaves the mean of nothing undefined; onnxruntime returns 0.
+        return np.zeros_like(total)
+    if _is_float(x):
+        return total / count
+    # onnxruntime divides integers truncating toward zero.
+    return np.sign(total) * (np.abs(total) // count)
+
+
+def _max(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    # The maximum of nothing is the dtype's lowest value (-inf for floats), as in ONNX.
+    lowest = -np.inf if _is_float(x) else np.iinfo(x.dtype).min
+    return np.max(x, axis=axes, keepdims=True, initial=lowest)
+
+
+def _ref(op: str, kernel):
+    def ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+        x, axes = optional_inputs(inputs, 2)
+        return _reduce(x, axes, attrs, op, kernel)
+
+    return ref
+
+
+def _flops(view: NodeView) -> int:
+    return view.in_types[0].size
+
+
+def _lower_axes_input_from_18(op: str):
+    def lower(ctx: LowerCtx, view: NodeView) -> None:
+        """Emit the opset-18 node (axes input), or below 18 the attribute form."""
+        if ctx.opset >= 18:
+            ctx.node(op, view.inputs, view.outputs, name=view.name, **view.attrs)
+            return
+        axes = None
+        if len(view.inputs) > 1 and view.inputs[1]:
+            axes = optional_inputs(view.consts, 2)[1]
+            if axes is None:
+                raise ExportError(f"{op} below opset 18 needs constant axes",
+                                  expected="an int64 initializer", got="a computed value",
+                                  hint="Export with --opset 18 or newer, or make axes constant.")
+        attrs = {k: v for k, v in view.attrs.items() if k == "keepdims"}
+        if axes is None or axes.size == 0:
+            if view.full_attrs["noop_with_empty_axes"]:
+                ctx.node("Identity", view.inputs[:1], view.outputs, name=view.name)
+                return
+        else:
+            attrs["axes"] = [int(a) for a in axes.reshape(-1)]
+        ctx.node(op, view.inputs[:1], view.outputs, name=view.name, **attrs)
+
+    return lower
+
+
+def _examples(op: str, seed: int, with_ints: Any = None) -> tuple[Example, ...]:
+    axes = lambda *a: np.array(a, np.int64)  # noqa: E731
+    examples = [
+        Example(inputs=(rng_array((2, 3, 4, 5), seed=seed), axes(0, 2, 3)), consts=(1,),
+                name="batchnorm-statistic"),
+        Example(inputs=(rng_array((4, 3), seed=seed + 1), axes(0)), attrs={"keepdims": 0},
+                consts=(1,), name="axis-0-no-keepdims"),
+        Example(inputs=(rng_array((2, 3, 4), seed=seed + 2), axes(-1)), consts=(1,),
+                name="negative-axis"),
+        Example(inputs=(rng_array((2, 3, 4), seed=seed + 3), axes(-3, 1)), attrs={"keepdims": 0},
+                consts=(1,), name="negative-axes-no-keepdims"),
+        Example(inputs=(rng_array((3, 4), seed=seed + 4),), name="axes-absent"),
+        Example(inputs=(rng_array((3, 4), seed=seed + 5),), attrs={"keepdims": 0},
+                name="axes-absent-no-keepdims"),
+        Example(inputs=(rng_array((3, 4), seed=seed + 6), axes()), consts=(1,),
+                name="axes-empty"),
+        Example(inputs=(rng_array((3, 4), seed=seed + 7),), attrs={"noop_with_empty_axes": 1},
+                name="noop-axes-absent"),
+        Example(inputs=(rng_array((3, 4), seed=seed + 8), axes()),
+                attrs={"noop_with_empty_axes": 1}, consts=(1,), name="noop-axes-empty"),
+        Example(inputs=(rng_array((3, 4), seed=seed + 9), axes(1)),
+                attrs={"noop_with_empty_axes": 1, "keepdims": 0}, consts=(1,),
+                name="noop-flag-with-axes"),
+    ]
+    if with_ints is not None:
+        ints = rng_array((3, 5), seed=seed + 10, dtype=np.float64, low=-50, high=50)
+        examples.append(Example(inputs=(ints.astype(with_ints), axes(0)), consts=(1,),
+                                name=f"{DTYPE_SHORT[np.dtype(with_ints)]}-axis-0"))
+    return tuple(examples)
+
+
+REDUCE_SUM = OpDef(
+    name="ReduceSum",
+    doc="Sum over the given axes (absent: all axes, or none with noop_with_empty_axes=1).",
+    inputs=("data", "axes?"),
+    outputs=("reduced",),
+    attrs=dict(_ATTRS),
+    infer=_infer("ReduceSum"),
+    ref=_ref("ReduceSum", _sum),
+    flops=_flops,
+    examples=_examples("ReduceSum", 50, with_ints=np.int64),
+)
+
+REDUCE_MEAN = OpDef(
+    name="ReduceMean",
+    doc="Mean over the given axes (absent: all axes, or none with noop_with_empty_axes=1).",
+    inputs=("data", "axes?"),
+    outputs=("reduced",),
+    attrs=dict(_ATTRS),
+    infer=_infer("ReduceMean"),
+    ref=_ref("ReduceMean", _mean),
+    lower=_lower_axes_input_from_18("ReduceMean"),
+    flops=_flops,
+    examples=_examples("ReduceMean", 70, with_ints=np.int64),
+)
+
+REDUCE_MAX = OpDef(
+    name="ReduceMax",
+    doc="Maximum over the given axes (absent: all axes, or none with noop_with_empty_axes=1).",
+    inputs=("data", "axes?"),
+    outputs=("reduced",),
+    attrs=dict(_ATTRS),
+    infer=_infer("ReduceMax"),
+    ref=_ref("ReduceMax", _max),
+    lower=_lower_axes_input_from_18("ReduceMax"),
+    flops=_flops,
+    examples=_examples("ReduceMax", 90, with_ints=np.int32),
+)
+
+
+OPS: list[OpDef] = [REDUCE_SUM, REDUCE_MEAN, REDUCE_MAX]
