@@ -38,7 +38,8 @@ DEFAULT_LIMIT = 120_000
 # Ops whose outputs only move, copy or select input elements: no new scalar nodes.
 _MOVERS = {"Identity", "Flatten", "Reshape", "Transpose", "Concat", "Dropout", "Pad"}
 # Ops expanded by graphc.symbolic itself (besides the elementwise formulas).
-_EXPLICIT = {"BatchNormalization", "Softmax", "LogSoftmax", "MaxPool", "GlobalMaxPool"}
+_EXPLICIT = {"BatchNormalization", "LayerNormalization", "InstanceNormalization",
+             "GroupNormalization", "Clip", "Softmax", "LogSoftmax", "MaxPool", "GlobalMaxPool"}
 # Ops whose numpy reference runs on object arrays of symbols (sums of products).
 _LINEAR = {"Gemm", "MatMul", "Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool"}
 
@@ -251,6 +252,10 @@ class _Expander:
             inv = np.vectorize(lambda v: 1 / sp.sqrt(v + attrs["epsilon"]), otypes=[object])
             outs = [(x - mean.reshape(shape)) * (scale * inv(var)).reshape(shape)
                     + bias.reshape(shape)]
+        elif op in ("LayerNormalization", "InstanceNormalization", "GroupNormalization"):
+            outs = [_normalize(op, inputs, attrs)]
+        elif op == "Clip":
+            outs = [_clip(inputs)]
         elif op in ("MaxPool", "GlobalMaxPool"):
             outs = [_max_pool(inputs[0], attrs, op == "GlobalMaxPool", where)]
         elif op in ("Gemm", "MatMul") and all(a is not None and a.ndim == 2
@@ -353,6 +358,51 @@ def _max_pool(x: np.ndarray, attrs: dict[str, Any], whole: bool, where: str) -> 
                   for q in range(j * strides[1] - pads[1], j * strides[1] - pads[1] + kernel[1])
                   if 0 <= r < h and 0 <= q < w]
         out[b, ch, i, j] = window[0] if len(window) == 1 else sp.Max(*window, evaluate=False)
+    return out
+
+
+def _standardize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) over ``axes``, on an object array of sympy values."""
+    count = math.prod(x.shape[a] for a in axes)
+    mean = x.sum(axis=axes, keepdims=True) / count
+    centered = x - mean
+    var = (centered * centered).sum(axis=axes, keepdims=True) / count
+    inv = np.vectorize(lambda v: 1 / sp.sqrt(v + _number(epsilon)), otypes=[object])
+    return centered * inv(var)
+
+
+def _normalize(op: str, inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
+    """Layer, instance and group normalization written out element by element."""
+    x, scale = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    if op == "LayerNormalization":
+        axis = attrs["axis"] % x.ndim
+        y = _standardize(x, tuple(range(axis, x.ndim)), attrs["epsilon"]) * scale
+        return y if bias is None else y + bias
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    if op == "InstanceNormalization":
+        y = _standardize(x, tuple(range(2, x.ndim)), attrs["epsilon"])
+    else:
+        groups = attrs["num_groups"]
+        grouped = x.reshape(x.shape[0], groups, -1)
+        y = _standardize(grouped, (2,), attrs["epsilon"]).reshape(x.shape)
+    return y * scale.reshape(shape) + bias.reshape(shape)
+
+
+def _clip(inputs: list[np.ndarray | None]) -> np.ndarray:
+    """min(max(x, lo), hi) as a Piecewise per element (the bounds get no gradient inside)."""
+    x = inputs[0]
+    lo = inputs[1] if len(inputs) > 1 and inputs[1] is not None else None
+    hi = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    out = np.empty(x.shape, dtype=object)
+    for index in np.ndindex(x.shape):
+        v = x[index]
+        pieces = []
+        if lo is not None:
+            pieces.append((lo.reshape(-1)[0], v < lo.reshape(-1)[0]))
+        if hi is not None:
+            pieces.append((hi.reshape(-1)[0], v > hi.reshape(-1)[0]))
+        out[index] = sp.Piecewise(*pieces, (v, True)) if pieces else v
     return out
 
 

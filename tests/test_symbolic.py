@@ -759,3 +759,33 @@ def test_heaviside_threshold_value_agrees_with_the_formulas():
     on_onnx = run_gradient_onnx(r)["y"]
     assert compiled == on_onnx
     assert r.value("y") == compiled
+
+
+def _norm_graph(kind: str) -> Graph:
+    b = graphc.GraphBuilder(kind, seed=1, dtype=np.float64)
+    x = b.input("x", (1, 4, 2, 2))
+    h = {"layer": lambda: nn.layer_norm(x, axis=1), "instance": lambda: nn.instance_norm(x),
+         "group": lambda: nn.group_norm(x, 2), "clip": lambda: nn.clip(x, -0.5, 0.5)}[kind]()
+    weights = b.const(np.arange(16, dtype=np.float64).reshape(1, 4, 2, 2) / 8)
+    b.output(nn.tanh(h * weights), "y")
+    return b.build()
+
+
+@pytest.mark.parametrize("kind", ["layer", "instance", "group", "clip"])
+def test_normalizations_and_clip_match_the_interpreter_and_finite_differences(kind):
+    g = _norm_graph(kind)
+    x = np.random.default_rng(0).standard_normal((1, 4, 2, 2))
+    r = backprop(g, at={"x": x}, wrt=["x"])
+
+    def objective(values: np.ndarray) -> float:
+        return float(graphc.run(g, {"x": values})["y"].sum())
+
+    assert r.value("sum(y)") == pytest.approx(objective(x), rel=1e-12, abs=1e-12)
+    h = 1e-6
+    for s in r.wrt:
+        index = tuple(int(i) for i in s.name[2:-1].split(","))
+        up, down = x.copy(), x.copy()
+        up[index] += h
+        down[index] -= h
+        fd = (objective(up) - objective(down)) / (2 * h)
+        assert r.gradient_values[s] == pytest.approx(fd, rel=1e-6, abs=1e-8)
