@@ -68,6 +68,7 @@ def elementwise(
         return [np.broadcast_to(np.asarray(out, dtype=inputs[0].dtype), shape).copy()]
 
     return OpDef(
+        vjp=_formula_vjp(args, params, expr),
         name=name,
         doc=doc,
         inputs=("A", "B") if nin == 2 else ("X",),
@@ -80,6 +81,97 @@ def elementwise(
         flops=elementwise_flops(1),
         formula=Formula(args, params, expr),
     )
+
+
+def _formula_vjp(args: tuple[Any, ...], params: tuple[str, ...], expr: Any
+                 ) -> Callable[..., list[Any]]:
+    """Return the vjp of an elementwise op from its formula: dA = unbroadcast(dY * df/dA).
+
+    The local derivative is sympy's, lowered to IR ops; sigmoid, tanh and exp use their
+    derivative written in terms of their output (Y * (1 - Y), ...), as sympy proves it.
+    """
+    derivatives = [sp.diff(expr, a) for a in args]
+
+    def vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+        from graphc.symbolic import derivative_in_terms_of_output
+
+        dy = grads[0]
+        dtype = ctx.out_types[0].dtype
+        values = {s: sp.Float(str(np.float32(ctx.attrs[p])))
+                  for p in params for s in [sp.Symbol(p, real=True)]}
+        env = {a: v for a, v in zip(args, ctx.inputs, strict=False)}
+        in_terms_of_y = derivative_in_terms_of_output(ctx.g.op(ctx.node)) \
+            if len(args) == 1 else None
+        out = []
+        for k, d in enumerate(derivatives):
+            if in_terms_of_y is not None:
+                d = in_terms_of_y
+                local_env = {sp.Symbol("Y", real=True): ctx.outputs[0]}
+            else:
+                d = d.xreplace(values)
+                local_env = env
+            if d == 0:
+                out.append(None)
+                continue
+            local = expr_to_ir(ctx, d, local_env, dtype)
+            grad = dy if local is None else ctx.op("Mul", dy, local)
+            out.append(ctx.unbroadcast(grad, ctx.in_types[k].shape))
+        return out
+
+    return vjp
+
+
+_RELATIONS = {">": "Greater", ">=": "GreaterOrEqual", "<": "Less", "<=": "LessOrEqual",
+              "==": "Equal"}
+_FUNCTIONS = {"exp": "Exp", "log": "Log", "tanh": "Tanh"}
+
+
+def expr_to_ir(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
+    """Lower a small sympy expression over ``env``'s symbols to IR ops (None for the number 1,
+    so multiplying by it adds no node)."""
+    if e == 1:
+        return None
+    return _lower_expr(ctx, e, env, dtype)
+
+
+def _lower_expr(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
+    if e in env:
+        return env[e]
+    if e.is_Number or e is sp.true or e is sp.false:
+        value = bool(e) if e in (sp.true, sp.false) else float(e)
+        return ctx.const(value, np.bool_ if isinstance(value, bool) else dtype)
+    args = [_lower_expr(ctx, a, env, dtype) for a in e.args] \
+        if not isinstance(e, sp.Piecewise) else []
+    if e.is_Add or e.is_Mul:
+        if e.is_Mul and e.args[0] == -1:
+            return ctx.op("Neg", _lower_expr(ctx, sp.Mul(*e.args[1:]), env, dtype))
+        total = args[0]
+        for a in args[1:]:
+            total = ctx.op("Add" if e.is_Add else "Mul", total, a)
+        return total
+    if e.is_Pow:
+        base, exponent = args[0], e.exp
+        if exponent == -1:
+            return ctx.op("Div", ctx.const(1.0, dtype), base)
+        if exponent == 2:
+            return ctx.op("Mul", base, base)
+        if exponent == sp.Rational(1, 2):
+            return ctx.op("Sqrt", base)
+        return ctx.op("Pow", base, args[1])
+    if isinstance(e, sp.Piecewise):
+        result = ctx.const(0.0, dtype)
+        for value, cond in reversed(e.args):
+            result = ctx.op("Where", _lower_expr(ctx, cond, env, dtype),
+                            _lower_expr(ctx, value, env, dtype), result)
+        return result
+    if e.is_Relational:
+        return ctx.op(_RELATIONS[e.rel_op], *args)
+    name = _FUNCTIONS.get(type(e).__name__)
+    if name is not None:
+        return ctx.op(name, *args)
+    from graphc.errors import GraphcError
+
+    raise GraphcError(f"cannot lower {e} to IR ops")
 
 
 def _unary_examples(low: float = -3.0, high: float = 3.0, **attrs: Any) -> tuple[Example, ...]:

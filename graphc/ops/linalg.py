@@ -66,8 +66,25 @@ def _matmul_flops(view: NodeView) -> int:
     return 2 * view.out_types[0].size * view.in_types[0].shape[-1]
 
 
+
+def _matmul_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dA = dY B^T and dB = A^T dY, summed over broadcast batch axes; 1-D operands are
+    promoted to (1, K) and (K, 1) as numpy's matmul does, and the gradients reshaped back."""
+    a, b = ctx.inputs
+    a_shape, b_shape = ctx.in_types[0].shape, ctx.in_types[1].shape
+    a2s = (1, *a_shape) if len(a_shape) == 1 else a_shape
+    b2s = (*b_shape, 1) if len(b_shape) == 1 else b_shape
+    y2s = (*np.broadcast_shapes(a2s[:-2], b2s[:-2]), a2s[-2], b2s[-1])
+    dy = ctx.reshape(grads[0], y2s)
+    a2, b2 = ctx.reshape(a, a2s), ctx.reshape(b, b2s)
+    da = ctx.unbroadcast(ctx.op("MatMul", dy, ctx.transpose_last(b2)), a2s)
+    db = ctx.unbroadcast(ctx.op("MatMul", ctx.transpose_last(a2), dy), b2s)
+    return [ctx.reshape(da, a_shape), ctx.reshape(db, b_shape)]
+
+
 MATMUL = OpDef(
     name="MatMul",
+    vjp=_matmul_vjp,
     doc="Matrix product with numpy matmul semantics: batch broadcast, 1-D operands promoted.",
     inputs=("A", "B"),
     outputs=("Y",),
@@ -129,8 +146,34 @@ def _gemm_flops(view: NodeView) -> int:
     return 2 * m * n * k_a
 
 
+
+def _gemm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """With A' = op(A), B' = op(B): dA' = alpha dY B'^T, dB' = alpha A'^T dY, dC = beta dY
+    summed to C's shape; dA and dB are dA', dB' transposed back where trans is set."""
+    a, b = ctx.inputs[0], ctx.inputs[1]
+    dy = grads[0]
+    dtype = ctx.out_types[0].dtype
+    alpha, beta = ctx.attrs["alpha"], ctx.attrs["beta"]
+    a_op = ctx.op("Transpose", a, perm=[1, 0]) if ctx.attrs["transA"] else a
+    b_op = ctx.op("Transpose", b, perm=[1, 0]) if ctx.attrs["transB"] else b
+    da = ctx.op("MatMul", dy, ctx.op("Transpose", b_op, perm=[1, 0]))
+    db = ctx.op("MatMul", ctx.op("Transpose", a_op, perm=[1, 0]), dy)
+    if alpha != 1.0:
+        da = ctx.op("Mul", da, ctx.const(alpha, dtype))
+        db = ctx.op("Mul", db, ctx.const(alpha, dtype))
+    if ctx.attrs["transA"]:
+        da = ctx.op("Transpose", da, perm=[1, 0])
+    if ctx.attrs["transB"]:
+        db = ctx.op("Transpose", db, perm=[1, 0])
+    out = [da, db]
+    if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
+        dc = dy if beta == 1.0 else ctx.op("Mul", dy, ctx.const(beta, dtype))
+        out.append(ctx.unbroadcast(dc, ctx.in_types[2].shape))
+    return out
+
 GEMM = OpDef(
     name="Gemm",
+    vjp=_gemm_vjp,
     doc="General matrix product Y = alpha * A' B' + beta * C, with C broadcast to (M, N).",
     inputs=("A", "B", "C?"),
     outputs=("Y",),

@@ -342,8 +342,14 @@ def _dropout_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     return [x.copy(), np.ones(x.shape, dtype=np.bool_)]
 
 
+
+def _dropout_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Inference Dropout is the identity: the gradient passes through."""
+    return [grads[0]]
+
 DROPOUT = OpDef(
     name="Dropout",
+    vjp=_dropout_vjp,
     doc="Pass data through unchanged (inference form); the mask is all True.",
     inputs=("data", "ratio?", "training_mode?"),
     outputs=("output", "mask?"),

@@ -182,8 +182,34 @@ def _examples(op: str, seed: int, with_ints: Any = None) -> tuple[Example, ...]:
     return tuple(examples)
 
 
+
+def _reduced_axes(ctx: Any) -> list[int]:
+    rank = len(ctx.in_types[0].shape)
+    axes = ctx.g.const_value(ctx.inputs[1]) if len(ctx.inputs) > 1 else None
+    if axes is None or axes.size == 0:
+        return [] if ctx.attrs["noop_with_empty_axes"] else list(range(rank))
+    return sorted(int(a) % rank for a in axes.reshape(-1))
+
+
+def _sum_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Every summed element gets the gradient of its sum: dY expanded back to X's shape."""
+    shape = ctx.in_types[0].shape
+    axes = _reduced_axes(ctx)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    dy = ctx.reshape(grads[0], kept)
+    return [ctx.op("Expand", dy, ctx.const(np.array(shape, np.int64), np.int64)), None]
+
+
+def _mean_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """As for the sum, divided by the number of elements averaged."""
+    shape = ctx.in_types[0].shape
+    count = int(np.prod([shape[a] for a in _reduced_axes(ctx)], dtype=np.int64))
+    dx = _sum_vjp(ctx, grads)[0]
+    return [ctx.op("Mul", dx, ctx.const(1.0 / count, ctx.in_types[0].dtype)), None]
+
 REDUCE_SUM = OpDef(
     name="ReduceSum",
+    vjp=_sum_vjp,
     doc="Sum over the given axes (absent: all axes, or none with noop_with_empty_axes=1).",
     inputs=("data", "axes?"),
     outputs=("reduced",),
@@ -196,6 +222,7 @@ REDUCE_SUM = OpDef(
 
 REDUCE_MEAN = OpDef(
     name="ReduceMean",
+    vjp=_mean_vjp,
     doc="Mean over the given axes (absent: all axes, or none with noop_with_empty_axes=1).",
     inputs=("data", "axes?"),
     outputs=("reduced",),

@@ -56,8 +56,14 @@ def _flatten_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     return [x.reshape(_flatten_shape(x.shape, attrs["axis"]))]
 
 
+
+def _reshape_back_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """The gradient of a reshape is the gradient reshaped back."""
+    return [ctx.reshape(grads[0], ctx.in_types[0].shape), None]
+
 FLATTEN = OpDef(
     name="Flatten",
+    vjp=_reshape_back_vjp,
     doc="Flatten to 2-D: dimensions before axis become rows, the rest become columns.",
     inputs=("input",),
     outputs=("output",),
@@ -133,6 +139,7 @@ def _reshape_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
 
 RESHAPE = OpDef(
     name="Reshape",
+    vjp=_reshape_back_vjp,
     doc="Give the data a new shape with the same elements; 0 copies a dimension, -1 infers one.",
     inputs=("data", "shape"),
     outputs=("reshaped",),
@@ -173,8 +180,15 @@ def _transpose_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> li
     return [np.transpose(x, _perm(x.ndim, attrs["perm"]))]
 
 
+
+def _transpose_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Transpose the gradient by the inverse permutation."""
+    perm = _perm(len(ctx.in_types[0].shape), ctx.attrs["perm"])
+    return [ctx.op("Transpose", grads[0], perm=[int(i) for i in np.argsort(perm)])]
+
 TRANSPOSE = OpDef(
     name="Transpose",
+    vjp=_transpose_vjp,
     doc="Permute the axes (perm absent: reverse them).",
     inputs=("data",),
     outputs=("transposed",),
@@ -236,8 +250,14 @@ CONCAT = OpDef(
 # --- Identity ---------------------------------------------------------------------------------
 
 
+
+def _identity_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """The gradient passes through."""
+    return [grads[0]]
+
 IDENTITY = OpDef(
     name="Identity",
+    vjp=_identity_vjp,
     doc="Pass the input through unchanged.",
     inputs=("input",),
     outputs=("output",),
@@ -274,8 +294,23 @@ def _clip_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np
     return [np.array(y, dtype=x.dtype, copy=True)]
 
 
+
+def _clip_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """The gradient passes where min <= x <= max and is 0 elsewhere; the bounds get none."""
+    x = ctx.inputs[0]
+    inside = None
+    for port, op in ((1, "GreaterOrEqual"), (2, "LessOrEqual")):
+        if port < len(ctx.inputs) and ctx.inputs[port] is not None:
+            test = ctx.op(op, x, ctx.inputs[port])
+            inside = test if inside is None else ctx.op("And", inside, test)
+    if inside is None:
+        return [grads[0]]
+    zero = ctx.const(0.0, ctx.out_types[0].dtype)
+    return [ctx.op("Where", inside, grads[0], zero), None, None]
+
 CLIP = OpDef(
     name="Clip",
+    vjp=_clip_vjp,
     doc="Limit each element to [min, max]; an absent bound does not limit.",
     inputs=("input", "min?", "max?"),
     outputs=("output",),
@@ -327,8 +362,25 @@ def _softmax_examples() -> tuple[Example, ...]:
     )
 
 
+
+def _softmax_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dx = y * (dy - sum(dy * y)) along the axis."""
+    y, dy = ctx.outputs[0], grads[0]
+    axes = ctx.const(np.array([ctx.attrs["axis"]], np.int64), np.int64)
+    total = ctx.op("ReduceSum", ctx.op("Mul", dy, y), axes, keepdims=1)
+    return [ctx.op("Mul", y, ctx.op("Sub", dy, total))]
+
+
+def _log_softmax_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dx = dy - softmax(x) * sum(dy) along the axis, with softmax(x) = exp(y)."""
+    y, dy = ctx.outputs[0], grads[0]
+    axes = ctx.const(np.array([ctx.attrs["axis"]], np.int64), np.int64)
+    total = ctx.op("ReduceSum", dy, axes, keepdims=1)
+    return [ctx.op("Sub", dy, ctx.op("Mul", ctx.op("Exp", y), total))]
+
 SOFTMAX = OpDef(
     name="Softmax",
+    vjp=_softmax_vjp,
     doc="Exponentiate and normalize along one axis so that it sums to 1 (opset 13).",
     inputs=("input",),
     outputs=("output",),
@@ -341,6 +393,7 @@ SOFTMAX = OpDef(
 
 LOG_SOFTMAX = OpDef(
     name="LogSoftmax",
+    vjp=_log_softmax_vjp,
     doc="Logarithm of Softmax along one axis, computed without overflow (opset 13).",
     inputs=("input",),
     outputs=("output",),
