@@ -430,6 +430,142 @@ def _pad_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     return [out.astype(data.dtype, copy=False)]
 
 
+# --- gradients ------------------------------------------------------------------------------
+
+
+def _i64(ctx: Any, values: Any) -> Any:
+    return ctx.const(np.array(list(values), np.int64), np.int64)
+
+
+def _crop_spatial(ctx: Any, value: Any, size: tuple[int, int]) -> Any:
+    """Crop the end of the two spatial axes of ``value`` down to ``size`` (no-op if equal)."""
+    have = ctx.type(value).shape
+    extra = [have[2] - size[0], have[3] - size[1]]
+    if not any(extra):
+        return value
+    return ctx.op("Pad", value, _i64(ctx, [0, 0, 0, 0, 0, 0, -extra[0], -extra[1]]),
+                  mode="constant")
+
+
+def _bias_grad(ctx: Any, dy: Any) -> Any:
+    return ctx.op("ReduceSum", dy, _i64(ctx, [0, 2, 3]), keepdims=0)
+
+
+def _group_cross(ctx: Any, a: Any, b: Any, group: int, pads: list[int],
+                 strides: tuple[int, int], dilations: tuple[int, int]) -> Any:
+    """Per group g, correlate a (N, G*A, ...) with b (N, G*B, ...) over the batch:
+    out[i, g*B + j] = sum_n a[n, g*A + i] (*) b[n, g*B + j], a Conv of a^T by b^T with
+    ``group`` groups; returns (A, G*B, kh', kw')."""
+    n, ca, ha, wa = ctx.type(a).shape
+    _, cb, hb, wb = ctx.type(b).shape
+    ga, gb = ca // group, cb // group
+    a5 = ctx.reshape(a, (n, group, ga, ha, wa))
+    at = ctx.reshape(ctx.op("Transpose", a5, perm=[2, 1, 0, 3, 4]), (ga, group * n, ha, wa))
+    b5 = ctx.reshape(b, (n, group, gb, hb, wb))
+    bt = ctx.reshape(ctx.op("Transpose", b5, perm=[1, 2, 0, 3, 4]), (group * gb, n, hb, wb))
+    return ctx.op("Conv", at, bt, group=group, pads=pads, strides=list(strides),
+                  dilations=list(dilations))
+
+
+def _conv_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dX = ConvTranspose(dY, W) with the forward window (output_padding makes X's size);
+    dW = per-group correlation of X with dY over the batch (stride and dilation swapped),
+    cropped to the kernel; dB = dY summed over batch and space."""
+    dy = grads[0]
+    x, w = ctx.inputs[0], ctx.inputs[1]
+    xt, wt = ctx.in_types[0], ctx.in_types[1]
+    kernel = (int(wt.shape[2]), int(wt.shape[3]))
+    win = _window("Conv", xt.shape[2:], kernel, ctx.attrs)
+    group = int(ctx.attrs["group"])
+    pads = [win.begin[0], win.begin[1], win.end[0], win.end[1]]
+    out_pad = []
+    for a in range(2):
+        full = win.strides[a] * (win.out[a] - 1) + win.extent[a] - win.begin[a] - win.end[a]
+        out_pad.append(int(xt.shape[2 + a]) - full)
+    # The forward floor leaves out_pad = (padded span - extent) mod stride < stride.
+    assert 0 <= min(out_pad) and out_pad[0] < win.strides[0] and out_pad[1] < win.strides[1]
+    dx = ctx.op("ConvTranspose", dy, w, group=group, pads=pads, strides=list(win.strides),
+                dilations=list(win.dilations), output_padding=out_pad)
+    dw = _group_cross(ctx, x, dy, group, pads, win.dilations, win.strides)
+    dw = ctx.op("Transpose", _crop_spatial(ctx, dw, kernel), perm=[1, 0, 2, 3])
+    out = [dx, dw]
+    if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
+        out.append(_bias_grad(ctx, dy))
+    return out
+
+
+def _convt_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dX = Conv(dY, W) with the same window; dW = per-group correlation of dY with X over the
+    batch (stride and dilation swapped), cropped to the kernel; dB = dY summed."""
+    dy = grads[0]
+    x, w = ctx.inputs[0], ctx.inputs[1]
+    xt, wt = ctx.in_types[0], ctx.in_types[1]
+    kernel = (int(wt.shape[2]), int(wt.shape[3]))
+    win, _ = _convt_geometry(xt.shape[2:], kernel, ctx.attrs)
+    group = int(ctx.attrs["group"])
+    pads = [win.begin[0], win.begin[1], win.end[0], win.end[1]]
+    dx = ctx.op("Conv", dy, w, group=group, pads=pads, strides=list(win.strides),
+                dilations=list(win.dilations))
+    dx = _crop_spatial(ctx, dx, tuple(xt.shape[2:]))
+    dw = _group_cross(ctx, dy, x, group, pads, win.dilations, win.strides)
+    dw = ctx.op("Transpose", _crop_spatial(ctx, dw, kernel), perm=[1, 0, 2, 3])
+    out = [dx, dw]
+    if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
+        out.append(_bias_grad(ctx, dy))
+    return out
+
+
+def _fold_matrix(mode: str, b: int, kept: int, e: int, dtype: Any) -> np.ndarray:
+    """The 0/1 matrix (padded length, kept length) that maps each padded position to the kept
+    element it copies under ``mode`` (edge or reflect)."""
+    m = np.zeros((b + kept + e, kept), dtype=dtype)
+    for i in range(b + kept + e):
+        j = i - b
+        if mode == "edge":
+            j = min(max(j, 0), kept - 1)
+        else:
+            j = -j if j < 0 else (2 * (kept - 1) - j if j >= kept else j)
+        m[i, j] = 1
+    return m
+
+
+def _pad_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Constant mode: crop dY back (Pad with the pads negated); the constant gets the sum of dY
+    over the padding. Edge and reflect: fold each padded axis back onto the elements it copies
+    (a MatMul with a 0/1 matrix), then undo any crop with zeros."""
+    dy = grads[0]
+    mode = _pad_mode(ctx.attrs)
+    shape = tuple(ctx.in_types[0].shape)
+    rank = len(shape)
+    pads_value = ctx.g.const_value(ctx.inputs[1])
+    if pads_value is None:
+        raise OpError("the Pad gradient needs constant pads", got="a computed value")
+    pads = [int(p) for p in np.asarray(pads_value).reshape(-1)]
+    if mode == "constant":
+        dx = ctx.op("Pad", dy, _i64(ctx, [-p for p in pads]), mode="constant")
+        out = [dx, None]
+        if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
+            total = ctx.op("ReduceSum", dy, keepdims=0)
+            kept = ctx.op("ReduceSum", dx, keepdims=0)
+            out.append(ctx.reshape(ctx.op("Sub", total, kept), ctx.in_types[2].shape))
+        return out
+    dtype = ctx.out_types[0].dtype
+    grad = dy
+    for axis in range(rank):
+        b, e = max(pads[axis], 0), max(pads[axis + rank], 0)
+        if not (b or e):
+            continue
+        kept = shape[axis] + min(pads[axis], 0) + min(pads[axis + rank], 0)
+        perm = [a for a in range(rank) if a != axis] + [axis]
+        moved = ctx.op("Transpose", grad, perm=perm)
+        folded = ctx.op("MatMul", moved, ctx.const(_fold_matrix(mode, b, kept, e, dtype), dtype))
+        grad = ctx.op("Transpose", folded, perm=[int(i) for i in np.argsort(perm)])
+    uncrop = [max(-p, 0) for p in pads]
+    if any(uncrop):
+        grad = ctx.op("Pad", grad, _i64(ctx, uncrop), mode="constant")
+    return [grad] + [None] * (len(ctx.inputs) - 1)
+
+
 # --- examples -------------------------------------------------------------------------------
 
 
@@ -493,6 +629,7 @@ _WINDOW_ATTRS = {
 OPS: list[OpDef] = [
     OpDef(
         name="Conv",
+        vjp=_conv_vjp,
         doc="2-D convolution (NCHW) with strides, dilations, groups and padding.",
         inputs=("X", "W", "B?"),
         outputs=("Y",),
@@ -509,6 +646,7 @@ OPS: list[OpDef] = [
     ),
     OpDef(
         name="ConvTranspose",
+        vjp=_convt_vjp,
         doc="2-D transposed convolution (NCHW) with strides, dilations, groups, explicit pads "
             "and output_padding.",
         inputs=("X", "W", "B?"),
@@ -530,6 +668,7 @@ OPS: list[OpDef] = [
     ),
     OpDef(
         name="Pad",
+        vjp=_pad_vjp,
         doc="Pad (or, with negative pads, crop) every axis with a constant, reflection or edge.",
         inputs=("data", "pads", "constant_value?"),
         outputs=("output",),

@@ -229,8 +229,30 @@ def _concat_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[
     return [np.concatenate(inputs, axis=attrs["axis"])]
 
 
+def _concat_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Each input's gradient is its slice of dY along the axis (a Pad with negative pads)."""
+    shape = ctx.out_types[0].shape
+    rank = len(shape)
+    axis = normalize_axis(ctx.attrs["axis"], rank, "Concat axis")
+    out: list[Any] = []
+    offset = 0
+    for t in ctx.in_types:
+        size = t.shape[axis]
+        pads = [0] * (2 * rank)
+        pads[axis] = -offset
+        pads[axis + rank] = -(shape[axis] - offset - size)
+        offset += size
+        if not any(pads):
+            out.append(grads[0])
+            continue
+        out.append(ctx.op("Pad", grads[0], ctx.const(np.array(pads, np.int64), np.int64),
+                          mode="constant"))
+    return out
+
+
 CONCAT = OpDef(
     name="Concat",
+    vjp=_concat_vjp,
     doc="Join tensors along an axis; all other dimensions must agree.",
     inputs=("inputs*",),
     outputs=("concat_result",),
