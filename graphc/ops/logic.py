@@ -314,6 +314,12 @@ def _expand_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[
     return [np.broadcast_to(data, _expand_shape(data.shape, shape)).copy()]
 
 
+def _expand_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """An expanded element's gradient is the sum over its copies: dY summed back to X's shape
+    (the shape input gets none)."""
+    return [ctx.unbroadcast(grads[0], ctx.in_types[0].shape), None]
+
+
 EXPAND = OpDef(
     name="Expand",
     doc="Broadcast the input to a constant shape (bidirectionally, as numpy broadcasts both).",
@@ -333,7 +339,7 @@ EXPAND = OpDef(
         Example((_ties((4, 1), 35, np.int64), _ints([4, 3])), consts=(1,), name="int64"),
     ),
     flops=elementwise_flops(0),
-    vjp=None,
+    vjp=_expand_vjp,
 )
 
 

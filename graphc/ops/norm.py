@@ -74,6 +74,105 @@ def _per_channel(p: np.ndarray, rank: int) -> np.ndarray:
     return p.astype(np.float64).reshape((-1,) + (1,) * (rank - 2))
 
 
+# --- gradients --------------------------------------------------------------------------------
+
+
+def _axes_const(ctx: Any, axes: Sequence[int]) -> Any:
+    return ctx.const(np.array(list(axes), np.int64), np.int64)
+
+
+def _channel_view(ctx: Any, p: Any, rank: int) -> Any:
+    """A (C,) parameter reshaped to (C, 1, ..., 1) to broadcast over (N, C, ...)."""
+    return ctx.reshape(p, (ctx.type(p).shape[0],) + (1,) * (rank - 2))
+
+
+def _standardize_grad(ctx: Any, x: Any, dxhat: Any, axes: Sequence[int],
+                      epsilon: float) -> tuple[Any, Any]:
+    """Return (xhat, dx) for xhat = (x - mean) / sqrt(var + epsilon) over ``axes`` (population
+    variance) given dL/dxhat: dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sigma."""
+    dtype = ctx.type(x).dtype
+    mean = lambda v: ctx.op("ReduceMean", v, _axes_const(ctx, axes), keepdims=1)  # noqa: E731
+    centred = ctx.op("Sub", x, mean(x))
+    var = mean(ctx.op("Mul", centred, centred))
+    sigma = ctx.op("Sqrt", ctx.op("Add", var, ctx.const(epsilon, dtype)))
+    xhat = ctx.op("Div", centred, sigma)
+    inner = ctx.op("Sub", ctx.op("Sub", dxhat, mean(dxhat)),
+                   ctx.op("Mul", xhat, mean(ctx.op("Mul", dxhat, xhat))))
+    return xhat, ctx.op("Div", inner, sigma)
+
+
+def _batchnorm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """With inv = 1 / sqrt(var + eps) per channel: dX = dY scale inv, dscale = sum(dY (x - mean)
+    inv), dB = sum(dY), dmean = -sum(dY) scale inv, dvar = -sum(dY (x - mean)) scale inv^3 / 2
+    (sums over every axis but the channels)."""
+    x, scale, _, mean, var = ctx.inputs
+    dy = grads[0]
+    rank, dtype = len(ctx.in_types[0].shape), ctx.in_types[0].dtype
+    channels = (ctx.in_types[0].shape[1],)
+    c_shape = (channels[0],) + (1,) * (rank - 2)
+    scale_c, mean_c, var_c = (_channel_view(ctx, p, rank) for p in (scale, mean, var))
+    inv = ctx.op("Div", ctx.const(1.0, dtype),
+                 ctx.op("Sqrt", ctx.op("Add", var_c, ctx.const(ctx.attrs["epsilon"], dtype))))
+    scale_inv = ctx.op("Mul", scale_c, inv)
+    dx = ctx.op("Mul", dy, scale_inv)
+    per_channel = lambda v: ctx.reshape(ctx.unbroadcast(v, c_shape), channels)  # noqa: E731
+    sum_dy = ctx.unbroadcast(dy, c_shape)
+    sum_dy_centred = ctx.unbroadcast(ctx.op("Mul", dy, ctx.op("Sub", x, mean_c)), c_shape)
+    dscale = per_channel(ctx.op("Mul", sum_dy_centred, inv))
+    dbias = ctx.reshape(sum_dy, channels)
+    dmean = per_channel(ctx.op("Neg", ctx.op("Mul", sum_dy, scale_inv)))
+    inv3 = ctx.op("Mul", ctx.op("Mul", inv, inv), scale_inv)
+    dvar = per_channel(ctx.op("Mul", ctx.op("Mul", sum_dy_centred, inv3),
+                              ctx.const(-0.5, dtype)))
+    return [dx, dscale, dbias, dmean, dvar]
+
+
+def _layernorm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """y = xhat Scale + B over the axes from ``axis`` on; Scale and B get dY (xhat) summed to
+    their shapes."""
+    x, scale, bias = (list(ctx.inputs) + [None])[:3]
+    shape = ctx.in_types[0].shape
+    axis = normalize_axis(ctx.attrs["axis"], len(shape), "LayerNormalization axis")
+    dy = grads[0]
+    xhat, dx = _standardize_grad(ctx, x, ctx.op("Mul", dy, scale),
+                                 range(axis, len(shape)), ctx.attrs["epsilon"])
+    dscale = ctx.unbroadcast(ctx.op("Mul", dy, xhat), ctx.in_types[1].shape)
+    out = [dx, dscale]
+    if bias is not None:
+        out.append(ctx.unbroadcast(dy, ctx.in_types[2].shape))
+    return out
+
+
+def _instancenorm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Standardized per (sample, channel) over the spatial axes; scale, B per channel."""
+    x, scale, _ = ctx.inputs
+    shape = ctx.in_types[0].shape
+    rank, dy = len(shape), grads[0]
+    c_shape = (shape[1],) + (1,) * (rank - 2)
+    xhat, dx = _standardize_grad(ctx, x, ctx.op("Mul", dy, _channel_view(ctx, scale, rank)),
+                                 range(2, rank), ctx.attrs["epsilon"])
+    dscale = ctx.reshape(ctx.unbroadcast(ctx.op("Mul", dy, xhat), c_shape), (shape[1],))
+    dbias = ctx.reshape(ctx.unbroadcast(dy, c_shape), (shape[1],))
+    return [dx, dscale, dbias]
+
+
+def _groupnorm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Standardized per (sample, group) over X reshaped to (N, G, -1); scale, bias per
+    channel."""
+    x, scale, _ = ctx.inputs
+    shape = ctx.in_types[0].shape
+    rank, dy, groups = len(shape), grads[0], ctx.attrs["num_groups"]
+    c_shape = (shape[1],) + (1,) * (rank - 2)
+    grouped = (shape[0], groups, int(np.prod(shape[1:], dtype=np.int64)) // groups)
+    dxhat = ctx.op("Mul", dy, _channel_view(ctx, scale, rank))
+    xhat, dx = _standardize_grad(ctx, ctx.reshape(x, grouped), ctx.reshape(dxhat, grouped),
+                                 (2,), ctx.attrs["epsilon"])
+    xhat = ctx.reshape(xhat, shape)
+    dscale = ctx.reshape(ctx.unbroadcast(ctx.op("Mul", dy, xhat), c_shape), (shape[1],))
+    dbias = ctx.reshape(ctx.unbroadcast(dy, c_shape), (shape[1],))
+    return [ctx.reshape(dx, shape), dscale, dbias]
+
+
 # --- BatchNormalization -----------------------------------------------------------------------
 
 
@@ -110,6 +209,7 @@ def _channel_params(channels: int, seed: int) -> tuple[np.ndarray, ...]:
 
 BATCH_NORMALIZATION = OpDef(
     name="BatchNormalization",
+    vjp=_batchnorm_vjp,
     doc="Normalize each channel with stored mean and variance, then scale and shift (inference).",
     inputs=("X", "scale", "B", "input_mean", "input_var"),
     outputs=("Y",),
@@ -155,6 +255,7 @@ def _layernorm_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> li
 
 LAYER_NORMALIZATION = OpDef(
     name="LayerNormalization",
+    vjp=_layernorm_vjp,
     doc="Normalize over the dimensions from axis on, then scale and shift elementwise.",
     inputs=("X", "Scale", "B?"),
     outputs=("Y",),
@@ -200,6 +301,7 @@ def _instancenorm_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) ->
 
 INSTANCE_NORMALIZATION = OpDef(
     name="InstanceNormalization",
+    vjp=_instancenorm_vjp,
     doc="Normalize each channel of each sample over its spatial dimensions, then scale, shift.",
     inputs=("input", "scale", "B"),
     outputs=("output",),
@@ -291,6 +393,7 @@ def _groupnorm_lower(ctx: LowerCtx, view: NodeView) -> None:
 
 GROUP_NORMALIZATION = OpDef(
     name="GroupNormalization",
+    vjp=_groupnorm_vjp,
     doc="Normalize each group of channels of each sample, then scale and shift per channel.",
     inputs=("X", "scale", "bias"),
     outputs=("Y",),

@@ -33,6 +33,7 @@ from graphc.ops.base import (
     rng_array,
 )
 from graphc.ops.conv import _WINDOW_ATTRS, _padded, _tap, _Window, _window, _work
+from graphc.ops.reduce import first_max_grad
 
 MAXPOOL_DTYPES = (*FLOAT_DTYPES, np.dtype(np.int8), np.dtype(np.uint8))
 
@@ -160,6 +161,31 @@ def _avgpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     return [(total / np.maximum(count, 1).astype(total.dtype)).astype(x.dtype, copy=False)]
 
 
+def _avgpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dX = R^T (dY / count) C: the window is separable, so per axis an (out, in) matrix marks
+    which input cells each output position's taps read (R for rows, C for columns), and the
+    divisor is the forward's per-window count. Exact for every pads / ceil_mode /
+    count_include_pad / dilations setting, since it reuses the forward's window arithmetic."""
+    x_type = ctx.in_types[0]
+    shape, dtype = x_type.shape, np.dtype(x_type.dtype)
+    win = _pool_window("AveragePool", x_type, ctx.attrs)
+    include = bool(ctx.attrs.get("count_include_pad", 0))
+    taps = []
+    for axis in (0, 1):
+        size, pos = shape[2 + axis], _tap_positions(win, axis)
+        m = np.zeros((win.out[axis], size), dtype)
+        for o in range(win.out[axis]):
+            for p in pos[o]:
+                if 0 <= p < size:
+                    m[o, p] += 1
+        taps.append(m)
+    count = np.outer(_window_counts(shape[2], win, 0, include),
+                     _window_counts(shape[3], win, 1, include))
+    scaled = ctx.op("Mul", grads[0], ctx.const(1.0 / np.maximum(count, 1), dtype))
+    rows = ctx.op("MatMul", ctx.const(taps[0].T, dtype), scaled)
+    return [ctx.op("MatMul", rows, ctx.const(taps[1], dtype))]
+
+
 def _pool_flops(view: NodeView) -> int:
     kh, kw = view.full_attrs["kernel_shape"]
     return view.out_types[0].size * int(kh) * int(kw)
@@ -196,6 +222,18 @@ def _gmp_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     x = inputs[0]
     assert x is not None
     return [x.max(axis=(2, 3), keepdims=True)]
+
+
+def _gap_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Every cell of a plane gets dY / (H * W)."""
+    shape, dtype = ctx.in_types[0].shape, ctx.in_types[0].dtype
+    dy = ctx.op("Mul", grads[0], ctx.const(1.0 / (shape[2] * shape[3]), dtype))
+    return [ctx.op("Expand", dy, ctx.const(np.array(shape, np.int64), np.int64))]
+
+
+def _gmp_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dY to the first maximum of each plane (row-major), one share per plane at ties."""
+    return [first_max_grad(ctx, ctx.outputs[0], grads[0], [2, 3])]
 
 
 def _elements_in(view: NodeView) -> int:
@@ -281,6 +319,7 @@ OPS: list[OpDef] = [
             "kernel_shape": Attr("ints"),
         },
         infer=_avgpool_infer,
+        vjp=_avgpool_vjp,
         ref=_avgpool_ref,
         examples=_avgpool_examples(),
         flops=_pool_flops,
@@ -292,6 +331,7 @@ OPS: list[OpDef] = [
         outputs=("Y",),
         attrs={},
         infer=_gap_infer,
+        vjp=_gap_vjp,
         ref=_gap_ref,
         examples=(Example((rng_array((2, 3, 5, 4), seed=51),), {}, (), "global-avg"),),
         flops=_elements_in,
@@ -303,6 +343,7 @@ OPS: list[OpDef] = [
         outputs=("Y",),
         attrs={},
         infer=_gmp_infer,
+        vjp=_gmp_vjp,
         ref=_gmp_ref,
         examples=(Example((rng_array((2, 3, 5, 4), seed=52),), {}, (), "global-max"),),
         flops=_elements_in,

@@ -207,6 +207,37 @@ def _mean_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     dx = _sum_vjp(ctx, grads)[0]
     return [ctx.op("Mul", dx, ctx.const(1.0 / count, ctx.in_types[0].dtype)), None]
 
+
+def first_max_grad(ctx: Any, y: Any, dy: Any, axes: list[int]) -> Any:
+    """The gradient of a maximum over ``axes`` of X = ``ctx.inputs[0]``: dY goes to the first
+    maximum of each reduced slice (row-major over the reduced axes), so ties get one share,
+    not one per tied element. ``y`` and ``dy`` are reshaped to X's shape with 1s on ``axes``.
+
+    A score of K - (row-major position) at the maxima and 0 elsewhere has a unique maximum
+    at the first maximum; Equal against its ReduceMax picks it.
+    """
+    x = ctx.inputs[0]
+    shape = ctx.in_types[0].shape
+    kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    sub = tuple(d if i in axes else 1 for i, d in enumerate(shape))
+    count = int(np.prod(sub, dtype=np.int64))
+    rank_of = (count - np.arange(count, dtype=np.int64)).reshape(sub)
+    is_max = ctx.op("Equal", x, ctx.reshape(y, kept))
+    score = ctx.op("Where", is_max, ctx.const(rank_of, np.int64), ctx.const(0, np.int64))
+    best = ctx.op("ReduceMax", score, ctx.const(np.array(axes, np.int64), np.int64), keepdims=1)
+    first = ctx.op("Equal", score, best)
+    zero = ctx.const(0, ctx.in_types[0].dtype)
+    return ctx.op("Where", first, ctx.reshape(dy, kept), zero)
+
+
+def _max_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dY to the first maximum of each reduced slice (exact at ties: one share per slice)."""
+    axes = _reduced_axes(ctx)
+    if not axes:
+        return [ctx.reshape(grads[0], ctx.in_types[0].shape), None]
+    return [first_max_grad(ctx, ctx.outputs[0], grads[0], axes), None]
+
+
 REDUCE_SUM = OpDef(
     name="ReduceSum",
     vjp=_sum_vjp,
@@ -236,6 +267,7 @@ REDUCE_MEAN = OpDef(
 
 REDUCE_MAX = OpDef(
     name="ReduceMax",
+    vjp=_max_vjp,
     doc="Maximum over the given axes (absent: all axes, or none with noop_with_empty_axes=1).",
     inputs=("data", "axes?"),
     outputs=("reduced",),
