@@ -60,7 +60,11 @@ def near_kink(op: ops.OpDef, example: ops.Example, x: float) -> bool:
 
 @pytest.mark.parametrize(("op", "example"), CASES)
 def test_vjp_matches_central_finite_differences(op: ops.OpDef, example: ops.Example) -> None:
+    if "ties" in example.name:
+        pytest.skip("at a tie the derivative does not exist: see test_max_pool_ties")
     g, feeds = float64_graph(op, example)
+    if not np.isfinite(run(g, feeds)["loss"]):
+        pytest.skip("the forward output is not finite: see test_max_pool_padding_only_windows")
     grads = run(gradient_graph(g, output="loss", wrt=list(feeds)), feeds)
     for name, x in feeds.items():
         got = grads[f"dloss/d{name}"]
@@ -116,10 +120,29 @@ def test_gradient_graph_runs_on_onnxruntime_like_the_interpreter() -> None:
 
 def test_an_op_without_a_gradient_rule_is_named() -> None:
     b = GraphBuilder("no_rule")
-    x = b.input("x", (1, 1, 4, 4))
-    b.output(nn.max_pool2d(x, 2), "y")
-    with pytest.raises(GraphcError, match="MaxPool has no gradient rule"):
+    x = b.input("x", (4,))
+    b.output(b.op("Cast", x * 2.0, to=11), "y")
+    with pytest.raises(GraphcError, match="Cast has no gradient rule"):
         gradient_graph(b.build(), wrt=["x"])
+
+
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum() -> None:
+    b = GraphBuilder("ties", dtype=np.float64)
+    x = b.input("x", (1, 1, 4, 4))
+    b.output(nn.max_pool2d(x, 2, stride=1, padding=1), "y")
+    g = b.build()
+    x_val = np.array([[1, 1, 0, 2], [1, 0, 2, 2], [0, 0, 0, 0], [3, 3, 3, 3]],
+                     np.float64).reshape(1, 1, 4, 4)
+    grads = run(gradient_graph(g, wrt=["x"]), {"x": x_val})["dy/dx"]
+    # Each window adds 1 at its first maximum in row-by-row order over its real cells.
+    want = np.zeros((4, 4))
+    for i in range(5):
+        for j in range(5):
+            cells = [(r, c) for r in range(i - 1, i + 1) for c in range(j - 1, j + 1)
+                     if 0 <= r < 4 and 0 <= c < 4]
+            best = max(x_val[0, 0, r, c] for r, c in cells)
+            want[next((r, c) for r, c in cells if x_val[0, 0, r, c] == best)] += 1
+    np.testing.assert_array_equal(grads[0, 0], want)
 
 
 def test_input_graph_is_not_changed_and_unused_wrt_gets_zeros() -> None:
@@ -132,3 +155,36 @@ def test_input_graph_is_not_changed_and_unused_wrt_gets_zeros() -> None:
     assert g.format() == text
     assert float(grads["df/dx"]) == 2.0 and float(grads["df/dy"]) == 0.0
     assert Value("x") in [Value(n) for n in g.inputs]
+
+
+def test_max_pool_padding_only_windows_get_no_gradient() -> None:
+    # Dilation 4 with 3 rows of padding on each side: output row 2 reads rows -1 and 3 only.
+    attrs = {"kernel_shape": [2, 2], "dilations": [4, 1], "pads": [3, 0, 3, 0]}
+    x = np.random.default_rng(3).standard_normal((1, 1, 3, 3))
+    b = GraphBuilder("pad_only", dtype=np.float64)
+    b.output(b.op("MaxPool", b.input("x", x.shape), **attrs), "y")
+    g = b.build()
+    assert g.type_of(g.outputs[0]).shape == (1, 1, 5, 2)
+    grads = run(gradient_graph(g, wrt=["x"]), {"x": x})["dy/dx"]
+    want = np.zeros((3, 3))
+    for i in range(5):
+        for j in range(2):
+            cells = [(r, c) for r in (i - 3, i + 1) for c in (j, j + 1) if 0 <= r < 3]
+            if cells:
+                best = max(x[0, 0, r, c] for r, c in cells)
+                want[next((r, c) for r, c in cells if x[0, 0, r, c] == best)] += 1
+    np.testing.assert_array_equal(grads[0, 0], want)
+
+
+@pytest.mark.parametrize("name", ["cnn", "residual", "lenet5", "student"])
+def test_zoo_gradient_graphs_agree_on_onnxruntime(name: str) -> None:
+    module = load(name)
+    g = module.build(batch=2)
+    feeds = module.example_inputs(batch=2)
+    gg = gradient_graph(g)
+    want = run(gg, feeds)
+    got = run_onnxruntime(gg, feeds)
+    assert list(got) == list(want)
+    for key, w in want.items():
+        scale = max(1.0, float(np.abs(w).max()))
+        assert float(np.abs(got[key] - w).max()) <= 1e-4 * scale, key

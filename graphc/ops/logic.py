@@ -190,8 +190,18 @@ def _where_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[n
     return [np.asarray(np.where(cond, x, y), dtype=x.dtype)]
 
 
+
+def _where_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """The gradient goes to X where the condition holds and to Y elsewhere."""
+    dy = grads[0]
+    zero = ctx.const(0.0, ctx.out_types[0].dtype)
+    cond = ctx.inputs[0]
+    return [None, ctx.unbroadcast(ctx.op("Where", cond, dy, zero), ctx.in_types[1].shape),
+            ctx.unbroadcast(ctx.op("Where", cond, zero, dy), ctx.in_types[2].shape)]
+
 WHERE = OpDef(
     name="Where",
+    vjp=_where_vjp,
     doc="Select X where condition is true, else Y, with three-way numpy broadcasting.",
     inputs=("condition", "X", "Y"),
     outputs=("output",),
@@ -210,7 +220,6 @@ WHERE = OpDef(
                 name="int64"),
     ),
     flops=elementwise_flops(1),
-    vjp=None,
 )
 
 

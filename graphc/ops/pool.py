@@ -161,6 +161,32 @@ def _avgpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     return [(total / np.maximum(count, 1).astype(total.dtype)).astype(x.dtype, copy=False)]
 
 
+
+def _maxpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dX = dY scattered (added) at the forward's Indices: each window's gradient goes to the
+    first maximum, as onnxruntime picks it (a mask built with Equal(x, max) would be wrong at
+    ties). Windows that cover only padding have no input cell: their gradient is dropped."""
+    x_type = ctx.in_types[0]
+    dtype = np.dtype(x_type.dtype)
+    win = _pool_window("MaxPool", x_type, ctx.attrs)
+    live = np.ones(win.out, dtype=bool)
+    for axis in (0, 1):
+        pos = _tap_positions(win, axis)
+        reads = ((pos >= 0) & (pos < x_type.shape[2 + axis])).any(axis=1)
+        live &= reads[:, None] if axis == 0 else reads[None, :]
+    dy, indices = grads[0], ctx.outputs[1]
+    if not live.all():
+        keep = ctx.const(live, np.bool_)
+        dy = ctx.op("Where", keep, dy, ctx.const(0.0, dtype))
+        indices = ctx.op("Where", keep, indices, ctx.const(0, np.int64))
+    count = int(np.prod(ctx.out_types[0].shape))
+    total = int(np.prod(x_type.shape))
+    zeros = ctx.op("Expand", ctx.const(0.0, dtype), ctx.const(np.array([total], np.int64),
+                                                              np.int64))
+    scattered = ctx.op("ScatterElements", zeros, ctx.reshape(indices, (count,)),
+                       ctx.reshape(dy, (count,)), axis=0, reduction="add")
+    return [ctx.reshape(scattered, x_type.shape)]
+
 def _avgpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     """dX = R^T (dY / count) C: the window is separable, so per axis an (out, in) matrix marks
     which input cells each output position's taps read (R for rows, C for columns), and the
@@ -291,6 +317,7 @@ def _avgpool_examples() -> tuple[Example, ...]:
 OPS: list[OpDef] = [
     OpDef(
         name="MaxPool",
+    vjp=_maxpool_vjp,
         doc="2-D max pooling (NCHW): strides, dilations, padding, ceil_mode; argmax Indices.",
         inputs=("X",),
         outputs=("Y", "Indices?"),
