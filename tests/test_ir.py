@@ -386,7 +386,7 @@ def test_verify_unknown_op():
     assert isinstance(err, OpError)
     msg = str(err)
     assert msg.startswith("%add = Addd(%mul, %c) # (2,3) f32: unknown op 'Addd'")
-    assert "expected one of 'Add', " in msg and "got 'Addd'" in msg
+    assert "expected one of 'Abs', 'Add', " in msg and "got 'Addd'" in msg
     assert msg.endswith("Did you mean 'Add'?")
 
 
