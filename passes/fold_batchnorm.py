@@ -49,17 +49,27 @@ def _stats(g: Graph, m: Match) -> tuple[np.ndarray, np.ndarray] | Decline:
     return s, beta - mean * s
 
 
-def _weight(g: Graph, m: Match, key: str) -> np.ndarray | Decline:
-    w = m.const(g, key)
-    return Decline(f"the weight %{m.values[key].node} is not a constant") if w is None else w
+def _operands(g: Graph, m: Match, bias: str | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | Decline:
+    """Return (s, shift, W, bias or None) of a fold, or why it is refused: BN statistics,
+    weight and (if the producer has one) bias must be constants."""
+    stats = _stats(g, m)
+    if isinstance(stats, Decline):
+        return stats
+    w = m.const(g, "w")
+    if w is None:
+        return Decline(f"the weight %{m.values['w'].node} is not a constant")
+    b = m.const(g, bias) if bias else None
+    if bias and m.values.get(bias) is not None and b is None:
+        return Decline(f"the bias %{m.values[bias].node} is not a constant")
+    return (*stats, w, b)
 
 
 def _fold_conv(g: Graph, m: Match) -> Value | Decline:
-    stats, w = _stats(g, m), _weight(g, m, "w")
-    for r in (stats, w):
-        if isinstance(r, Decline):
-            return r
-    s, shift = stats
+    operands = _operands(g, m, "b")
+    if isinstance(operands, Decline):
+        return operands
+    s, shift, w, b = operands
     conv = m.nodes["producer"]
     dtype = w.dtype
     if g.op(conv) == "Conv":
@@ -70,9 +80,6 @@ def _fold_conv(g: Graph, m: Match) -> Value | Decline:
         grouped = w.astype(np.float64).reshape(groups, cin // groups, cout_g, *w.shape[2:])
         scale = s.reshape(groups, 1, cout_g, *([1] * (w.ndim - 2)))
         w_new = (grouped * scale).reshape(w.shape)
-    b = m.const(g, "b")
-    if m.values["b"] is not None and b is None:
-        return Decline(f"the bias %{m.values['b'].node} is not a constant")
     b64 = np.zeros_like(s) if b is None else b.astype(np.float64)
     set_const_input(g, conv, 1, w_new.astype(dtype), f"{conv}.weight")
     set_const_input(g, conv, 2, (b64 * s + shift).astype(dtype), f"{conv}.bias")
@@ -80,16 +87,12 @@ def _fold_conv(g: Graph, m: Match) -> Value | Decline:
 
 
 def _fold_gemm(g: Graph, m: Match) -> Value | Decline:
-    stats, w = _stats(g, m), _weight(g, m, "w")
-    for r in (stats, w):
-        if isinstance(r, Decline):
-            return r
-    s, shift = stats
+    operands = _operands(g, m, "c")
+    if isinstance(operands, Decline):
+        return operands
+    s, shift, w, c = operands
     gemm = m.nodes["producer"]
     attrs = g.attrs(gemm)
-    c = m.const(g, "c")
-    if m.values["c"] is not None and c is None:
-        return Decline(f"the bias %{m.values['c'].node} is not a constant")
     axis = 0 if attrs.get("transB", 0) else 1
     shape = [1, 1]
     shape[axis] = -1
@@ -102,20 +105,17 @@ def _fold_gemm(g: Graph, m: Match) -> Value | Decline:
 
 
 def _fold_matmul(g: Graph, m: Match) -> Value | Decline:
-    stats, w = _stats(g, m), _weight(g, m, "w")
-    for r in (stats, w):
-        if isinstance(r, Decline):
-            return r
+    add = m.nodes.get("add")
+    operands = _operands(g, m, "c" if add else None)
+    if isinstance(operands, Decline):
+        return operands
+    s, shift, w, c = operands
     mm = m.nodes["producer"]
     bn_input = g.in_values(m.nodes["bn"])[0]
     if w.ndim != 2 or len(g.type_of(Value(mm)).shape) != 2 or len(g.type_of(bn_input).shape) != 2:
         return Decline("MatMul folds only with a 2-D constant weight and a 2-D output "
                        "(BatchNormalization's channel axis must be the weight's columns)")
-    s, shift = stats
-    add = m.nodes.get("add")
-    c = m.const(g, "c") if add else np.zeros(1)
-    if c is None:
-        return Decline(f"the bias %{m.values['c'].node} is not a constant")
+    c = np.zeros(1) if c is None else c
     set_const_input(g, mm, 1, (w.astype(np.float64) * s).astype(w.dtype), f"{mm}.weight")
     bias = (c.astype(np.float64) * s + shift).astype(w.dtype)
     if add:
