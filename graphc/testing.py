@@ -80,3 +80,13 @@ def assert_same_outputs(before: Graph, after: Graph, feeds: Mapping[str, np.ndar
             diff = float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64)))) \
                 if w.size else 0.0
             assert diff <= rtol * scale, (runner.__name__, name, diff, scale)
+
+
+def one_error_line(stderr: str) -> str:
+    """Return the one line a failed ``graphc`` command printed on stderr, checking that it is
+    a single ``graphc: error: ...`` line and no traceback."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("graphc: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]

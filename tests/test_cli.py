@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from graphc import testing
 from graphc.cli import main
 from graphc.errors import GraphcError
 from graphc.models import MODELS, load
@@ -27,12 +28,7 @@ def write_model(tmp_path: Path, name: str, body: str) -> Path:
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     """Return the single stderr line of a failed command (and check there is nothing else)."""
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("graphc: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
+    return testing.one_error_line(capsys.readouterr().err)
 
 
 def fails(capsys: pytest.CaptureFixture[str], argv: list[str], status: int = 1) -> str:

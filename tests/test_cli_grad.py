@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from graphc import testing
 from graphc.cli import main
 from graphc.models import load
 from graphc.symbolic import DEFAULT_LIMIT
@@ -33,12 +34,8 @@ def run_ok(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("graphc: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
+    """Return the single stderr line of a failed command (and check there is nothing else)."""
+    return testing.one_error_line(capsys.readouterr().err)
 
 
 def gradients(out: str) -> dict[str, float]:
