@@ -17,6 +17,7 @@ import numpy as np
 import sympy as sp
 
 from graphc.errors import GraphcError
+from graphc.ops.elementwise import SYMPY_FUNCTIONS, SYMPY_RELATIONS
 
 if TYPE_CHECKING:
     from graphc.symbolic import BackpropResult
@@ -82,9 +83,6 @@ def compile_program(program: Sequence[tuple[sp.Symbol, sp.Expr]], args: Sequence
 
 # ----- ONNX -----------------------------------------------------------------------------------
 
-_ONNX_FUNCS = {"exp": "Exp", "log": "Log", "tanh": "Tanh", "Abs": "Abs"}
-_ONNX_RELATIONS = {">": "Greater", ">=": "GreaterOrEqual", "<": "Less", "<=": "LessOrEqual",
-                   "==": "Equal"}
 
 
 class _OnnxLowering:
@@ -166,12 +164,12 @@ class _OnnxLowering:
                 text = self.node("Where", [self.value(cond), self.value(value), text])
             return text
         if e.is_Relational:
-            return self.node(_ONNX_RELATIONS[e.rel_op], [self.value(e.lhs), self.value(e.rhs)])
+            return self.node(SYMPY_RELATIONS[e.rel_op], [self.value(e.lhs), self.value(e.rhs)])
         if isinstance(e, sp.And):
             return self._chain("And", e.args)
         if isinstance(e, sp.Max):
             return self.node("Max", [self.value(a) for a in e.args])
-        op = _ONNX_FUNCS.get(type(e).__name__)
+        op = SYMPY_FUNCTIONS.get(type(e).__name__)
         if op is not None:
             return self.node(op, [self.value(e.args[0])])
         raise GraphcError(f"cannot lower {type(e).__name__} in {e} to ONNX")

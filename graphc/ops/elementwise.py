@@ -121,9 +121,10 @@ def _formula_vjp(args: tuple[Any, ...], params: tuple[str, ...], expr: Any
     return vjp
 
 
-_RELATIONS = {">": "Greater", ">=": "GreaterOrEqual", "<": "Less", "<=": "LessOrEqual",
-              "==": "Equal"}
-_FUNCTIONS = {"exp": "Exp", "log": "Log", "tanh": "Tanh"}
+# The ONNX op of each sympy relation and function that derivative formulas contain.
+SYMPY_RELATIONS = {">": "Greater", ">=": "GreaterOrEqual", "<": "Less", "<=": "LessOrEqual",
+                   "==": "Equal"}
+SYMPY_FUNCTIONS = {"exp": "Exp", "log": "Log", "tanh": "Tanh", "Abs": "Abs"}
 
 
 def expr_to_ir(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
@@ -165,8 +166,8 @@ def _lower_expr(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
                             _lower_expr(ctx, value, env, dtype), result)
         return result
     if e.is_Relational:
-        return ctx.op(_RELATIONS[e.rel_op], *args)
-    name = _FUNCTIONS.get(type(e).__name__)
+        return ctx.op(SYMPY_RELATIONS[e.rel_op], *args)
+    name = SYMPY_FUNCTIONS.get(type(e).__name__)
     if name is not None:
         return ctx.op(name, *args)
     from graphc.errors import GraphcError
