@@ -27,7 +27,7 @@ import numpy as np
 import sympy as sp
 
 from graphc import ops
-from graphc.errors import GraphcError
+from graphc.errors import GraphcError, unknown
 from graphc.ir import CONST, INPUT, Graph, Value
 from graphc.symbolic_code import compile_program, gradient_onnx
 
@@ -667,8 +667,6 @@ def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, 
     known = set(g.inputs) | set(g.params())
     for name in at:
         if name not in known:
-            from graphc.errors import unknown
-
             raise unknown("input or parameter", name, known, where=f"graph {g.name}")
     ex = _Expander(g, at, limit, straight_through)
     ex.expand()
@@ -719,8 +717,6 @@ def _pick_output(g: Graph, output: str | None) -> Value:
     if output is None:
         return g.outputs[0]
     if output not in names:
-        from graphc.errors import unknown
-
         raise unknown("output", output, names, where=f"graph {g.name}")
     return g.outputs[names.index(output)]
 
@@ -734,8 +730,6 @@ def _wrt(g: Graph, nodes: dict[sp.Symbol, ScalarNode], wrt: Sequence[str] | None
     for name in wrt:
         hits = [s for s in leaves if s.name == name or nodes[s].ir_node == name]
         if not hits:
-            from graphc.errors import unknown
-
             known = sorted({nodes[s].ir_node for s in leaves} | {s.name for s in leaves})
             raise unknown("input or parameter", name, known, where=f"graph {g.name}")
         chosen += hits
