@@ -97,6 +97,18 @@ class Graph:
                          trainable=bool(trainable))
         return Value(node)
 
+    def const_to_input(self, name: str) -> np.ndarray:
+        """Turn the constant ``name`` into a graph input of its type; return its value."""
+        data = self.nx.nodes[name]
+        if data["op"] != CONST:
+            raise GraphcError(f"{name!r} is not a constant", where=self.format_node(name),
+                              expected="a Const node", got=data["op"])
+        value = data.pop("value")
+        data.pop("trainable", None)
+        data["op"] = INPUT
+        self.inputs.append(name)
+        return value
+
     def add_node(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None,
                  name: str | None = None) -> Value:
         """Add an application of ``op`` to ``inputs`` (``None`` for an absent optional input).

@@ -1,0 +1,353 @@
+"""One training step as one graph: train-mode forward, loss, backward and optimizer update.
+
+``compile_step(forward, optimizer)`` turns a model graph into a step graph in the same IR:
+
+- **Train mode.** Every BatchNormalization normalizes with the statistics of the batch over
+  (N, H, W) and outputs its new running averages ``mu_avg' = a * mu_avg + (1 - a) * mu_B`` and
+  ``sigma2_avg' = a * sigma2_avg + (1 - a) * sigma2_B`` (``a`` is the node's ``momentum``;
+  ``sigma2_B`` is the batch's population variance, as in the course). A BatchNormalization
+  whose scale and bias are both frozen keeps its inference form. Every Dropout multiplies by a
+  mask that is an input of the step (``<node>.mask``): inverted dropout, 0 or ``1 / (1 - p)``,
+  drawn by the caller (``dropout_masks``), so the interpreter and onnxruntime compute the same
+  step.
+- **Loss** on the model's first output: ``cross_entropy`` (logits against the ``target``
+  probabilities, one-hot for labels) or ``mse``, plus optional penalties.
+- **Backward** by ``graphc.autodiff`` and the **update** of every trainable parameter by the
+  optimizer, with the learning rate ``lr`` and the 1-based step count ``step`` as inputs.
+
+The parameters, the optimizer state and the running statistics are inputs of the step; their
+new values are the outputs ``<name>.next``. ``StepSpec`` records which is which, so a runner
+(``graphc.runner``) can feed each step's outputs to the next.
+
+>>> from graphc.models import load
+>>> from graphc.optim import SGD
+>>> spec = compile_step(load("mlp").build(batch=4), SGD(lr=0.1, momentum=0.9))
+>>> spec.batch_inputs, spec.masks
+(['x', 'target'], ['drop1.mask', 'drop2.mask'])
+>>> spec.state["fc1.weight.velocity"], spec.graph.output_names()[:2]
+((128, 64), ['loss', 'logits'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphc import losses
+from graphc.autodiff import backward
+from graphc.dsl import GraphBuilder, Tensor
+from graphc.errors import GraphcError, UsageError, unknown
+from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.optim import Optimizer
+
+LOSSES = ("cross_entropy", "mse")
+PENALTIES = ("l1", "l2", "group_l1", "group_l2")
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """``weight * penalty(params)`` added to the loss: ``l1``, ``l2`` (sums over the weights)
+    or ``group_l1``/``group_l2`` (the per-output-channel norms of ``graphc.losses``)."""
+
+    kind: str
+    weight: float
+    params: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in PENALTIES:
+            raise unknown("penalty", self.kind, PENALTIES, cls=UsageError)
+
+
+FEATURE_AUGMENTS = ("noise", "mixup")
+
+
+@dataclass(frozen=True)
+class FeatureAugment:
+    """Augmentation in feature space (the course's simulation) on the output of ``node``:
+    ``noise`` adds Gaussian noise of std ``value``; ``mixup`` mixes each sample's features and
+    labels with a random partner's, ``lam ~ Beta(value, value)`` (manifold mixup)."""
+
+    node: str
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_AUGMENTS:
+            raise unknown("feature augmentation", self.kind, FEATURE_AUGMENTS, cls=UsageError)
+        if not self.value > 0:
+            raise UsageError(f"feature {self.kind} needs a positive value", expected="> 0",
+                             got=self.value)
+
+    @classmethod
+    def parse(cls, spec: str) -> FeatureAugment:
+        """``"fc2:noise=0.1"`` or ``"block3:mixup=0.2"``."""
+        node, _, rest = spec.partition(":")
+        kind, _, value = rest.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"bad feature augmentation {spec!r}",
+                             expected="LAYER:noise=STD or LAYER:mixup=ALPHA, e.g. fc2:noise=0.1",
+                             got=repr(spec)) from None
+        return cls(node.strip(), kind.strip(), number)
+
+
+@dataclass
+class StepSpec:
+    """A compiled training step and the roles of its inputs and outputs.
+
+    ``state`` maps every carried input (parameters, optimizer state, running statistics) to its
+    shape; the step's output ``<name>.next`` is its value after the step. ``initial`` holds
+    their starting values (optimizer state starts at zero).
+    """
+
+    graph: Graph
+    params: list[str]
+    batch_inputs: list[str]
+    masks: list[str]
+    mask_ratios: dict[str, float]
+    state: dict[str, tuple[int, ...]]
+    initial: dict[str, np.ndarray] = field(repr=False)
+    frozen: list[str]
+    features: dict[str, FeatureAugment] = field(default_factory=dict)
+
+    def next_name(self, name: str) -> str:
+        return f"{name}.next"
+
+    def dropout_masks(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Draw one inverted-dropout mask per Dropout: 0 with probability p, else 1/(1-p)."""
+        masks = {}
+        for name in self.masks:
+            t = self.graph.type_of(Value(name))
+            p = self.mask_ratios[name]
+            keep = rng.random(t.shape, dtype=np.float32) >= np.float32(p)
+            masks[name] = keep.astype(t.dtype) * t.dtype.type(1.0 / (1.0 - p))
+        return masks
+
+    def random_inputs(self, rng: np.random.Generator, target: np.ndarray
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Draw the dropout masks and the feature augmentation inputs of one step; return
+        them and the target (mixed like the features by a feature mixup)."""
+        feeds = self.dropout_masks(rng)
+        for name, aug in self.features.items():
+            t = self.graph.type_of(Value(name))
+            if aug.kind == "noise":
+                feeds[name] = (aug.value * rng.standard_normal(t.shape)).astype(t.dtype)
+                continue
+            n = t.shape[0]
+            lam = rng.beta(aug.value, aug.value, n)
+            mix = np.zeros((n, n))
+            mix[np.arange(n), np.arange(n)] = lam
+            mix[np.arange(n), rng.permutation(n)] += 1.0 - lam
+            feeds[name] = mix.astype(t.dtype)
+            target = (mix @ target).astype(target.dtype)
+        return feeds, target
+
+
+# ----- train mode ---------------------------------------------------------------------------
+
+
+def _op(g: Graph, base: str, op: str, *inputs: Value, **attrs: Any) -> Value:
+    return g.add_node(op, list(inputs), attrs, name=f"{base}.train.{op.lower()}")
+
+
+def _const(g: Graph, base: str, value: Any, dtype: Any) -> Value:
+    return g.add_const(f"{base}.train.c", value, dtype=dtype)
+
+
+def _batchnorm_train(g: Graph, node: str, carried: dict[str, Value]) -> None:
+    """Replace BatchNormalization ``node`` by batch-statistics normalization; its running
+    statistics become carried state."""
+    x, scale, bias, mean, var = g.in_values(node)
+    attrs = g.attrs(node)
+    eps = attrs.get("epsilon", 1e-5)
+    a = attrs.get("momentum", 0.9)
+    xt = g.type_of(x)
+    channels, rank, dtype = xt.shape[1], len(xt.shape), xt.dtype
+    axes = _const(g, node, [0, *range(2, rank)], np.int64)
+    per_channel = _const(g, node, [1, channels] + [1] * (rank - 2), np.int64)
+    flat = _const(g, node, [channels], np.int64)
+    mu = _op(g, node, "ReduceMean", x, axes, keepdims=1)
+    centered = _op(g, node, "Sub", x, mu)
+    sigma2 = _op(g, node, "ReduceMean", _op(g, node, "Mul", centered, centered), axes,
+                 keepdims=1)
+    inv_std = _op(g, node, "Div", _const(g, node, 1.0, dtype),
+                  _op(g, node, "Sqrt", _op(g, node, "Add", sigma2, _const(g, node, eps, dtype))))
+    k = _op(g, node, "Mul", inv_std, _op(g, node, "Reshape", scale, per_channel))
+    y = _op(g, node, "Add", _op(g, node, "Mul", centered, k),
+            _op(g, node, "Reshape", bias, per_channel))
+    for stat, batch in ((mean, mu), (var, sigma2)):
+        if g.op(stat.node) != CONST:
+            raise GraphcError("BatchNormalization's running statistics must be constants to "
+                              "train", where=g.format_node(node), expected="a Const",
+                              got=g.op(stat.node))
+        kept = _op(g, node, "Mul", _const(g, node, a, dtype), stat)
+        added = _op(g, node, "Mul", _const(g, node, 1.0 - a, dtype),
+                    _op(g, node, "Reshape", batch, flat))
+        carried[stat.node] = _op(g, node, "Add", kept, added)
+    g.replace_all_uses(Value(node), y)
+
+
+def _dropout_train(g: Graph, node: str) -> tuple[str, float]:
+    """Replace Dropout ``node`` by a product with the mask input ``<node>.mask``."""
+    ins = g.in_values(node)
+    x = ins[0]
+    ratio = g.const_value(ins[1]) if len(ins) > 1 and ins[1] is not None else np.float32(0.5)
+    if ratio is None:
+        raise GraphcError("Dropout's ratio must be a constant to train", where=g.format_node(node),
+                          expected="a Const ratio", got=g.op(ins[1].node))
+    if g.users(Value(node, 1)):
+        raise GraphcError("Dropout's mask output is used; it cannot be trained",
+                          where=g.format_node(node), expected="no users of the mask output",
+                          got=f"{len(g.users(Value(node, 1)))} users")
+    t = g.type_of(x)
+    mask = g.add_input(g.fresh_name(f"{node}.mask"), t.shape, t.dtype)
+    g.replace_all_uses(Value(node), _op(g, node, "Mul", x, mask))
+    return mask.node, float(ratio)
+
+
+def _feature_augment(g: Graph, aug: FeatureAugment) -> str:
+    """Insert ``aug`` after the first output of its node; return the new input's name."""
+    if aug.node not in g.nx or g.op(aug.node) in (CONST, INPUT):
+        raise unknown("layer", aug.node, g.op_nodes(), cls=UsageError, where="feature augmentation")
+    h = Value(aug.node)
+    t = g.type_of(h)
+    users = [(dst, key, d) for _, dst, key, d in g.nx.out_edges(aug.node, keys=True, data=True)
+             if d["out"] == 0]
+    if aug.kind == "noise":
+        noise = g.add_input(g.fresh_name(f"{aug.node}.feature_noise"), t.shape, t.dtype)
+        new = _op(g, aug.node, "Add", h, noise)
+    else:
+        n = t.shape[0]
+        noise = g.add_input(g.fresh_name(f"{aug.node}.feature_mix"), (n, n), t.dtype)
+        rows = _op(g, aug.node, "Reshape", h, _const(g, aug.node, [n, -1], np.int64))
+        new = _op(g, aug.node, "Reshape", _op(g, aug.node, "MatMul", noise, rows),
+                  _const(g, aug.node, list(t.shape), np.int64))
+    for dst, key, d in users:
+        g.nx.remove_edge(aug.node, dst, key)
+        g.nx.add_edge(new.node, dst, port=d["port"], out=0)
+    g.outputs = [new if v == h else v for v in g.outputs]
+    return noise.node
+
+
+# ----- the step -----------------------------------------------------------------------------
+
+
+def _loss(b: GraphBuilder, kind: str, pred: Tensor) -> Tensor:
+    if kind not in LOSSES:
+        raise unknown("loss", kind, LOSSES, cls=UsageError)
+    target = b.input("target", pred.shape, pred.dtype)
+    if kind == "mse":
+        return losses.mse(pred, target)
+    return losses.cross_entropy(pred, target)
+
+
+def _penalty(b: GraphBuilder, penalty: Penalty) -> Tensor:
+    weights = [Tensor(b, Value(p)) for p in penalty.params]
+    if penalty.kind == "l1":
+        total = losses.l1_penalty(weights)
+    elif penalty.kind == "l2":
+        total = losses.l2_penalty(weights)
+    else:
+        norm = penalty.kind.split("_")[1]
+        total = sum(losses.group_penalty(w, norm) for w in weights)  # type: ignore[assignment]
+    return total * penalty.weight
+
+
+def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_entropy",
+                 frozen: Sequence[str] = (), penalties: Sequence[Penalty] = (),
+                 features: Sequence[FeatureAugment] = ()) -> StepSpec:
+    """Return the training step of ``forward`` (its first output is the prediction).
+
+    ``frozen`` names parameters that are not trained (they stay constants in the step);
+    ``features`` inserts feature-space augmentation (at most one mixup).
+    """
+    g = forward.copy(f"{forward.name}_train")
+    params = g.params()
+    for name in frozen:
+        if name not in params:
+            raise unknown("parameter", name, params, cls=UsageError, where=f"graph {g.name}")
+    trained = [p for p in params if p not in set(frozen)]
+    if not trained:
+        raise UsageError("nothing to train: every parameter is frozen",
+                         expected="at least one trainable parameter", got=f"frozen {list(frozen)}")
+    for p in params:
+        g.nx.nodes[p]["trainable"] = p in trained
+    batch_inputs = list(g.inputs)
+    if sum(f.kind == "mixup" for f in features) > 1:
+        raise UsageError("at most one feature mixup per step", expected="one",
+                         got=sum(f.kind == "mixup" for f in features))
+    feature_inputs = {_feature_augment(g, f): f for f in features}
+    carried: dict[str, Value] = {}
+    masks: dict[str, float] = {}
+    for node in g.op_nodes():
+        if g.op(node) == "BatchNormalization":
+            if any(v.node in trained for v in g.in_values(node)[1:3] if v is not None):
+                _batchnorm_train(g, node, carried)
+        elif g.op(node) == "Dropout":
+            name, ratio = _dropout_train(g, node)
+            masks[name] = ratio
+    b = GraphBuilder(g.name)
+    b.graph = g
+    pred = Tensor(b, g.outputs[0])
+    total = _loss(b, loss, pred)
+    for penalty in penalties:
+        for p in penalty.params:
+            if p not in params:
+                raise unknown("parameter", p, params, cls=UsageError, where="penalty")
+        total = total + _penalty(b, penalty)
+    batch_inputs.append("target")
+    loss_value = total.value
+    initial: dict[str, np.ndarray] = {}
+    for name in trained + list(carried):
+        initial[name] = g.const_to_input(name)
+    grads = backward(g, loss_value, [Value(p) for p in trained])
+    lr = g.add_input("lr", (), np.float32)
+    step = g.add_input("step", (), np.float32)
+    updates: dict[str, Value] = {}
+    for p in trained:
+        grad = grads[Value(p)]
+        if grad is None:
+            t = g.type_of(Value(p))
+            grad = g.add_const(f"{p}.grad.zeros", np.zeros(t.shape, t.dtype))
+        slots = optimizer.state_shapes(g.type_of(Value(p)).shape)
+        state_in = {}
+        for slot, shape in slots.items():
+            state_in[slot] = g.add_input(f"{p}.{slot}", shape, g.type_of(Value(p)).dtype)
+            initial[f"{p}.{slot}"] = np.zeros(shape, g.type_of(Value(p)).dtype)
+        new_p, new_state = optimizer.update(g, Value(p), grad, state_in, lr, step)
+        updates[p] = new_p
+        for slot, value in new_state.items():
+            updates[f"{p}.{slot}"] = value
+    updates.update(carried)
+    outputs = [g.add_node("Identity", [loss_value], name="loss"), g.outputs[0]]
+    order = [n for n in initial]
+    for name in order:
+        outputs.append(g.add_node("Identity", [updates[name]], name=f"{name}.next"))
+    g.outputs = outputs
+    g.remove_dead()
+    g.verify()
+    return StepSpec(graph=g, params=trained, batch_inputs=batch_inputs, masks=list(masks),
+                    mask_ratios=masks, state={n: g.type_of(Value(n)).shape for n in order},
+                    initial=initial, frozen=[p for p in params if p not in trained],
+                    features=feature_inputs)
+
+
+def apply_state(forward: Graph, state: Mapping[str, np.ndarray]) -> Graph:
+    """Return a copy of ``forward`` whose constants named in ``state`` hold the given values
+    (trained parameters and running statistics; optimizer state is ignored)."""
+    g = forward.copy()
+    for name, value in state.items():
+        if name in g.nx and g.op(name) == CONST:
+            old = g.nx.nodes[name]["value"]
+            if old.shape != np.shape(value):
+                raise GraphcError(f"weights for {name!r} have the wrong shape",
+                                  where=g.format_node(name), expected=old.shape,
+                                  got=np.shape(value))
+            array = np.array(value, dtype=old.dtype)
+            array.flags.writeable = False
+            g.nx.nodes[name]["value"] = array
+    return g

@@ -1,0 +1,405 @@
+"""The training loop: compiled steps on onnxruntime, per-epoch metrics, checkpoints.
+
+``train(build, train_set, test_set, config)`` compiles the model's training step
+(``graphc.step``), runs it over shuffled batches for ``config.epochs`` epochs and evaluates
+the test set after each epoch with the running statistics (inference mode). Everything random
+(batch order, dropout masks, augmentation) is drawn from the seed and the epoch number, so a
+run resumed from a checkpoint continues exactly as if it had not stopped.
+
+A checkpoint (``save_checkpoint``) is a numpy ``.npz`` file without pickled objects: one array
+per parameter, running statistic and optimizer slot under its graph name, and ``graphc.meta``,
+a JSON string with the model, the epoch, the step count, the training configuration and the
+history. ``load_checkpoint`` reads it back with ``allow_pickle=False``.
+
+>>> from graphc.data import make_blobs_dataset
+>>> from graphc.models import load
+>>> data = make_blobs_dataset(240, classes=3, features=2, seed=0)
+>>> train_set, test_set = data.split(0.25, seed=0)
+>>> build = lambda batch: load("mlp_tiny").build(batch=batch)
+>>> result = train(build, train_set, test_set, TrainConfig(epochs=2, batch=16), progress=False)
+Traceback (most recent call last):
+...
+graphc.errors.UsageError: the model's output does not fit the data; expected (16, 3) \
+(one score per class), got (16, 1). Give the model one output per class (see transfer \
+learning in docs/training.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphc.augment import Augment
+from graphc.data import Dataset, one_hot
+from graphc.errors import GraphcError, UsageError, unknown
+from graphc.ir import CONST, Graph, Value
+from graphc.onnx_export import write_atomic
+from graphc.optim import SGD, Adam, Optimizer, schedule_from_spec
+from graphc.runner import InterpreterRunner, OrtRunner, Runner
+from graphc.step import FeatureAugment, StepSpec, apply_state, compile_step
+
+OPTIMIZERS = ("sgd", "adam")
+BACKENDS = ("onnxruntime", "interpreter")
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+CHECKPOINT_FORMAT = "graphc-checkpoint"
+META_KEY = "graphc.meta"
+
+Build = Callable[[int], Graph]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``lr`` None is 0.05 for SGD and 0.001 for Adam; ``schedule`` is
+    ``constant``, ``cosine`` (over the epochs) or ``step:SIZE,GAMMA``; ``freeze`` holds glob
+    patterns of parameter names not to train, until epoch ``unfreeze_at`` (if given)."""
+
+    epochs: int = 30
+    batch: int = 64
+    lr: float | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    augment: str = ""
+    feature_augment: tuple[str, ...] = ()
+    loss: str = "cross_entropy"
+    freeze: tuple[str, ...] = ()
+    unfreeze_at: int | None = None
+    backend: str = "onnxruntime"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown("optimizer", self.optimizer, OPTIMIZERS, cls=UsageError)
+        if self.backend not in BACKENDS:
+            raise unknown("backend", self.backend, BACKENDS, cls=UsageError)
+        for what, value in (("epochs", self.epochs), ("batch", self.batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{what} must be a positive integer", expected="an int >= 1",
+                                 got=repr(value))
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
+
+    def make_optimizer(self) -> Optimizer:
+        if self.optimizer == "adam":
+            return Adam(lr=self.learning_rate, weight_decay=self.weight_decay)
+        return SGD(lr=self.learning_rate, momentum=self.momentum,
+                   weight_decay=self.weight_decay)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One epoch: mean training loss, training accuracy (on the augmented batches, with
+    dropout), test accuracy (inference mode), learning rate and wall time."""
+
+    epoch: int
+    loss: float
+    train_accuracy: float
+    test_accuracy: float
+    lr: float
+    seconds: float
+
+    def line(self, epochs: int) -> str:
+        return (f"epoch {self.epoch:>3}/{epochs}  loss {self.loss:.4f}  "
+                f"train {100 * self.train_accuracy:6.2f}%  test {100 * self.test_accuracy:6.2f}%"
+                f"  lr {self.lr:.4g}  {self.seconds:.2f} s")
+
+
+@dataclass
+class TrainResult:
+    """The trained state (parameters, running statistics, optimizer state), the history and
+    the number of steps taken."""
+
+    state: dict[str, np.ndarray]
+    history: list[EpochLog] = field(default_factory=list)
+    steps: int = 0
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.history[-1].test_accuracy if self.history else math.nan
+
+
+# ----- data and evaluation ------------------------------------------------------------------
+
+
+def fit_data(data: Dataset, shape: Sequence[int], where: str) -> np.ndarray:
+    """Return the samples of ``data`` reshaped to the model input's per-sample ``shape``."""
+    per_sample = tuple(shape[1:])
+    if int(np.prod(data.x.shape[1:])) != int(np.prod(per_sample)):
+        raise UsageError("the data does not fit the model's input", where=where,
+                         expected=f"samples of shape {per_sample}",
+                         got=f"samples of shape {data.x.shape[1:]}")
+    return data.x.reshape((len(data), *per_sample))
+
+
+class Evaluator:
+    """Predicts with the inference form of the model, fed the current state, on onnxruntime
+    (or the interpreter), in chunks of the compiled batch size."""
+
+    def __init__(self, forward: Graph, state_names: Sequence[str], backend: str,
+                 threads: int | None) -> None:
+        g = forward.copy(f"{forward.name}_eval")
+        self.names = [n for n in dict.fromkeys(state_names) if n in g.nx and g.op(n) == CONST]
+        for name in self.names:
+            g.const_to_input(name)
+        self.graph = g
+        self.input = g.inputs[0]
+        self.batch = g.type_of(Value(self.input)).shape[0]
+        self.backend = backend
+        if backend == "onnxruntime":
+            from graphc.onnx_export import session
+
+            self.session = session(g, threads)
+            self.output = self.session.get_outputs()[0].name
+
+    def predict(self, x: np.ndarray, state: Mapping[str, np.ndarray]) -> np.ndarray:
+        from graphc.interpret import run
+
+        feeds = {n: state[n] for n in self.names}
+        out = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start:start + self.batch]
+            padded = np.zeros((self.batch, *x.shape[1:]), np.float32)
+            padded[:len(chunk)] = chunk
+            feeds[self.input] = padded
+            if self.backend == "onnxruntime":
+                pred = self.session.run([self.output], feeds)[0]
+            else:
+                pred = run(self.graph, feeds)[self.graph.output_names()[0]]
+            out.append(pred[:len(chunk)])
+        return np.concatenate(out)
+
+    def accuracy(self, data: Dataset, state: Mapping[str, np.ndarray]) -> float:
+        x = fit_data(data, self.graph.type_of(Value(self.input)).shape, "evaluation")
+        return float(np.mean(np.argmax(self.predict(x, state), axis=1) == data.y))
+
+
+# ----- the loop -----------------------------------------------------------------------------
+
+
+def frozen_params(g: Graph, patterns: Sequence[str]) -> list[str]:
+    """Return the parameters matching any glob pattern (``block*``, ``fc.weight``)."""
+    params = g.params()
+    chosen = []
+    for pattern in patterns:
+        hits = [p for p in params if fnmatch.fnmatchcase(p, pattern)]
+        if not hits:
+            raise unknown("parameter pattern", pattern, params, cls=UsageError,
+                          where="freeze")
+        chosen += [p for p in hits if p not in chosen]
+    return chosen
+
+
+def _runner(spec: StepSpec, state: Mapping[str, np.ndarray], steps: int,
+            config: TrainConfig) -> Runner:
+    if config.backend == "interpreter":
+        runner: Runner = InterpreterRunner(spec, state)
+    else:
+        runner = OrtRunner(spec, state, threads=config.threads)
+    runner.steps = steps
+    return runner
+
+
+def _compile(forward: Graph, config: TrainConfig, frozen: Sequence[str]) -> StepSpec:
+    features = [FeatureAugment.parse(s) for s in config.feature_augment]
+    return compile_step(forward, config.make_optimizer(), loss=config.loss, frozen=frozen,
+                        features=features)
+
+
+def _check_output(forward: Graph, data: Dataset, batch: int) -> None:
+    want = (batch, data.classes)
+    got = forward.type_of(forward.outputs[0]).shape
+    if got != want:
+        raise UsageError("the model's output does not fit the data",
+                         expected=f"{want} (one score per class)", got=got,
+                         hint="Give the model one output per class (see transfer learning in "
+                              "docs/training.md).")
+
+
+def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConfig, *,
+          state: Mapping[str, np.ndarray] | None = None, start_epoch: int = 0,
+          steps: int = 0, history: Sequence[EpochLog] = (), progress: bool = True,
+          on_epoch: Callable[[TrainResult], None] | None = None) -> TrainResult:
+    """Train ``build(batch)``'s model and return the result.
+
+    ``state`` starts from given weights (a checkpoint's: parameters, running statistics and
+    optimizer state, all optional); ``start_epoch``, ``steps`` and ``history`` resume a run.
+    ``on_epoch`` is called after every epoch (to write a checkpoint).
+    """
+    forward = build(config.batch)
+    eval_forward = build(min(len(test_set), 256)) if len(test_set) else forward
+    _check_output(forward, train_set, config.batch)
+    if state:
+        forward = apply_state(forward, state)
+        eval_forward = apply_state(eval_forward, state)
+    x_all = fit_data(train_set, forward.type_of(Value(forward.inputs[0])).shape, "training")
+    if len(train_set) < config.batch:
+        raise UsageError("fewer training samples than one batch", expected=f">= {config.batch}",
+                         got=len(train_set), hint="Use a smaller --batch.")
+    frozen = frozen_params(forward, config.freeze)
+    if config.unfreeze_at is not None and start_epoch >= config.unfreeze_at:
+        frozen = []
+    spec = _compile(forward, config, frozen)
+    current = {**spec.initial, **{k: np.asarray(v) for k, v in (state or {}).items()}}
+    runner = _runner(spec, current, steps, config)
+    evaluator = Evaluator(eval_forward, list(forward.params()) + list(spec.state),
+                          config.backend, config.threads)
+    schedule = schedule_from_spec(config.schedule, config.learning_rate, total=config.epochs)
+    augment = Augment.parse(config.augment, classes=train_set.classes)
+    result = TrainResult(current, list(history), steps)
+    for epoch in range(start_epoch, config.epochs):
+        if config.unfreeze_at is not None and epoch == config.unfreeze_at and spec.frozen:
+            forward = apply_state(forward, runner.state())
+            spec = _compile(forward, config, [])
+            runner = _runner(spec, {**runner.state()}, runner.steps, config)
+        started = time.perf_counter()
+        lr = schedule(epoch)
+        rng = np.random.default_rng([config.seed, epoch])
+        losses, correct, seen = [], 0, 0
+        batches = train_set.batches(config.batch, seed=rng, drop_last=True)
+        bar = _progress(batches, len(train_set) // config.batch, epoch, config, progress)
+        for xb, yb in bar:
+            xb = xb.reshape(x_all.shape[:0] + (len(xb), *x_all.shape[1:]))
+            xb, soft = augment(xb, yb, rng) if augment.steps else (xb, yb)
+            target = soft if soft.ndim == 2 else one_hot(soft, train_set.classes)
+            extra, target = spec.random_inputs(rng, target.astype(np.float32))
+            out = runner.run({spec.batch_inputs[0]: xb, "target": target, **extra}, lr)
+            if not math.isfinite(out.loss):
+                raise GraphcError(f"the loss became {out.loss} in epoch {epoch + 1}",
+                                  hint="Lower the learning rate (--lr).")
+            losses.append(out.loss)
+            correct += int(np.sum(np.argmax(out.prediction, axis=1) == yb))
+            seen += len(yb)
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(f"loss {out.loss:.4f}")
+        result.state = {**result.state, **runner.state()}
+        test_acc = evaluator.accuracy(test_set, result.state) if len(test_set) else math.nan
+        log = EpochLog(epoch + 1, float(np.mean(losses)), correct / max(seen, 1), test_acc, lr,
+                       time.perf_counter() - started)
+        result.history.append(log)
+        result.steps = runner.steps
+        if progress:
+            print(log.line(config.epochs), file=sys.stderr, flush=True)
+        if on_epoch is not None:
+            on_epoch(result)
+    return result
+
+
+def _progress(batches: Any, total: int, epoch: int, config: TrainConfig, progress: bool) -> Any:
+    if not progress:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                unit="step", file=sys.stderr, disable=not sys.stderr.isatty())
+
+
+# ----- checkpoints --------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint's arrays (by graph name) and its metadata."""
+
+    state: dict[str, np.ndarray]
+    model: str
+    epoch: int
+    steps: int
+    config: TrainConfig
+    history: list[EpochLog]
+
+
+def save_checkpoint(path: str | Path, model: str, result: TrainResult,
+                    config: TrainConfig) -> None:
+    """Write ``result`` as an ``.npz`` checkpoint, atomically (a crash leaves the old file)."""
+    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": model,
+            "epoch": len(result.history), "steps": result.steps, "config": asdict(config),
+            "history": [asdict(h) for h in result.history]}
+    if META_KEY in result.state:
+        raise GraphcError(f"a parameter is called {META_KEY!r}", hint="Rename it.")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in sorted(result.state.items())},
+             **{META_KEY: np.array(json.dumps(meta, sort_keys=True))})
+    write_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by ``save_checkpoint`` (no pickled objects are loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {str(path)!r} does not exist",
+                         hint="Write one with `graphc train MODEL -o FILE`.")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError) as err:
+        raise GraphcError(f"{path} is not a graphc checkpoint", expected="an .npz file",
+                          got=str(err).split("\n")[0]) from None
+    if META_KEY not in arrays:
+        raise GraphcError(f"{path} is not a graphc checkpoint",
+                          expected=f"an .npz file with {META_KEY!r}", got=sorted(arrays)[:5])
+    meta = json.loads(str(arrays.pop(META_KEY)))
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise GraphcError(f"{path} is not a graphc checkpoint", expected=CHECKPOINT_FORMAT,
+                          got=meta.get("format"))
+    config = meta["config"]
+    for key in ("feature_augment", "freeze"):
+        config[key] = tuple(config[key])
+    return Checkpoint(arrays, meta["model"], int(meta["epoch"]), int(meta["steps"]),
+                      TrainConfig(**config), [EpochLog(**h) for h in meta["history"]])
+
+
+def resume(checkpoint: Checkpoint, build: Build, train_set: Dataset, test_set: Dataset, *,
+           epochs: int | None = None, progress: bool = True,
+           on_epoch: Callable[[TrainResult], None] | None = None) -> TrainResult:
+    """Continue a checkpoint's run with its own configuration, up to ``epochs`` in all."""
+    config = checkpoint.config if epochs is None else replace(checkpoint.config, epochs=epochs)
+    return train(build, train_set, test_set, config, state=checkpoint.state,
+                 start_epoch=checkpoint.epoch, steps=checkpoint.steps,
+                 history=checkpoint.history, progress=progress, on_epoch=on_epoch)
+
+
+# ----- curves -------------------------------------------------------------------------------
+
+
+def plot_history(history: Sequence[EpochLog], path: str | Path, title: str = "") -> None:
+    """Draw loss and accuracy per epoch into an image file (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(epochs, [h.loss for h in history], marker="o", ms=3)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    ax_acc.plot(epochs, [100 * h.train_accuracy for h in history], marker="o", ms=3,
+                label="train (augmented, dropout)")
+    ax_acc.plot(epochs, [100 * h.test_accuracy for h in history], marker="o", ms=3,
+                label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    ax_acc.legend(loc="lower right")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    fig.savefig(buffer, format=fmt, dpi=110, metadata={"Software": None}
+                if fmt == "png" else None)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
