@@ -486,12 +486,46 @@ def _conv_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     assert 0 <= min(out_pad) and out_pad[0] < win.strides[0] and out_pad[1] < win.strides[1]
     dx = ctx.op("ConvTranspose", dy, w, group=group, pads=pads, strides=list(win.strides),
                 dilations=list(win.dilations), output_padding=out_pad)
-    dw = _group_cross(ctx, x, dy, group, pads, win.dilations, win.strides)
-    dw = ctx.op("Transpose", _crop_spatial(ctx, dw, kernel), perm=[1, 0, 2, 3])
+    if group == 1:
+        dw = _weight_grad_im2col(ctx, x, dy, win)
+    else:
+        dw = _group_cross(ctx, x, dy, group, pads, win.dilations, win.strides)
+        dw = ctx.op("Transpose", _crop_spatial(ctx, dw, kernel), perm=[1, 0, 2, 3])
     out = [dx, dw]
     if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
         out.append(_bias_grad(ctx, dy))
     return out
+
+
+def _weight_grad_im2col(ctx: Any, x: Any, dy: Any, win: _Window) -> Any:
+    """dW of an ungrouped Conv as one matrix product: dW (O, C*kh*kw) = dY (O, OH*OW*N) times
+    the im2col of X (C*kh*kw, OH*OW*N)^T.
+
+    X goes channel-major, (C, H, W, N), so each im2col entry is a row of N contiguous values
+    that one Gather with a constant index table picks; onnxruntime runs this 2-3x faster than
+    the correlation of transposed tensors as a Conv (whose weights are not constants).
+    """
+    n, c, h, w = ctx.type(x).shape
+    o = ctx.type(dy).shape[1]
+    kh, kw = win.kernel
+    oh, ow = win.out
+    top, left = win.begin
+    hp = h + top + max(win.end[0], 0)
+    wp = w + left + max(win.end[1], 0)
+    xc = ctx.op("Transpose", x, perm=[1, 2, 3, 0])
+    if top or left or hp > h or wp > w:
+        pads = np.array([0, top, left, 0, 0, hp - h - top, wp - w - left, 0], np.int64)
+        xc = ctx.op("Pad", xc, ctx.const(pads, np.int64), mode="constant")
+    rows = ctx.reshape(xc, (c * hp * wp, n))
+    ch, ky, kx, oy, ox = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), np.arange(oh),
+                                     np.arange(ow), indexing="ij", sparse=True)
+    index = (ch * hp * wp + (oy * win.strides[0] + ky * win.dilations[0]) * wp
+             + ox * win.strides[1] + kx * win.dilations[1])
+    table = np.ascontiguousarray(index.reshape(c * kh * kw, oh * ow), dtype=np.int64)
+    cols = ctx.reshape(ctx.op("Gather", rows, ctx.const(table, np.int64), axis=0),
+                       (c * kh * kw, oh * ow * n))
+    grads = ctx.reshape(ctx.op("Transpose", dy, perm=[1, 2, 3, 0]), (o, oh * ow * n))
+    return ctx.reshape(ctx.op("Gemm", grads, cols, transB=1), (o, c, kh, kw))
 
 
 def _convt_vjp(ctx: Any, grads: list[Any]) -> list[Any]:

@@ -135,6 +135,32 @@ def expr_to_ir(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
     return _lower_expr(ctx, e, env, dtype)
 
 
+def _lower_piecewise(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
+    """Lower ``Piecewise((v1, c1), (v2, c2), ..., (vn, True))`` from the last branch up.
+
+    While the branches are numbers, ``where(c, v, r)`` is ``r + (v - r) * cast(c)``: a Mul of a
+    0/1 mask, which onnxruntime runs several times faster than Where (ReLU' is ``cast(x > 0)``).
+    A branch that is an expression takes Where.
+    """
+    result: Any = 0.0
+    for value, cond in reversed(e.args):
+        if cond is sp.true:
+            result = float(value) if value.is_Number else _lower_expr(ctx, value, env, dtype)
+            continue
+        mask = _lower_expr(ctx, cond, env, dtype)
+        if value.is_Number and isinstance(result, float):
+            step = float(value) - result
+            part = ctx.op("Cast", mask, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+            if step != 1.0:
+                part = ctx.op("Mul", part, ctx.const(step, dtype))
+            result = part if result == 0.0 else ctx.op("Add", part, ctx.const(result, dtype))
+            continue
+        if isinstance(result, float):
+            result = ctx.const(result, dtype)
+        result = ctx.op("Where", mask, _lower_expr(ctx, value, env, dtype), result)
+    return ctx.const(result, dtype) if isinstance(result, float) else result
+
+
 def _lower_expr(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
     if e in env:
         return env[e]
@@ -160,11 +186,7 @@ def _lower_expr(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
             return ctx.op("Sqrt", base)
         return ctx.op("Pow", base, args[1])
     if isinstance(e, sp.Piecewise):
-        result = ctx.const(0.0, dtype)
-        for value, cond in reversed(e.args):
-            result = ctx.op("Where", _lower_expr(ctx, cond, env, dtype),
-                            _lower_expr(ctx, value, env, dtype), result)
-        return result
+        return _lower_piecewise(ctx, e, env, dtype)
     if e.is_Relational:
         return ctx.op(SYMPY_RELATIONS[e.rel_op], *args)
     name = SYMPY_FUNCTIONS.get(type(e).__name__)

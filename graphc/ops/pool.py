@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from onnx import helper
 
 from graphc.errors import OpError, ShapeError
 from graphc.ops.base import (
@@ -162,6 +163,50 @@ def _avgpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
 
 
 
+# Largest (OH*OW, H*W) upsampling matrix the tiled MaxPool gradient builds (4 MB of f32).
+UPSAMPLE_LIMIT = 1 << 20
+
+
+def _tiles(win: _Window, shape: tuple[int, ...]) -> bool:
+    """Whether the windows tile the input exactly (stride = kernel, no padding or dilation)
+    and the upsampling matrix of ``_tiled_max_grad`` stays small."""
+    return (win.strides == win.kernel and win.dilations == (1, 1) and win.begin == (0, 0)
+            and win.end == (0, 0) and shape[2] == win.kernel[0] * win.out[0]
+            and shape[3] == win.kernel[1] * win.out[1]
+            and win.out[0] * win.out[1] * shape[2] * shape[3] <= UPSAMPLE_LIMIT)
+
+
+def _tiled_max_grad(ctx: Any, win: _Window, dy: Any) -> Any:
+    """MaxPool's gradient when the windows tile X, without the Indices output (computing it
+    costs onnxruntime ten times the pooling).
+
+    ``up`` copies each pooled value over its window: one MatMul of the (N*C, OH*OW) values
+    with a constant 0/1 matrix (exact: one product by 1 per output). The maxima are where
+    X equals up(Y); a score of K - (position in the window) at the maxima, pooled again,
+    marks the first maximum in row-major window order, as onnxruntime's Indices do at ties.
+    """
+    n, c, h, w = ctx.in_types[0].shape
+    (kh, kw), (oh, ow) = win.kernel, win.out
+    dtype = np.dtype(ctx.in_types[0].dtype)
+    to = helper.np_dtype_to_tensor_dtype(dtype)
+    rows, cols = np.indices((h, w))
+    window = (rows // kh) * ow + cols // kw
+    matrix = (np.arange(oh * ow)[:, None] == window.reshape(1, -1)).astype(dtype)
+    position = (rows % kh) * kw + cols % kw
+    score_of = (kh * kw - position).astype(dtype)
+    spread = ctx.const(matrix, dtype)
+
+    def up(value: Any) -> Any:
+        flat = ctx.op("MatMul", ctx.reshape(value, (n * c, oh * ow)), spread)
+        return ctx.reshape(flat, (n, c, h, w))
+
+    is_max = ctx.op("Cast", ctx.op("Equal", ctx.inputs[0], up(ctx.outputs[0])), to=to)
+    score = ctx.op("Mul", is_max, ctx.const(score_of, dtype))
+    best = ctx.op("MaxPool", score, kernel_shape=[kh, kw], strides=[kh, kw])
+    first = ctx.op("Cast", ctx.op("Equal", score, up(best)), to=to)
+    return ctx.op("Mul", first, up(dy))
+
+
 def _maxpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     """dX = dY scattered (added) at the forward's Indices: each window's gradient goes to the
     first maximum, as onnxruntime picks it (a mask built with Equal(x, max) would be wrong at
@@ -169,6 +214,8 @@ def _maxpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     x_type = ctx.in_types[0]
     dtype = np.dtype(x_type.dtype)
     win = _pool_window("MaxPool", x_type, ctx.attrs)
+    if _tiles(win, x_type.shape):
+        return [_tiled_max_grad(ctx, win, grads[0])]
     live = np.ones(win.out, dtype=bool)
     for axis in (0, 1):
         pos = _tap_positions(win, axis)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from onnx import helper
 
 from graphc.errors import ExportError, ShapeError
 from graphc.ops.base import (
@@ -208,26 +209,28 @@ def _mean_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     return [ctx.op("Mul", dx, ctx.const(1.0 / count, ctx.in_types[0].dtype)), None]
 
 
-def first_max_grad(ctx: Any, y: Any, dy: Any, axes: list[int]) -> Any:
-    """The gradient of a maximum over ``axes`` of X = ``ctx.inputs[0]``: dY goes to the first
-    maximum of each reduced slice (row-major over the reduced axes), so ties get one share,
-    not one per tied element. ``y`` and ``dy`` are reshaped to X's shape with 1s on ``axes``.
+def first_max_grad(ctx: Any, y: Any, dy: Any, axes: list[int], x: Any = None) -> Any:
+    """The gradient of a maximum over ``axes`` of X (``x``, default ``ctx.inputs[0]``): dY goes
+    to the first maximum of each reduced slice (row-major over the reduced axes), so ties get
+    one share, not one per tied element. ``y`` and ``dy`` are reshaped to X's shape with 1s on
+    ``axes``.
 
     A score of K - (row-major position) at the maxima and 0 elsewhere has a unique maximum
-    at the first maximum; Equal against its ReduceMax picks it.
+    at the first maximum; Equal against its ReduceMax picks it. The masks are 0/1 numbers
+    multiplied in (onnxruntime runs Mul several times faster than Where).
     """
-    x = ctx.inputs[0]
-    shape = ctx.in_types[0].shape
+    x = ctx.inputs[0] if x is None else x
+    shape, dtype = ctx.type(x).shape, np.dtype(ctx.type(x).dtype)
+    to = helper.np_dtype_to_tensor_dtype(dtype)
     kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
     sub = tuple(d if i in axes else 1 for i, d in enumerate(shape))
     count = int(np.prod(sub, dtype=np.int64))
-    rank_of = (count - np.arange(count, dtype=np.int64)).reshape(sub)
-    is_max = ctx.op("Equal", x, ctx.reshape(y, kept))
-    score = ctx.op("Where", is_max, ctx.const(rank_of, np.int64), ctx.const(0, np.int64))
+    rank_of = (count - np.arange(count)).reshape(sub).astype(dtype)
+    is_max = ctx.op("Cast", ctx.op("Equal", x, ctx.reshape(y, kept)), to=to)
+    score = ctx.op("Mul", is_max, ctx.const(rank_of, dtype))
     best = ctx.op("ReduceMax", score, ctx.const(np.array(axes, np.int64), np.int64), keepdims=1)
-    first = ctx.op("Equal", score, best)
-    zero = ctx.const(0, ctx.in_types[0].dtype)
-    return ctx.op("Where", first, ctx.reshape(dy, kept), zero)
+    first = ctx.op("Cast", ctx.op("Equal", score, best), to=to)
+    return ctx.op("Mul", first, ctx.reshape(dy, kept))
 
 
 def _max_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
