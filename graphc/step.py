@@ -159,36 +159,19 @@ def _const(g: Graph, base: str, value: Any, dtype: Any) -> Value:
 
 
 def _batchnorm_train(g: Graph, node: str, carried: dict[str, Value]) -> None:
-    """Replace BatchNormalization ``node`` by batch-statistics normalization; its running
-    statistics become carried state."""
-    x, scale, bias, mean, var = g.in_values(node)
-    attrs = g.attrs(node)
-    eps = attrs.get("epsilon", 1e-5)
-    a = attrs.get("momentum", 0.9)
-    xt = g.type_of(x)
-    channels, rank, dtype = xt.shape[1], len(xt.shape), xt.dtype
-    axes = _const(g, node, [0, *range(2, rank)], np.int64)
-    per_channel = _const(g, node, [1, channels] + [1] * (rank - 2), np.int64)
-    flat = _const(g, node, [channels], np.int64)
-    mu = _op(g, node, "ReduceMean", x, axes, keepdims=1)
-    centered = _op(g, node, "Sub", x, mu)
-    sigma2 = _op(g, node, "ReduceMean", _op(g, node, "Mul", centered, centered), axes,
-                 keepdims=1)
-    inv_std = _op(g, node, "Div", _const(g, node, 1.0, dtype),
-                  _op(g, node, "Sqrt", _op(g, node, "Add", sigma2, _const(g, node, eps, dtype))))
-    k = _op(g, node, "Mul", inv_std, _op(g, node, "Reshape", scale, per_channel))
-    y = _op(g, node, "Add", _op(g, node, "Mul", centered, k),
-            _op(g, node, "Reshape", bias, per_channel))
-    for stat, batch in ((mean, mu), (var, sigma2)):
-        if g.op(stat.node) != CONST:
+    """Replace BatchNormalization ``node`` by its training form (batch statistics); its
+    running statistics become carried state, updated by the node's outputs 1 and 2."""
+    inputs = g.in_values(node)
+    for stat in inputs[3:5]:
+        if stat is None or g.op(stat.node) != CONST:
             raise GraphcError("BatchNormalization's running statistics must be constants to "
                               "train", where=g.format_node(node), expected="a Const",
-                              got=g.op(stat.node))
-        kept = _op(g, node, "Mul", _const(g, node, a, dtype), stat)
-        added = _op(g, node, "Mul", _const(g, node, 1.0 - a, dtype),
-                    _op(g, node, "Reshape", batch, flat))
-        carried[stat.node] = _op(g, node, "Add", kept, added)
-    g.replace_all_uses(Value(node), y)
+                              got="nothing" if stat is None else g.op(stat.node))
+    attrs = {**g.attrs(node), "training_mode": 1}
+    train = g.add_node("BatchNormalization", inputs, attrs, name=f"{node}.train")
+    g.replace_all_uses(Value(node), train)
+    carried[inputs[3].node] = Value(train.node, 1)
+    carried[inputs[4].node] = Value(train.node, 2)
 
 
 def _dropout_train(g: Graph, node: str) -> tuple[str, float]:

@@ -1,10 +1,15 @@
-"""Normalization ops in their inference form, and Dropout (which is the identity at inference).
+"""Normalization ops, and Dropout (which is the identity at inference).
 
 BatchNormalization uses the stored statistics; LayerNormalization, InstanceNormalization and
 GroupNormalization standardize over their own axes:
 ``y = scale * (x - mean) / sqrt(var + epsilon) + bias`` with the population variance. The
-references compute in float64 and return the input's dtype. Training forms are refused here:
-they come from graphc's training support.
+references compute in float64 and return the input's dtype.
+
+BatchNormalization with ``training_mode=1`` (what ``graphc.step`` builds for training) normalizes
+with the batch's own mean and population variance over every axis but the channels, and its
+outputs 1 and 2 are the updated running averages ``momentum * running + (1 - momentum) * batch``
+(the course's ``a`` is ``momentum``), as onnxruntime computes them. Dropout in training mode is
+refused here: training multiplies by a mask input instead (``graphc.step``).
 """
 
 from __future__ import annotations
@@ -101,10 +106,43 @@ def _standardize_grad(ctx: Any, x: Any, dxhat: Any, axes: Sequence[int],
     return xhat, ctx.op("Div", inner, sigma)
 
 
+def _batchnorm_train_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Training mode, with m values per channel, xc = X - mean_B, inv = 1 / sqrt(var_B + eps)
+    and k = scale inv: dB = sum(dY), dscale = inv sum(dY xc), and
+    dX = k (dY - sum(dY) / m - xc inv^2 sum(dY xc) / m) = dY k + xc c1 + c0 with per-channel
+    c1 = -k inv^2 sum(dY xc) / m and c0 = -k sum(dY) / m: only Mul, Add and sums touch the
+    full-size tensors. The stored statistics do not reach Y; the running averages are not
+    differentiated."""
+    if any(g is not None for g in grads[1:]):
+        raise OpError("BatchNormalization's running averages have no gradient rule",
+                      expected="a loss of Y only", got="a loss that reads the running averages")
+    x, scale = ctx.inputs[0], ctx.inputs[1]
+    shape, dy, dtype = ctx.in_types[0].shape, grads[0], ctx.in_types[0].dtype
+    rank = len(shape)
+    channels = (shape[1],)
+    axes = _axes_const(ctx, [0, *range(2, rank)])
+    m = int(np.prod(shape, dtype=np.int64)) // shape[1]
+    centred = ctx.op("Sub", x, ctx.op("ReduceMean", x, axes, keepdims=1))
+    var = ctx.op("ReduceMean", ctx.op("Mul", centred, centred), axes, keepdims=1)
+    inv = ctx.op("Div", ctx.const(1.0, dtype),
+                 ctx.op("Sqrt", ctx.op("Add", var, ctx.const(ctx.attrs["epsilon"], dtype))))
+    k = ctx.op("Mul", _channel_view(ctx, scale, rank), inv)
+    sum_dy = ctx.op("ReduceSum", dy, axes, keepdims=1)
+    sum_dy_xc = ctx.op("ReduceSum", ctx.op("Mul", dy, centred), axes, keepdims=1)
+    minus_k_over_m = ctx.op("Mul", k, ctx.const(-1.0 / m, dtype))
+    c1 = ctx.op("Mul", ctx.op("Mul", minus_k_over_m, ctx.op("Mul", inv, inv)), sum_dy_xc)
+    c0 = ctx.op("Mul", minus_k_over_m, sum_dy)
+    dx = ctx.op("Add", ctx.op("Mul", dy, k), ctx.op("Add", ctx.op("Mul", centred, c1), c0))
+    dscale = ctx.reshape(ctx.op("Mul", sum_dy_xc, inv), channels)
+    return [dx, dscale, ctx.reshape(sum_dy, channels), None, None]
+
+
 def _batchnorm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     """With inv = 1 / sqrt(var + eps) per channel: dX = dY scale inv, dscale = sum(dY (x - mean)
     inv), dB = sum(dY), dmean = -sum(dY) scale inv, dvar = -sum(dY (x - mean)) scale inv^3 / 2
     (sums over every axis but the channels)."""
+    if ctx.attrs["training_mode"]:
+        return _batchnorm_train_vjp(ctx, grads)
     x, scale, _, mean, var = ctx.inputs
     dy = grads[0]
     rank, dtype = len(ctx.in_types[0].shape), ctx.in_types[0].dtype
@@ -178,22 +216,33 @@ def _groupnorm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
 
 def _batchnorm_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
                      consts: list[np.ndarray | None]) -> list[TensorType]:
-    if attrs["training_mode"]:
-        raise _training_refusal("BatchNormalization", f"training_mode={attrs['training_mode']}")
     x = in_types[0]
     need_float(x, "BatchNormalization input X")
     _need_rank_at_least(x, 2, "BatchNormalization input X")
     _need_channel_params("BatchNormalization", x, in_types[1:],
                          ("scale", "B", "input_mean", "input_var"))
+    if attrs["training_mode"] not in (0, 1):
+        raise OpError("BatchNormalization training_mode must be 0 or 1", expected="0 or 1",
+                      got=attrs["training_mode"])
+    if attrs["training_mode"]:
+        return [x, in_types[3], in_types[4]]
     return [x]
 
 
 def _batchnorm_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    if attrs["training_mode"]:
-        raise _training_refusal("BatchNormalization", f"training_mode={attrs['training_mode']}")
     x, scale, bias, mean, var = inputs
+    if attrs["training_mode"]:
+        axes = (0, *range(2, x.ndim))
+        batch_mean = x.astype(np.float64).mean(axis=axes)
+        batch_var = x.astype(np.float64).var(axis=axes)
+        a = attrs["momentum"]
+        new_mean = (mean * a + batch_mean * (1 - a)).astype(mean.dtype)
+        new_var = (var * a + batch_var * (1 - a)).astype(var.dtype)
+        mean, var = batch_mean, batch_var
     scale, bias, mean, var = (_per_channel(p, x.ndim) for p in (scale, bias, mean, var))
-    y = (x.astype(np.float64) - mean) / np.sqrt(var + attrs["epsilon"]) * scale + bias
+    y = ((x.astype(np.float64) - mean) / np.sqrt(var + attrs["epsilon"]) * scale + bias)
+    if attrs["training_mode"]:
+        return [y.astype(x.dtype), new_mean, new_var]
     return [y.astype(x.dtype)]
 
 
@@ -210,13 +259,14 @@ def _channel_params(channels: int, seed: int) -> tuple[np.ndarray, ...]:
 BATCH_NORMALIZATION = OpDef(
     name="BatchNormalization",
     vjp=_batchnorm_vjp,
-    doc="Normalize each channel with stored mean and variance, then scale and shift (inference).",
+    doc="Normalize each channel with stored mean and variance, then scale and shift "
+        "(training_mode=1: with the batch's statistics, and output the running averages).",
     inputs=("X", "scale", "B", "input_mean", "input_var"),
-    outputs=("Y",),
+    outputs=("Y", "running_mean", "running_var"),
     attrs={
         "epsilon": Attr("float", 1e-5),
         "momentum": Attr("float", 0.9),
-        "training_mode": Attr("int", 0),
+        "training_mode": Attr("int", 0, since=14),
     },
     infer=_batchnorm_infer,
     ref=_batchnorm_ref,
@@ -226,6 +276,13 @@ BATCH_NORMALIZATION = OpDef(
                 consts=(1, 2, 3, 4), name="4d"),
         Example(inputs=(rng_array((4, 3), seed=6), *_channel_params(3, seed=7)),
                 attrs={"epsilon": 1e-3}, consts=(1, 2, 3, 4), name="2d"),
+        Example(inputs=(rng_array((3, 2, 3, 3), seed=11, low=-2.0, high=3.0),
+                        *_channel_params(2, seed=12)),
+                attrs={"training_mode": 1, "momentum": 0.7}, consts=(3, 4),
+                name="4d-training"),
+        Example(inputs=(rng_array((5, 3), seed=16), *_channel_params(3, seed=17)),
+                attrs={"training_mode": 1, "epsilon": 1e-3}, consts=(3, 4),
+                name="2d-training"),
     ),
 )
 
