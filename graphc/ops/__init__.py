@@ -7,13 +7,25 @@
 from __future__ import annotations
 
 from graphc.errors import OpError, unknown
-from graphc.ops import conv, elementwise, gather, linalg, logic, norm, pool, reduce, tensor
+from graphc.ops import (
+    conv,
+    elementwise,
+    gather,
+    im2col,
+    linalg,
+    logic,
+    norm,
+    pool,
+    reduce,
+    tensor,
+)
 from graphc.ops.base import Attr, Example, NodeView, OpDef, TensorType
 
 REGISTRY: dict[str, OpDef] = {
     op.name: op
     for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pool.OPS, *norm.OPS, *tensor.OPS,
-               *reduce.OPS, *logic.OPS, *gather.OPS]
+               *reduce.OPS, *logic.OPS, *gather.OPS,
+               *im2col.OPS]
 }
 
 

@@ -149,22 +149,21 @@ def _gemm_flops(view: NodeView) -> int:
 
 def _gemm_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     """With A' = op(A), B' = op(B): dA' = alpha dY B'^T, dB' = alpha A'^T dY, dC = beta dY
-    summed to C's shape; dA and dB are dA', dB' transposed back where trans is set."""
+    summed to C's shape. Each is one Gemm whose trans flags absorb every transpose:
+    dA = dY B'^T (or B' dY^T when transA), dB = A'^T dY (or dY^T A' when transB)."""
     a, b = ctx.inputs[0], ctx.inputs[1]
     dy = grads[0]
     dtype = ctx.out_types[0].dtype
     alpha, beta = ctx.attrs["alpha"], ctx.attrs["beta"]
-    a_op = ctx.op("Transpose", a, perm=[1, 0]) if ctx.attrs["transA"] else a
-    b_op = ctx.op("Transpose", b, perm=[1, 0]) if ctx.attrs["transB"] else b
-    da = ctx.op("MatMul", dy, ctx.op("Transpose", b_op, perm=[1, 0]))
-    db = ctx.op("MatMul", ctx.op("Transpose", a_op, perm=[1, 0]), dy)
-    if alpha != 1.0:
-        da = ctx.op("Mul", da, ctx.const(alpha, dtype))
-        db = ctx.op("Mul", db, ctx.const(alpha, dtype))
-    if ctx.attrs["transA"]:
-        da = ctx.op("Transpose", da, perm=[1, 0])
-    if ctx.attrs["transB"]:
-        db = ctx.op("Transpose", db, perm=[1, 0])
+    trans_a, trans_b = int(ctx.attrs["transA"]), int(ctx.attrs["transB"])
+    if trans_a:
+        da = ctx.op("Gemm", b, dy, transA=trans_b, transB=1, alpha=alpha)
+    else:
+        da = ctx.op("Gemm", dy, b, transB=1 - trans_b, alpha=alpha)
+    if trans_b:
+        db = ctx.op("Gemm", dy, a, transA=1, transB=trans_a, alpha=alpha)
+    else:
+        db = ctx.op("Gemm", a, dy, transA=1 - trans_a, alpha=alpha)
     out = [da, db]
     if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
         dc = dy if beta == 1.0 else ctx.op("Mul", dy, ctx.const(beta, dtype))
