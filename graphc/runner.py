@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from graphc.errors import GraphcError
-from graphc.interpret import check_feeds, run
+from graphc.interpret import run
 from graphc.ir import Value
 from graphc.onnx_export import to_bytes
 from graphc.step import StepSpec
@@ -62,16 +62,22 @@ class Runner:
         self._start = start
 
     def _feeds(self, batch: Mapping[str, Any], lr: float) -> dict[str, Any]:
-        self.steps += 1
-        missing = [n for n in self.spec.batch_inputs + self.spec.masks if n not in batch]
+        """Return the step's feeds besides the carried state; the step count is the next one
+        (``self.steps`` counts a step once it has run)."""
+        needed = self.spec.batch_inputs + self.spec.masks + list(self.spec.features)
+        missing = [n for n in needed if n not in batch]
         if missing:
             raise GraphcError(f"the training step needs {missing[0]!r}",
-                              expected=", ".join(self.spec.batch_inputs + self.spec.masks),
-                              got=", ".join(batch) or "nothing",
-                              hint="Draw dropout masks with spec.dropout_masks(rng).")
+                              expected=", ".join(needed), got=", ".join(batch) or "nothing",
+                              hint="Draw the dropout masks and feature augmentation inputs "
+                                   "with spec.random_inputs(rng, target).")
+        extra = sorted(set(batch) - set(needed))
+        if extra:
+            raise GraphcError(f"the training step has no input {extra[0]!r}",
+                              expected=", ".join(needed), got=", ".join(batch))
         feeds = dict(batch)
         feeds["lr"] = np.float32(lr)
-        feeds["step"] = np.float32(self.steps)
+        feeds["step"] = np.float32(self.steps + 1)
         return feeds
 
     def run(self, batch: Mapping[str, Any], lr: float) -> StepResult:
@@ -91,6 +97,7 @@ class InterpreterRunner(Runner):
 
     def run(self, batch: Mapping[str, Any], lr: float) -> StepResult:
         out = run(self.spec.graph, {**self._feeds(batch, lr), **self._state})
+        self.steps += 1
         for name in self.spec.state:
             self._state[name] = out[self.spec.next_name(name)]
         names = self.spec.graph.output_names()
@@ -116,8 +123,14 @@ class OrtRunner(Runner):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(to_bytes(spec.graph, opset), options,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(to_bytes(spec.graph, opset), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise GraphcError("onnxruntime cannot run this training step",
+                              where=f"graph {spec.graph.name}",
+                              got=str(err).strip().splitlines()[0][:300],
+                              hint="Train in float32, or with the interpreter backend.") from None
         g = spec.graph
         names = g.output_names()
         self._loss_name, self._pred_name = names[0], names[1]
@@ -144,17 +157,19 @@ class OrtRunner(Runner):
     def run(self, batch: Mapping[str, Any], lr: float) -> StepResult:
         feeds = self._feeds(batch, lr)
         binding = self._bindings[self._current]
+        arrays = {}
         for name, value in feeds.items():
-            t = self._types.get(name)
-            if t is None or name in self.spec.state:
-                check_feeds(self.spec.graph, feeds)  # names the unknown input
+            t = self._types[name]
             array = np.asarray(value, dtype=t.dtype, order="C")
             if array.shape != t.shape:
                 raise GraphcError(f"step input {name!r} has the wrong shape", expected=t.shape,
                                   got=array.shape, hint="Drop the last partial batch or "
                                   "compile the step for its size.")
+            arrays[name] = array
+        for name, array in arrays.items():
             binding.bind_cpu_input(name, array)
         self.session.run_with_iobinding(binding)
+        self.steps += 1
         self._current = 1 - self._current
         return StepResult(float(self._loss.numpy()), self._pred.numpy().copy())
 

@@ -253,7 +253,10 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     if config.unfreeze_at is not None and start_epoch >= config.unfreeze_at:
         frozen = []
     spec = _compile(forward, config, frozen)
-    current = {**spec.initial, **{k: np.asarray(v) for k, v in (state or {}).items()}}
+    # Every parameter's value, trained or frozen, so that checkpoints hold the whole model.
+    current = {p: forward.nx.nodes[p]["value"] for p in forward.params()}
+    current.update(spec.initial)
+    current.update({k: np.asarray(v) for k, v in (state or {}).items()})
     runner = _runner(spec, current, steps, config)
     evaluator = Evaluator(eval_forward, list(forward.params()) + list(spec.state),
                           config.backend, config.threads)
@@ -345,21 +348,28 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as err:
+    except Exception as err:  # numpy raises many kinds for a file that is not an .npz
         raise GraphcError(f"{path} is not a graphc checkpoint", expected="an .npz file",
-                          got=str(err).split("\n")[0]) from None
+                          got=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                          if str(err) else type(err).__name__) from None
     if META_KEY not in arrays:
         raise GraphcError(f"{path} is not a graphc checkpoint",
                           expected=f"an .npz file with {META_KEY!r}", got=sorted(arrays)[:5])
-    meta = json.loads(str(arrays.pop(META_KEY)))
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise GraphcError(f"{path} is not a graphc checkpoint", expected=CHECKPOINT_FORMAT,
-                          got=meta.get("format"))
-    config = meta["config"]
-    for key in ("feature_augment", "freeze"):
-        config[key] = tuple(config[key])
-    return Checkpoint(arrays, meta["model"], int(meta["epoch"]), int(meta["steps"]),
-                      TrainConfig(**config), [EpochLog(**h) for h in meta["history"]])
+    try:
+        meta = json.loads(str(arrays.pop(META_KEY)))
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        config = meta["config"]
+        for key in ("feature_augment", "freeze"):
+            config[key] = tuple(config[key])
+        return Checkpoint(arrays, str(meta["model"]), int(meta["epoch"]), int(meta["steps"]),
+                          TrainConfig(**config), [EpochLog(**h) for h in meta["history"]])
+    except GraphcError:
+        raise
+    except Exception as err:
+        raise GraphcError(f"{path} is not a graphc checkpoint",
+                          expected=f"{META_KEY!r} holding the {CHECKPOINT_FORMAT} JSON",
+                          got=f"{type(err).__name__}: {err}"[:200]) from None
 
 
 def resume(checkpoint: Checkpoint, build: Build, train_set: Dataset, test_set: Dataset, *,
