@@ -286,16 +286,32 @@ def global_max_pool(x: Tensor, *, name: str | None = None) -> Tensor:
     return x.builder.op("GlobalMaxPool", x, name=_layer(x, "gmp", name)[1])
 
 
+DROPOUT_SCALING = ("train", "test")
+
+
 @layer
-def dropout(x: Tensor, p: float = 0.5, *, name: str | None = None) -> Tensor:
-    """Dropout with drop probability ``p`` (identity at inference)."""
+def dropout(x: Tensor, p: float = 0.5, *, scale_at: str = "train",
+            name: str | None = None) -> Tensor:
+    """Dropout with drop probability ``p``.
+
+    ``scale_at="train"`` (default) is inverted dropout, ONNX's: training divides the kept
+    values by the keep probability ``1 - p``, and inference is the identity. ``"test"`` is the
+    original convention: training only zeroes, and inference multiplies by ``1 - p`` (built as
+    Dropout followed by a constant Mul by ``1 - p``, which the inference pipeline keeps).
+    """
     if not 0.0 <= p < 1.0:
         raise GraphcError("dropout probability out of range", where=f"layer {name or 'dropout'}",
                           expected="0 <= p < 1", got=p)
+    if scale_at not in DROPOUT_SCALING:
+        raise unknown("dropout scaling", scale_at, DROPOUT_SCALING,
+                      where=f"layer {name or 'dropout'}")
     b = x.builder
     local, full = _layer(x, "dropout", name)
     ratio = b.const(np.float32(p), name=local + ".ratio", dtype=np.float32)
-    return b.op("Dropout", x, ratio, name=full)
+    y = b.op("Dropout", x, ratio, name=full)
+    if scale_at == "test":
+        y = b.op("Mul", y, b.const(1.0 - p, name=local + ".keep"), name=full + ".scale")
+    return y
 
 
 @layer

@@ -8,8 +8,9 @@ run resumed from a checkpoint continues exactly as if it had not stopped.
 
 A checkpoint (``save_checkpoint``) is a numpy ``.npz`` file without pickled objects: one array
 per parameter, running statistic and optimizer slot under its graph name, and ``graphc.meta``,
-a JSON string with the model, the epoch, the step count, the training configuration and the
-history. ``load_checkpoint`` reads it back with ``allow_pickle=False``.
+a JSON string with the model, the epoch, the step count, the training configuration, the
+history and a description of the data. ``load_checkpoint`` reads it back with
+``allow_pickle=False``.
 
 >>> from graphc.data import make_blobs_dataset
 >>> from graphc.models import load
@@ -190,6 +191,16 @@ class Evaluator:
 # ----- the loop -----------------------------------------------------------------------------
 
 
+def model_state(g: Graph) -> dict[str, np.ndarray]:
+    """Return the values of ``g``'s parameters and BatchNormalization running statistics."""
+    names = list(g.params())
+    for node in g.op_nodes():
+        if g.op(node) == "BatchNormalization":
+            names += [v.node for v in g.in_values(node)[3:5]
+                      if v is not None and g.op(v.node) == CONST]
+    return {n: g.nx.nodes[n]["value"] for n in dict.fromkeys(names)}
+
+
 def frozen_params(g: Graph, patterns: Sequence[str]) -> list[str]:
     """Return the parameters matching any glob pattern (``block*``, ``fc.weight``)."""
     params = g.params()
@@ -253,13 +264,13 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     if config.unfreeze_at is not None and start_epoch >= config.unfreeze_at:
         frozen = []
     spec = _compile(forward, config, frozen)
-    # Every parameter's value, trained or frozen, so that checkpoints hold the whole model.
-    current = {p: forward.nx.nodes[p]["value"] for p in forward.params()}
+    # The whole model (every parameter and running statistic, trained or frozen), so that
+    # checkpoints hold it and the evaluator always reads the current values.
+    current = model_state(forward)
     current.update(spec.initial)
     current.update({k: np.asarray(v) for k, v in (state or {}).items()})
     runner = _runner(spec, current, steps, config)
-    evaluator = Evaluator(eval_forward, list(forward.params()) + list(spec.state),
-                          config.backend, config.threads)
+    evaluator = Evaluator(eval_forward, list(current), config.backend, config.threads)
     schedule = schedule_from_spec(config.schedule, config.learning_rate, total=config.epochs)
     augment = Augment.parse(config.augment, classes=train_set.classes)
     result = TrainResult(current, list(history), steps)
@@ -323,14 +334,18 @@ class Checkpoint:
     steps: int
     config: TrainConfig
     history: list[EpochLog]
+    data: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(path: str | Path, model: str, result: TrainResult,
-                    config: TrainConfig) -> None:
-    """Write ``result`` as an ``.npz`` checkpoint, atomically (a crash leaves the old file)."""
+def save_checkpoint(path: str | Path, model: str, result: TrainResult, config: TrainConfig,
+                    data: Mapping[str, Any] | None = None) -> None:
+    """Write ``result`` as an ``.npz`` checkpoint, atomically (a crash leaves the old file).
+
+    ``data`` describes the data set trained on (JSON-able: name, class subset, ...), so that a
+    resumed run and an accuracy check use the same data."""
     meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": model,
             "epoch": len(result.history), "steps": result.steps, "config": asdict(config),
-            "history": [asdict(h) for h in result.history]}
+            "history": [asdict(h) for h in result.history], "data": dict(data or {})}
     if META_KEY in result.state:
         raise GraphcError(f"a parameter is called {META_KEY!r}", hint="Rename it.")
     buffer = io.BytesIO()
@@ -363,7 +378,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         for key in ("feature_augment", "freeze"):
             config[key] = tuple(config[key])
         return Checkpoint(arrays, str(meta["model"]), int(meta["epoch"]), int(meta["steps"]),
-                          TrainConfig(**config), [EpochLog(**h) for h in meta["history"]])
+                          TrainConfig(**config), [EpochLog(**h) for h in meta["history"]],
+                          dict(meta.get("data", {})))
     except GraphcError:
         raise
     except Exception as err:
