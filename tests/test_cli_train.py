@@ -19,7 +19,7 @@ from onnx import numpy_helper
 
 from graphc import testing
 from graphc import train as training
-from graphc.cli import DATA_KEY, main
+from graphc.cli import main
 from graphc.data import load_digits
 from graphc.errors import GraphcError
 from graphc.ir import Value
@@ -47,10 +47,6 @@ def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return err.splitlines()[-1]
-
-
-def weights(ck: training.Checkpoint) -> dict[str, np.ndarray]:
-    return {k: v for k, v in ck.state.items() if k != DATA_KEY}
 
 
 def assert_same_arrays(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
@@ -107,10 +103,9 @@ def test_train_checkpoint_equals_the_train_api(tmp_path, capsys):
                           test_set, config, progress=False)
     ck = load_checkpoint(ckpt)
     assert (ck.model, ck.epoch, ck.steps, ck.config) == ("mlp", 2, 2 * (1347 // 32), config)
-    assert_same_arrays(weights(ck), want.state)
+    assert_same_arrays(ck.state, want.state)  # the data record is metadata, not an array
     assert without_seconds(ck.history) == without_seconds(want.history)
-    assert str(ck.state[DATA_KEY]) == '{"classes": null, "data": "digits", "init": null, ' \
-                                      '"new_head": false}'
+    assert ck.data == {"classes": None, "data": "digits", "init": None, "new_head": False}
     # One line per epoch on stderr, the summary on stdout.
     epochs = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
@@ -153,6 +148,8 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, capsys, monkeypatch
     assert (b.epoch, b.steps, b.config) == (a.epoch, a.steps, a.config)
     assert_same_arrays(b.state, a.state)
     assert without_seconds(b.history) == without_seconds(a.history)
+    assert b.data == a.data == {"classes": None, "data": "digits", "init": None,
+                                "new_head": False}
     assert any(name.endswith("running_mean") for name in a.state)
 
 
@@ -179,6 +176,7 @@ def test_resume_to_fewer_epochs_than_done(tmp_path, capsys):
     copy = tmp_path / "copy.ckpt"
     run_ok(capsys, ["train", "mlp", "--resume", str(path), "-o", str(copy)])
     assert_same_arrays(load_checkpoint(copy).state, load_checkpoint(path).state)
+    assert load_checkpoint(copy).data == load_checkpoint(path).data
 
 
 # ----- transfer learning --------------------------------------------------------------------
@@ -241,9 +239,9 @@ def test_transfer_new_head_automatically_then_unfreeze(pretrained, tmp_path, cap
     saved = []
     save = training.save_checkpoint
 
-    def keep(path, model, result, config):
+    def keep(path, model, result, config, data):
         saved.append({k: np.array(v) for k, v in result.state.items()})
-        save(path, model, result, config)
+        save(path, model, result, config, data)
 
     monkeypatch.setattr(training, "save_checkpoint", keep)
     path = tmp_path / "three.ckpt"
@@ -443,9 +441,9 @@ def test_unwritable_checkpoint_leaves_no_partial_file(tmp_path, capsys, monkeypa
     folder.mkdir()
     real = training.save_checkpoint
 
-    def vanish(path, *args):
+    def vanish(path, *args, **kwargs):
         folder.rmdir()
-        real(path, *args)
+        real(path, *args, **kwargs)
 
     monkeypatch.setattr(training, "save_checkpoint", vanish)
     assert main(["train", "mlp", "--data", "digits", "--epochs", "1", "--batch", "128",

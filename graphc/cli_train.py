@@ -1,0 +1,518 @@
+"""``graphc train``, and checkpoints in ``graphc compile`` (``--weights``, ``--accuracy``).
+
+The data sets (``--data``, ``--classes``), reading a checkpoint of MODEL and fitting the model's
+head to it, planning a fresh or resumed run, and a compiled file's accuracy. ``graphc.cli`` adds
+the ``train`` command with ``add_train_parser`` and calls ``check_data``, ``apply_weights``,
+``accuracy_data`` and ``print_accuracy`` from ``compile``; this module uses ``graphc.cli``'s
+model loading (``load_module``, ``build_at``).
+
+Every checkpoint ``graphc train`` writes records its data in ``Checkpoint.data``: the data set,
+the ``--classes`` subset, the ``--init`` checkpoint and whether the head is new, so that
+``--resume`` and ``compile --weights ... --accuracy`` use the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphc.cli import Loaded, build_at, check_writable, load_module
+from graphc.errors import GraphcError, UsageError
+
+DATA_SETS = ("digits",)
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_data(name: str, option: str) -> None:
+    """Refuse a data set name that is not in ``DATA_SETS`` (a usage error of ``option``)."""
+    from graphc.errors import unknown
+
+    if name not in DATA_SETS:
+        raise unknown("data set", name, DATA_SETS, cls=UsageError, where=option)
+
+
+def parse_classes(text: str) -> list[int]:
+    """Parse ``--classes``: ``0-4``, ``5,6,7`` or ``0-2,7`` into digit classes, in order.
+
+    >>> parse_classes("5-7,0")
+    [5, 6, 7, 0]
+    """
+    classes: list[int] = []
+    try:
+        for item in (part.strip() for part in text.split(",")):
+            low, dash, high = item.partition("-")
+            first, last = int(low), int(high) if dash else int(low)
+            if not 0 <= first <= last <= 9:
+                raise ValueError(item)
+            classes += range(first, last + 1)
+    except ValueError:
+        raise UsageError(f"cannot read --classes {text!r}", expected="digit classes 0..9 as "
+                         "a range or a list, e.g. 0-4 or 5,6,7", got=repr(text)) from None
+    if len(set(classes)) != len(classes) or len(classes) < 2:
+        raise UsageError(f"bad --classes {text!r}", expected="at least 2 different classes",
+                         got=classes)
+    return classes
+
+
+def load_data(name: str, layout: str, classes: Sequence[int] | None = None) -> tuple[Any, Any]:
+    """Return ``(train, test)`` of data set ``name`` in ``layout``; with ``classes``, only those
+    classes, relabeled ``0..M-1`` in the given order."""
+    from graphc.data import Dataset, load_digits
+
+    check_data(name, "--data")
+    splits = load_digits(layout=layout)
+    if not classes:
+        return splits
+    relabel = np.full(10, -1, np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    subsets = []
+    for split in splits:
+        keep = relabel[split.y] >= 0
+        subsets.append(Dataset(split.x[keep], relabel[split.y[keep]], len(classes),
+                               f"{split.name}[{_classes_label(classes)}]"))
+    return subsets[0], subsets[1]
+
+
+def _classes_label(classes: Sequence[int]) -> str:
+    return ",".join(str(c) for c in classes)
+
+
+def _classes_text(classes: Sequence[int] | None) -> str:
+    return f", classes {_classes_label(classes)}" if classes else ""
+
+
+def _layout(graph: Any) -> str:
+    """The digits layout a model takes: ``flat`` for a rank-2 input, else ``image``."""
+    from graphc.ir import Value
+
+    return "flat" if len(graph.type_of(Value(graph.inputs[0])).shape) == 2 else "image"
+
+
+def _check_fits(graph: Any, data: Any, name: str) -> None:
+    """Refuse a model whose input or number of outputs does not fit data set ``name``."""
+    from graphc.ir import Value
+    from graphc.train import fit_data
+
+    fit_data(data, graph.type_of(Value(graph.inputs[0])).shape, f"--accuracy {name}")
+    out = graph.type_of(graph.outputs[0]).shape
+    if len(out) != 2 or out[1] != data.classes:
+        raise UsageError(f"the model's output does not fit the {name} test split",
+                         where=f"--accuracy {name}", expected=f"(batch, {data.classes}) "
+                         "(one score per class)", got=out)
+
+
+def onnx_accuracy(model: bytes, data: Any) -> float:
+    """Return the accuracy of an ONNX classifier (first input, first output) on ``data``,
+    run on onnxruntime in chunks of the file's batch size (all at once for a dynamic batch)."""
+    from graphc.onnx_export import session
+    from graphc.train import fit_data
+
+    sess = session(model)
+    first = sess.get_inputs()[0]
+    batch = first.shape[0] if isinstance(first.shape[0], int) else len(data)
+    x = fit_data(data, [batch, *first.shape[1:]], "accuracy")
+    output = sess.get_outputs()[0].name
+    predictions = []
+    for start in range(0, len(x), batch):
+        chunk = np.zeros((batch, *x.shape[1:]), np.float32)
+        chunk[:len(x[start:start + batch])] = x[start:start + batch]
+        predictions.append(sess.run([output], {first.name: chunk})[0][:len(x) - start])
+    return float(np.mean(np.argmax(np.concatenate(predictions), axis=1) == data.y))
+
+
+def model_name(spec: str) -> str:
+    """The name a checkpoint records for MODEL: the zoo name, or a model file's stem."""
+    from graphc.models import MODELS
+
+    return spec if spec in MODELS else Path(spec).stem
+
+
+@dataclass
+class Weights:
+    """A checkpoint applied to a model: the graph with its weights, the checkpoint (its
+    ``data`` record names the data it was trained on) and a one-line summary."""
+
+    graph: Any
+    checkpoint: Any
+    summary: str
+
+    @property
+    def classes(self) -> list[int] | None:
+        """The ``--classes`` subset the checkpoint was trained on, or None for all."""
+        return self.checkpoint.data.get("classes")
+
+
+def read_checkpoint(path: str, spec: str, option: str) -> Any:
+    """Load checkpoint ``path`` for MODEL ``spec``; a checkpoint of another model is a usage
+    error."""
+    from graphc.train import load_checkpoint
+
+    ck = load_checkpoint(path)
+    want = model_name(spec)
+    if ck.model != want:
+        raise UsageError(f"{option} {path} is a checkpoint of model {ck.model!r}",
+                         expected=f"a checkpoint of {want!r}", got=repr(ck.model),
+                         hint=f"Give MODEL {ck.model}, or a checkpoint of {want}.")
+    return ck
+
+
+def _head_classes(graph: Any, state: Any = None) -> int | None:
+    """The class count of ``graph``'s head (in ``state`` if given), or None without a head."""
+    from graphc.transfer import head_classes
+
+    try:
+        return head_classes(graph, state)
+    except GraphcError:
+        return None
+
+
+def _fit_head(graph: Any, state: Any, seed: int) -> tuple[Any, str]:
+    """Rebuild ``graph`` with the head of ``state`` when their class counts differ."""
+    from graphc.transfer import head_params, replace_head
+
+    theirs, ours = _head_classes(graph, state), _head_classes(graph)
+    if theirs is None or theirs == ours:
+        return graph, ""
+    return replace_head(graph, theirs, seed), f"head {', '.join(head_params(graph))} with " \
+        f"{theirs} classes"
+
+
+def _weight_names(graph: Any) -> list[str]:
+    """The parameters and BatchNorm running statistics of ``graph``: what a model's weights
+    are, without optimizer state."""
+    from graphc.ir import CONST
+
+    names = list(graph.params())
+    for node in graph.op_nodes():
+        if graph.op(node) == "BatchNormalization":
+            for v in graph.in_values(node)[3:5]:
+                if v is not None and graph.op(v.node) == CONST and v.node not in names:
+                    names.append(v.node)
+    return names
+
+
+def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
+    """``compile --weights``: MODEL ``spec``'s graph with the weights of checkpoint ``path``,
+    its head rebuilt for the checkpoint's class count if that differs."""
+    from graphc.step import apply_state
+
+    if loaded.onnx_file is not None:
+        raise UsageError("--weights needs a zoo model or a .py file",
+                         expected="a model graphc trains", got=f"the ONNX file {spec}",
+                         hint="An .onnx file carries its own weights.")
+    ck = read_checkpoint(path, spec, "--weights")
+    graph, head = _fit_head(loaded.graph, ck.state, seed)
+    missing = [n for n in graph.params() if n not in ck.state]
+    if missing:
+        raise GraphcError(f"checkpoint {path} has no values for {len(missing)} parameters",
+                          expected=f"all of {model_name(spec)}'s parameters",
+                          got=f"none for {', '.join(missing[:3])}"
+                              f"{', ...' if len(missing) > 3 else ''}")
+    graph = apply_state(graph, ck.state)
+    parts = [f"epoch {ck.epoch}", *([head] if head else [])]
+    if ck.history:
+        parts.append(f"test accuracy {100 * ck.history[-1].test_accuracy:.2f}%")
+    return Weights(graph, ck, ", ".join(parts))
+
+
+def accuracy_data(name: str, graph: Any, weights: Weights | None) -> Any:
+    """``compile --accuracy``: the test split of data set ``name`` (the checkpoint's classes)
+    for ``graph``, refused before anything is written if it does not fit the model."""
+    _, test_set = load_data(name, _layout(graph), weights.classes if weights else None)
+    _check_fits(graph, test_set, name)
+    return test_set
+
+
+def print_accuracy(model: bytes, name: str, test_set: Any, weights: Weights | None) -> None:
+    """Print the accuracy of the written ONNX file on ``test_set``, and the checkpoint's own
+    record of it after its last epoch."""
+    accuracy = onnx_accuracy(model, test_set)
+    print(f"  accuracy     {100 * accuracy:.2f}% on the {name} test split"
+          f"{_classes_text(weights.classes if weights else None)} ({len(test_set)} images, "
+          "the written file on onnxruntime)")
+    if weights is not None and weights.checkpoint.history:
+        last = weights.checkpoint.history[-1]
+        right = round(accuracy * len(test_set))
+        recorded = round(last.test_accuracy * len(test_set))
+        same = "the same" if right == recorded else f"the file gets " \
+            f"{abs(right - recorded)} {'more' if right > recorded else 'fewer'} images right"
+        print(f"               {100 * last.test_accuracy:.2f}% recorded in the checkpoint "
+              f"after epoch {last.epoch} ({same})")
+
+
+# The options of a fresh run, by argparse dest: what --resume refuses (the checkpoint has them).
+TRAIN_OPTIONS = {
+    "lr": "--lr", "batch": "--batch", "optimizer": "--optimizer", "momentum": "--momentum",
+    "weight_decay": "--weight-decay", "schedule": "--schedule", "augment": "--augment",
+    "feature_augment": "--feature-augment", "seed": "--seed", "threads": "--threads",
+    "backend": "--backend", "init": "--init", "new_head": "--new-head", "freeze": "--freeze",
+    "unfreeze_at": "--unfreeze-at", "classes": "--classes",
+}
+
+
+@dataclass
+class _Plan:
+    """A training run as the CLI set it up."""
+
+    name: str
+    build: Any
+    train_set: Any
+    test_set: Any
+    config: Any
+    record: dict[str, Any]
+    state: dict[str, np.ndarray]
+    notes: list[str]
+    details: list[str]
+    checkpoint: Any = None
+
+
+def _plan_fresh(args: argparse.Namespace) -> _Plan:
+    from graphc.augment import DIGITS_AUGMENT, Augment
+    from graphc.ir import Value
+    from graphc.optim import schedule_from_spec
+    from graphc.step import FeatureAugment
+    from graphc.train import TrainConfig, frozen_params
+    from graphc.transfer import head_params, replace_head
+
+    if args.data is None:
+        raise UsageError("train needs --data", expected="--data digits", got="no --data")
+    check_data(args.data, "--data")
+    if args.new_head and not args.init:
+        raise UsageError("--new-head needs --init", expected="--init CHECKPOINT --new-head",
+                         got="--new-head alone", hint="A model trained from scratch has a new "
+                         "head anyway.")
+    if args.unfreeze_at is not None and not args.freeze:
+        raise UsageError("--unfreeze-at needs --freeze", expected="--freeze GLOB",
+                         got=f"--unfreeze-at {args.unfreeze_at} alone")
+    classes = parse_classes(args.classes) if args.classes is not None else None
+    augment = args.augment or ""
+    if augment.strip() == "digits":
+        augment = DIGITS_AUGMENT
+    values = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+              "optimizer": args.optimizer, "momentum": args.momentum,
+              "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
+              "augment": augment, "feature_augment": tuple(args.feature_augment or ()),
+              "freeze": tuple(args.freeze or ()), "unfreeze_at": args.unfreeze_at,
+              "backend": args.backend, "threads": args.threads}
+    config = TrainConfig(**{k: v for k, v in values.items() if v is not None})
+    if config.unfreeze_at is not None and not 1 <= config.unfreeze_at < config.epochs:
+        raise UsageError("--unfreeze-at is out of range",
+                         expected=f"an epoch in 1..{config.epochs - 1} (the frozen parameters "
+                         "are trained after that many epochs)", got=config.unfreeze_at)
+    schedule_from_spec(config.schedule, config.learning_rate, total=config.epochs)
+    for spec in config.feature_augment:
+        FeatureAugment.parse(spec)
+
+    module = load_module(args.model, "train")
+    name = model_name(args.model)
+    probe = build_at(module, config.seed, config.batch)
+    train_set, test_set = load_data(args.data, _layout(probe), classes)
+    wanted = train_set.classes
+    try:
+        Augment.parse(config.augment, classes=wanted)(train_set.x[:2], train_set.y[:2],
+                                                        np.random.default_rng(0))
+    except GraphcError as err:
+        raise UsageError(f"cannot use --augment {args.augment!r}: {err.what}",
+                         expected=err.expected, got=err.got, hint=err.hint) from None
+
+    notes: list[str] = []
+    details: list[str] = []
+    init_state: dict[str, np.ndarray] = {}
+    new_head = False
+    ours = _head_classes(probe)
+    if args.init:
+        ck = read_checkpoint(args.init, args.model, "--init")
+        theirs = _head_classes(probe, ck.state)
+        names = set(_weight_names(probe))
+        init_state = {k: v for k, v in ck.state.items() if k in names}
+        if args.new_head or (theirs is not None and theirs != wanted):
+            new_head = True
+            if not args.new_head:
+                notes.append(f"the head of {args.init} has {theirs} classes and the data "
+                             f"{wanted}: training a new head")
+    elif ours is not None and ours != wanted:
+        new_head = True
+        notes.append(f"the head of {name} has {ours} classes and the data {wanted}: "
+                     "training a new head")
+
+    def build(batch: int) -> Any:
+        graph = probe if batch == config.batch else build_at(module, config.seed, batch)
+        if new_head or (ours is not None and ours != wanted):
+            graph = replace_head(graph, wanted, config.seed)
+        return graph
+
+    graph = build(config.batch)
+    head = head_params(graph) if new_head else []
+    init_state = {k: v for k, v in init_state.items() if k not in head}
+    # Every parameter and BatchNorm running statistic is handed to train(), so that each
+    # checkpoint holds the whole model: the statistics of a frozen BatchNorm are no state of
+    # the step, and train() keeps only the state it is given or carries.
+    state = {n: graph.const_value(Value(n)) for n in _weight_names(graph)}
+    state.update(init_state)
+    if args.init:
+        taken = sum(n in init_state for n in graph.params())
+        details.append(f"  init           {args.init} ({taken} parameters, "
+                       f"{len(init_state) - taken} running statistics"
+                       + (f"; new head {', '.join(head)} with {wanted} classes" if head else "")
+                       + ")")
+    elif head:
+        details.append(f"  head           {', '.join(head)} with {wanted} classes (new)")
+    if config.freeze:
+        frozen = frozen_params(graph, config.freeze)
+        until = f"; trained from epoch {config.unfreeze_at + 1}" if config.unfreeze_at else ""
+        details.append(f"  frozen         {' '.join(config.freeze)} ({len(frozen)} parameters"
+                       f"{until})")
+    record = {"data": args.data, "classes": classes, "init": args.init, "new_head": new_head}
+    return _Plan(name, build, train_set, test_set, config, record, state, notes, details)
+
+
+def _plan_resume(args: argparse.Namespace) -> _Plan:
+    from dataclasses import replace
+
+    # Compared by identity: --seed 0 or --momentum 0 are given too (0 == False).
+    given = [flag for dest, flag in TRAIN_OPTIONS.items()
+             if not any(getattr(args, dest) is unset for unset in (None, False))
+             and getattr(args, dest) != []]
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be given with --resume",
+                         expected="only --epochs (to train longer), -o and --plot",
+                         got=" ".join(given), hint="A resumed run keeps its checkpoint's "
+                         "configuration.")
+    ck = read_checkpoint(args.resume, args.model, "--resume")
+    record = ck.data
+    data = record.get("data", "digits")
+    if args.data is not None and args.data != data:
+        raise UsageError(f"--data {args.data} differs from the checkpoint's", where="--resume",
+                         expected=repr(data), got=repr(args.data))
+    epochs = ck.config.epochs if args.epochs is None else args.epochs
+    if epochs < ck.epoch:
+        raise UsageError(f"{args.resume} has already trained {ck.epoch} epochs",
+                         where="--epochs", expected=f">= {ck.epoch}", got=epochs)
+    module = load_module(args.model, "train")
+    config = replace(ck.config, epochs=epochs)
+    probe = build_at(module, config.seed, config.batch)
+    fitted, _ = _fit_head(probe, ck.state, config.seed)
+    refit = fitted is not probe
+    train_set, test_set = load_data(data, _layout(probe), record.get("classes"))
+
+    def build(batch: int) -> Any:
+        graph = probe if batch == config.batch else build_at(module, config.seed, batch)
+        return _fit_head(graph, ck.state, config.seed)[0] if refit else graph
+
+    details = [f"  resumed        {args.resume} after epoch {ck.epoch}"]
+    return _Plan(model_name(args.model), build, train_set, test_set, config, record, ck.state,
+                 [], details, ck)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from graphc import train as training
+
+    if args.output is None and args.resume is None:
+        raise UsageError("train needs -o/--output", expected="-o FILE.ckpt",
+                         got="no -o")
+    output = args.output or args.resume
+    check_writable(output, "-o")
+    if args.plot:
+        check_writable(args.plot, "--plot")
+        if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+            raise UsageError(f"cannot draw {args.plot!r}", where="--plot",
+                             expected=f"a {', '.join(PLOT_FORMATS)} file",
+                             got=repr(Path(args.plot).suffix or "no suffix"))
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError("--epochs must be a positive integer", expected="an int >= 1",
+                         got=args.epochs)
+    plan = _plan_resume(args) if args.resume else _plan_fresh(args)
+    last = [plan.checkpoint.epoch if plan.checkpoint else 0]
+
+    def save(result: Any) -> None:
+        training.save_checkpoint(output, plan.name, result, plan.config, data=plan.record)
+        last[0] = len(result.history)
+
+    for note in plan.notes:
+        print(f"graphc: {note}", file=sys.stderr, flush=True)
+    try:
+        if plan.checkpoint is not None:
+            result = training.resume(plan.checkpoint, plan.build, plan.train_set, plan.test_set,
+                                     epochs=plan.config.epochs, on_epoch=save)
+        else:
+            result = training.train(plan.build, plan.train_set, plan.test_set, plan.config,
+                                     state=plan.state, on_epoch=save)
+    except KeyboardInterrupt:
+        if last[0]:
+            print(f"graphc: interrupted; {output} holds epoch {last[0]}: continue with "
+                  f"`graphc train {args.model} --resume {output}`", file=sys.stderr)
+        raise
+    if plan.checkpoint is not None and last[0] == plan.checkpoint.epoch:
+        save(result)  # nothing left to train: still write -o
+    data = f"{plan.record.get('data', 'digits')}{_classes_text(plan.record.get('classes'))}"
+    if args.plot:
+        training.plot_history(result.history, args.plot, title=f"{plan.name} on {data}")
+    epochs = len(result.history)
+    print(f"trained {plan.name} for {epochs} epoch{'s' if epochs != 1 else ''} on {data} "
+          f"({len(plan.train_set)} training, {len(plan.test_set)} test images, "
+          f"{plan.train_set.classes} classes)")
+    for line in plan.details:
+        print(line)
+    print(f"  test accuracy  {100 * result.test_accuracy:.2f}%")
+    print(f"  checkpoint     {output}")
+    if args.plot:
+        print(f"  curves         {args.plot}")
+    return 0
+
+
+def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``train`` sub-command to ``sub`` (the sub-parsers of ``graphc``)."""
+    p = sub.add_parser("train", parents=[common], help="train a model, writing a checkpoint "
+                                                       "after every epoch")
+    p.add_argument("model", help="a zoo model name or a .py file with build(seed, batch)")
+    p.add_argument("--data", metavar="NAME", help="the data set: digits")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="epochs in all (default 30; with --resume, the checkpoint's)")
+    p.add_argument("-o", "--output", metavar="CKPT",
+                   help="the checkpoint to write after every epoch (default with --resume: "
+                        "the resumed checkpoint)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="draw loss and accuracy per epoch (.png, .svg or .pdf)")
+    p.add_argument("--lr", type=float, metavar="LR",
+                   help="learning rate (default 0.05 for sgd, 0.001 for adam)")
+    p.add_argument("--batch", type=int, metavar="N", help="batch size (default 64)")
+    p.add_argument("--optimizer", metavar="NAME", help="sgd (default) or adam")
+    p.add_argument("--momentum", type=float, metavar="M", help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float, metavar="WD",
+                   help="weight decay (default 5e-4)")
+    p.add_argument("--schedule", metavar="SPEC",
+                   help="cosine (default), constant or step:SIZE,GAMMA")
+    p.add_argument("--augment", metavar="SPEC",
+                   help="input augmentation, e.g. shift=1,rotate=10,noise=0.05 or digits "
+                        "(that pipeline)")
+    p.add_argument("--feature-augment", action="append", metavar="LAYER:KIND=VALUE",
+                   help="feature-space augmentation after a layer: LAYER:noise=STD or "
+                        "LAYER:mixup=ALPHA (repeatable)")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="seed of the initial weights, the batch order, dropout and "
+                        "augmentation (default 0)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="onnxruntime threads (default: all cores)")
+    p.add_argument("--backend", metavar="NAME", help="onnxruntime (default) or interpreter")
+    p.add_argument("--resume", metavar="CKPT",
+                   help="continue an interrupted run with the checkpoint's own configuration")
+    p.add_argument("--init", metavar="CKPT",
+                   help="start from a checkpoint's parameters and BatchNorm statistics (not "
+                        "its optimizer state)")
+    p.add_argument("--new-head", action="store_true", default=None,
+                   help="with --init: train a new head (automatic when the class counts "
+                        "differ)")
+    p.add_argument("--freeze", action="append", metavar="GLOB",
+                   help="parameters not to train, e.g. 'block*' (repeatable)")
+    p.add_argument("--unfreeze-at", type=int, metavar="EPOCH",
+                   help="train the frozen parameters too after this many epochs")
+    p.add_argument("--classes", metavar="LIST",
+                   help="only these digit classes, relabeled 0..M-1 in this order: 0-4 or "
+                        "5,6,7")
+    p.set_defaults(func=cmd_train)
