@@ -60,13 +60,14 @@ def parse_classes(text: str) -> list[int]:
     return classes
 
 
-def load_data(name: str, layout: str, classes: Sequence[int] | None = None) -> tuple[Any, Any]:
-    """Return ``(train, test)`` of data set ``name`` in ``layout``; with ``classes``, only those
-    classes, relabeled ``0..M-1`` in the given order."""
+def load_data(name: str, classes: Sequence[int] | None = None) -> tuple[Any, Any]:
+    """Return ``(train, test)`` of data set ``name`` as images (training and evaluation reshape
+    them to the model's input, so image augmentation also serves an MLP); with ``classes``,
+    only those classes, relabeled ``0..M-1`` in the given order."""
     from graphc.data import Dataset, load_digits
 
     check_data(name, "--data")
-    splits = load_digits(layout=layout)
+    splits = load_digits()
     if not classes:
         return splits
     relabel = np.full(10, -1, np.int64)
@@ -85,13 +86,6 @@ def _classes_label(classes: Sequence[int]) -> str:
 
 def _classes_text(classes: Sequence[int] | None) -> str:
     return f", classes {_classes_label(classes)}" if classes else ""
-
-
-def _layout(graph: Any) -> str:
-    """The digits layout a model takes: ``flat`` for a rank-2 input, else ``image``."""
-    from graphc.ir import Value
-
-    return "flat" if len(graph.type_of(Value(graph.inputs[0])).shape) == 2 else "image"
 
 
 def _check_fits(graph: Any, data: Any, name: str) -> None:
@@ -224,7 +218,7 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
 def accuracy_data(name: str, graph: Any, weights: Weights | None) -> Any:
     """``compile --accuracy``: the test split of data set ``name`` (the checkpoint's classes)
     for ``graph``, refused before anything is written if it does not fit the model."""
-    _, test_set = load_data(name, _layout(graph), weights.classes if weights else None)
+    _, test_set = load_data(name, weights.classes if weights else None)
     _check_fits(graph, test_set, name)
     return test_set
 
@@ -312,14 +306,9 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     module = load_module(args.model, "train")
     name = model_name(args.model)
     probe = build_at(module, config.seed, config.batch)
-    train_set, test_set = load_data(args.data, _layout(probe), classes)
+    train_set, test_set = load_data(args.data, classes)
     wanted = train_set.classes
-    try:
-        Augment.parse(config.augment, classes=wanted)(train_set.x[:2], train_set.y[:2],
-                                                        np.random.default_rng(0))
-    except GraphcError as err:
-        raise UsageError(f"cannot use --augment {args.augment!r}: {err.what}",
-                         expected=err.expected, got=err.got, hint=err.hint) from None
+    Augment.parse(config.augment, classes=wanted)
 
     notes: list[str] = []
     details: list[str] = []
@@ -399,7 +388,7 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
     probe = build_at(module, config.seed, config.batch)
     fitted, _ = _fit_head(probe, ck.state, config.seed)
     refit = fitted is not probe
-    train_set, test_set = load_data(data, _layout(probe), record.get("classes"))
+    train_set, test_set = load_data(data, record.get("classes"))
 
     def build(batch: int) -> Any:
         graph = probe if batch == config.batch else build_at(module, config.seed, batch)

@@ -286,8 +286,9 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
         batches = train_set.batches(config.batch, seed=rng, drop_last=True)
         bar = _progress(batches, len(train_set) // config.batch, epoch, config, progress)
         for xb, yb in bar:
-            xb = xb.reshape(x_all.shape[:0] + (len(xb), *x_all.shape[1:]))
+            # Augment in the data's own layout (images stay images for an MLP), then reshape.
             xb, soft = augment(xb, yb, rng) if augment.steps else (xb, yb)
+            xb = xb.reshape((len(xb), *x_all.shape[1:]))
             target = soft if soft.ndim == 2 else one_hot(soft, train_set.classes)
             extra, target = spec.random_inputs(rng, target.astype(np.float32))
             out = runner.run({spec.batch_inputs[0]: xb, "target": target, **extra}, lr)
