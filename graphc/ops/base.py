@@ -280,6 +280,18 @@ def need_float(t: TensorType, what: str) -> None:
                          got=DTYPE_SHORT.get(np.dtype(t.dtype), str(t.dtype)))
 
 
+def normalized_indices(indices: np.ndarray, size: int, axis: int, op: str) -> np.ndarray:
+    """Return ``indices`` as int64 in ``0..size-1`` (negative ones count from the end), or raise
+    OpError naming the first one out of range."""
+    idx = indices.astype(np.int64)
+    bad = (idx < -size) | (idx >= size)
+    if bad.any():
+        raise OpError(f"{op} index out of range",
+                      expected=f"indices in [{-size}, {size - 1}] on axis {axis}",
+                      got=int(idx[bad].reshape(-1)[0]))
+    return np.where(idx < 0, idx + size, idx)
+
+
 def normalize_axis(axis: int, rank: int, what: str, *, inclusive: bool = False) -> int:
     """Return ``axis`` in ``0..rank-1`` (``0..rank`` if ``inclusive``) or raise ShapeError."""
     top = rank if inclusive else rank - 1

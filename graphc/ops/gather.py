@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.errors import OpError, ShapeError
+from graphc.errors import ShapeError
 from graphc.ops.base import (
     DTYPE_SHORT,
     Attr,
@@ -21,6 +21,7 @@ from graphc.ops.base import (
     OpDef,
     TensorType,
     normalize_axis,
+    normalized_indices,
     rng_array,
 )
 
@@ -44,14 +45,8 @@ def _infer(in_types: list[TensorType | None], attrs: dict[str, Any],
 def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     data, indices = inputs[0], inputs[1]
     axis = normalize_axis(attrs["axis"], data.ndim, "Gather axis")
-    size = data.shape[axis]
-    idx = indices.astype(np.int64)
-    bad = (idx < -size) | (idx >= size)
-    if bad.any():
-        raise OpError("Gather index out of range",
-                      expected=f"indices in [{-size}, {size - 1}] on axis {axis}",
-                      got=int(idx[bad].reshape(-1)[0]))
-    return [np.take(data, np.where(idx < 0, idx + size, idx), axis=axis)]
+    return [np.take(data, normalized_indices(indices, data.shape[axis], axis, "Gather"),
+                    axis=axis)]
 
 
 def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:

@@ -27,6 +27,7 @@ from graphc.ops.base import (
     broadcast_shapes,
     elementwise_flops,
     normalize_axis,
+    normalized_indices,
     rng_array,
     same_dtype,
     type_of,
@@ -388,14 +389,7 @@ def _scatter_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
 def _scatter_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     data, indices, updates = inputs
     axis = normalize_axis(attrs["axis"], data.ndim, "ScatterElements axis")
-    size = data.shape[axis]
-    idx = indices.astype(np.int64)
-    bad = (idx < -size) | (idx >= size)
-    if bad.any():
-        raise OpError("ScatterElements index out of range",
-                      expected=f"indices in [{-size}, {size - 1}] on axis {axis}",
-                      got=int(idx[bad].reshape(-1)[0]))
-    idx = np.where(idx < 0, idx + size, idx)
+    idx = normalized_indices(indices, data.shape[axis], axis, "ScatterElements")
     where = list(np.indices(idx.shape, sparse=True))
     where[axis] = idx
     out = data.copy()
