@@ -15,6 +15,7 @@ from graphc.ops import (
     linalg,
     logic,
     norm,
+    pad,
     pool,
     reduce,
     tensor,
@@ -23,9 +24,8 @@ from graphc.ops.base import Attr, Example, NodeView, OpDef, TensorType
 
 REGISTRY: dict[str, OpDef] = {
     op.name: op
-    for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pool.OPS, *norm.OPS, *tensor.OPS,
-               *reduce.OPS, *logic.OPS, *gather.OPS,
-               *im2col.OPS]
+    for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pad.OPS, *pool.OPS, *norm.OPS,
+               *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS]
 }
 
 

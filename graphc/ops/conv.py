@@ -1,9 +1,9 @@
-"""Convolution, transposed convolution and padding ops (NCHW, 2-D spatial).
+"""Convolution and transposed convolution ops (NCHW, 2-D spatial).
 
 Semantics are ONNX's as onnxruntime (which runs the export) and ``onnx.reference`` compute them.
 Cases where onnxruntime refuses or departs from the ONNX text are refused here with an OpError:
 ``auto_pad`` SAME with dilations, SAME pooling that would need negative pads, ConvTranspose
-``output_shape``, ``auto_pad`` and ``output_padding >= stride``, and Pad mode ``wrap``.
+``output_shape``, ``auto_pad`` and ``output_padding >= stride``. Pad is in ``graphc.ops.pad``.
 The window arithmetic (output size and pads from ``auto_pad``) is written once, in ``_window``,
 and shared by Conv and by MaxPool and AveragePool (``graphc.ops.pool``), by their shape rules
 and by their references.
@@ -22,7 +22,6 @@ from graphc.ops.base import (
     NodeView,
     OpDef,
     TensorType,
-    elementwise_flops,
     need_float,
     need_rank,
     rng_array,
@@ -30,7 +29,6 @@ from graphc.ops.base import (
 )
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
-PAD_MODES = ("constant", "edge", "reflect")
 
 
 # --- window arithmetic shared by Conv and the pools -----------------------------------------
@@ -354,82 +352,6 @@ def _convt_flops(view: NodeView) -> int:
     return 2 * x.size * mg * kh * kw
 
 
-# --- Pad ------------------------------------------------------------------------------------
-
-
-def _pad_mode(attrs: dict[str, Any]) -> str:
-    mode = attrs.get("mode", "constant")
-    if mode == "wrap":
-        known = ", ".join(repr(m) for m in PAD_MODES)
-        raise OpError("Pad mode 'wrap' is not supported", expected=f"one of {known}",
-                      got="'wrap'", hint="Build the wrap-around with Slice and Concat.")
-    if mode not in PAD_MODES:
-        raise unknown("Pad mode", mode, PAD_MODES, cls=OpError)
-    return mode
-
-
-def _pad_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
-               consts: list[np.ndarray | None]) -> list[TensorType]:
-    data, pads_t = in_types[0], in_types[1]
-    value_t = in_types[2] if len(in_types) > 2 else None
-    assert data is not None and pads_t is not None
-    mode = _pad_mode(attrs)
-    rank = len(data.shape)
-    if np.dtype(pads_t.dtype) != np.dtype(np.int64) or tuple(pads_t.shape) != (2 * rank,):
-        raise ShapeError("Pad input pads has the wrong type",
-                         expected=f"({2 * rank},) i64 (begin and end per axis of the data)",
-                         got=str(pads_t))
-    if value_t is not None:
-        if value_t.size != 1:
-            raise ShapeError("Pad constant_value must be a scalar", expected="shape ()",
-                             got=_shape_str(value_t))
-        same_dtype([data, value_t], "Pad")
-    pads = consts[1] if len(consts) > 1 else None
-    if pads is None:
-        raise ShapeError("Pad needs constant pads to infer its output shape",
-                         expected="pads from a Const or initializer", got="a computed value",
-                         hint="Fold the pads computation into a constant before Pad.")
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    shape = []
-    for axis, size in enumerate(data.shape):
-        b, e = pads[axis], pads[axis + rank]
-        kept = size + min(b, 0) + min(e, 0)
-        if kept < 0:
-            raise ShapeError("Pad crops more than the axis holds",
-                             expected=f"negative pads summing to at most {size} on axis {axis}",
-                             got=[b, e])
-        if mode != "constant" and kept == 0:
-            raise ShapeError(f"Pad mode {mode!r} cannot pad an empty (or fully cropped) axis",
-                             expected=f"size >= 1 on axis {axis} after cropping",
-                             got=f"size {size}, pads {[b, e]}")
-        if mode == "reflect" and max(b, e) >= kept:
-            raise ShapeError("Pad mode 'reflect' needs pads smaller than the axis",
-                             expected=f"pads < {kept} on axis {axis}", got=[b, e],
-                             hint="Use mode 'edge', or pad in several steps.")
-        shape.append(size + b + e)
-    return [TensorType(tuple(shape), np.dtype(data.dtype))]
-
-
-def _pad_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    data, pads = inputs[0], inputs[1]
-    value = inputs[2] if len(inputs) > 2 else None
-    assert data is not None and pads is not None
-    mode = _pad_mode(attrs)
-    rank = data.ndim
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    begin, end = pads[:rank], pads[rank:]
-    # Negative pads crop; crop first, then pad what is positive.
-    data = data[tuple(slice(max(0, -b), size - max(0, -e))
-                      for b, e, size in zip(begin, end, data.shape, strict=True))]
-    widths = [(max(0, b), max(0, e)) for b, e in zip(begin, end, strict=True)]
-    if mode == "constant":
-        fill = 0 if value is None else np.asarray(value).reshape(-1)[0]
-        out = np.pad(data, widths, mode="constant", constant_values=fill)
-    else:
-        out = np.pad(data, widths, mode=mode)
-    return [out.astype(data.dtype, copy=False)]
-
-
 # --- gradients ------------------------------------------------------------------------------
 
 
@@ -487,7 +409,7 @@ def _conv_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     dx = ctx.op("ConvTranspose", dy, w, group=group, pads=pads, strides=list(win.strides),
                 dilations=list(win.dilations), output_padding=out_pad)
     if group == 1:
-        dw = _weight_grad_im2col(ctx, x, dy, win)
+        dw = _weight_grad_im2col(ctx, x, dy)
     else:
         dw = _group_cross(ctx, x, dy, group, pads, win.dilations, win.strides)
         dw = ctx.op("Transpose", _crop_spatial(ctx, dw, kernel), perm=[1, 0, 2, 3])
@@ -497,34 +419,15 @@ def _conv_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     return out
 
 
-def _weight_grad_im2col(ctx: Any, x: Any, dy: Any, win: _Window) -> Any:
+def _weight_grad_im2col(ctx: Any, x: Any, dy: Any) -> Any:
     """dW of an ungrouped Conv as one matrix product: dW (O, C*kh*kw) = dY (O, OH*OW*N) times
-    the im2col of X (C*kh*kw, OH*OW*N)^T.
-
-    X goes channel-major, (C, H, W, N), so each im2col entry is a row of N contiguous values
-    that one Gather with a constant index table picks; onnxruntime runs this 2-3x faster than
-    the correlation of transposed tensors as a Conv (whose weights are not constants).
-    """
-    n, c, h, w = ctx.type(x).shape
-    o = ctx.type(dy).shape[1]
-    kh, kw = win.kernel
-    oh, ow = win.out
-    top, left = win.begin
-    hp = h + top + max(win.end[0], 0)
-    wp = w + left + max(win.end[1], 0)
-    xc = ctx.op("Transpose", x, perm=[1, 2, 3, 0])
-    if top or left or hp > h or wp > w:
-        pads = np.array([0, top, left, 0, 0, hp - h - top, wp - w - left, 0], np.int64)
-        xc = ctx.op("Pad", xc, ctx.const(pads, np.int64), mode="constant")
-    rows = ctx.reshape(xc, (c * hp * wp, n))
-    ch, ky, kx, oy, ox = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), np.arange(oh),
-                                     np.arange(ow), indexing="ij", sparse=True)
-    index = (ch * hp * wp + (oy * win.strides[0] + ky * win.dilations[0]) * wp
-             + ox * win.strides[1] + kx * win.dilations[1])
-    table = np.ascontiguousarray(index.reshape(c * kh * kw, oh * ow), dtype=np.int64)
-    cols = ctx.reshape(ctx.op("Gather", rows, ctx.const(table, np.int64), axis=0),
-                       (c * kh * kw, oh * ow * n))
-    grads = ctx.reshape(ctx.op("Transpose", dy, perm=[1, 2, 3, 0]), (o, oh * ow * n))
+    Im2Col(X) (C*kh*kw, OH*OW*N)^T. onnxruntime runs this 2-3x faster than the correlation of
+    transposed tensors as a Conv (whose weights are not constants)."""
+    o, c, kh, kw = ctx.in_types[1].shape
+    window = {k: ctx.attrs[k] for k in ("strides", "dilations", "pads", "auto_pad")}
+    cols = ctx.op("Im2Col", x, kernel_shape=[kh, kw], **window)
+    grads = ctx.op("Transpose", dy, perm=[1, 2, 3, 0])
+    grads = ctx.reshape(grads, (o, int(np.prod(ctx.type(grads).shape)) // o))
     return ctx.reshape(ctx.op("Gemm", grads, cols, transB=1), (o, c, kh, kw))
 
 
@@ -547,57 +450,6 @@ def _convt_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
         out.append(_bias_grad(ctx, dy))
     return out
-
-
-def _fold_matrix(mode: str, b: int, kept: int, e: int, dtype: Any) -> np.ndarray:
-    """The 0/1 matrix (padded length, kept length) that maps each padded position to the kept
-    element it copies under ``mode`` (edge or reflect)."""
-    m = np.zeros((b + kept + e, kept), dtype=dtype)
-    for i in range(b + kept + e):
-        j = i - b
-        if mode == "edge":
-            j = min(max(j, 0), kept - 1)
-        else:
-            j = -j if j < 0 else (2 * (kept - 1) - j if j >= kept else j)
-        m[i, j] = 1
-    return m
-
-
-def _pad_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
-    """Constant mode: crop dY back (Pad with the pads negated); the constant gets the sum of dY
-    over the padding. Edge and reflect: fold each padded axis back onto the elements it copies
-    (a MatMul with a 0/1 matrix), then undo any crop with zeros."""
-    dy = grads[0]
-    mode = _pad_mode(ctx.attrs)
-    shape = tuple(ctx.in_types[0].shape)
-    rank = len(shape)
-    pads_value = ctx.g.const_value(ctx.inputs[1])
-    if pads_value is None:
-        raise OpError("the Pad gradient needs constant pads", got="a computed value")
-    pads = [int(p) for p in np.asarray(pads_value).reshape(-1)]
-    if mode == "constant":
-        dx = ctx.op("Pad", dy, _i64(ctx, [-p for p in pads]), mode="constant")
-        out = [dx, None]
-        if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
-            total = ctx.op("ReduceSum", dy, keepdims=0)
-            kept = ctx.op("ReduceSum", dx, keepdims=0)
-            out.append(ctx.reshape(ctx.op("Sub", total, kept), ctx.in_types[2].shape))
-        return out
-    dtype = ctx.out_types[0].dtype
-    grad = dy
-    for axis in range(rank):
-        b, e = max(pads[axis], 0), max(pads[axis + rank], 0)
-        if not (b or e):
-            continue
-        kept = shape[axis] + min(pads[axis], 0) + min(pads[axis + rank], 0)
-        perm = [a for a in range(rank) if a != axis] + [axis]
-        moved = ctx.op("Transpose", grad, perm=perm)
-        folded = ctx.op("MatMul", moved, ctx.const(_fold_matrix(mode, b, kept, e, dtype), dtype))
-        grad = ctx.op("Transpose", folded, perm=[int(i) for i in np.argsort(perm)])
-    uncrop = [max(-p, 0) for p in pads]
-    if any(uncrop):
-        grad = ctx.op("Pad", grad, _i64(ctx, uncrop), mode="constant")
-    return [grad] + [None] * (len(ctx.inputs) - 1)
 
 
 # --- examples -------------------------------------------------------------------------------
@@ -635,20 +487,6 @@ def _convt_examples() -> tuple[Example, ...]:
                 "groups2"),
         Example((x, rng_array((4, 2, 3, 2), seed=15), rng_array((2,), seed=16)),
                 {"dilations": [2, 3], "pads": [0, 1, 2, 0]}, (1, 2), "dilation"),
-    )
-
-
-def _pad_examples() -> tuple[Example, ...]:
-    x = rng_array((1, 2, 4, 5), seed=21)
-    pads = np.array([0, 1, 2, 1, 0, 2, 1, 3], dtype=np.int64)
-    return (
-        Example((x, pads, np.array(0.5, dtype=np.float32)), {"mode": "constant"}, (1, 2),
-                "constant"),
-        Example((x, np.array([0, 0, -1, 2, 0, 1, 1, -2], dtype=np.int64)), {}, (1,),
-                "constant-crop"),
-        Example((x, np.array([0, 0, 3, 1, 0, 0, 1, 4], dtype=np.int64)), {"mode": "reflect"},
-                (1,), "reflect"),
-        Example((x, pads), {"mode": "edge"}, (1,), "edge"),
     )
 
 
@@ -699,17 +537,5 @@ OPS: list[OpDef] = [
         ref=_convt_ref,
         examples=_convt_examples(),
         flops=_convt_flops,
-    ),
-    OpDef(
-        name="Pad",
-        vjp=_pad_vjp,
-        doc="Pad (or, with negative pads, crop) every axis with a constant, reflection or edge.",
-        inputs=("data", "pads", "constant_value?"),
-        outputs=("output",),
-        attrs={"mode": Attr("str", "constant")},
-        infer=_pad_infer,
-        ref=_pad_ref,
-        examples=_pad_examples(),
-        flops=elementwise_flops(1),
     ),
 ]
