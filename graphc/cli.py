@@ -129,9 +129,16 @@ def check_writable(path: str, option: str) -> None:
     if target.is_dir():
         raise GraphcError(f"cannot write {path!r}: it is a folder", where=option,
                           hint="Give a file name.")
-    if not target.parent.is_dir():
-        raise GraphcError(f"cannot write {path!r}: the folder {str(target.parent)!r} does not "
+    folder = target.parent
+    if folder.exists() and not folder.is_dir():
+        raise GraphcError(f"cannot write {path!r}: {str(folder)!r} is a file, not a folder",
+                          where=option, hint="Give a path in an existing folder.")
+    if not folder.is_dir():
+        raise GraphcError(f"cannot write {path!r}: the folder {str(folder)!r} does not "
                           "exist", where=option, hint="Create it first.")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise GraphcError(f"cannot write {path!r}: permission denied", where=option,
+                          hint="Choose a writable location.")
 
 
 def _size(nbytes: int) -> str:

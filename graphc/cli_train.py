@@ -104,6 +104,9 @@ def _check_fits(graph: Any, data: Any, name: str) -> None:
 def onnx_accuracy(model: bytes, data: Any) -> float:
     """Return the accuracy of an ONNX classifier (first input, first output) on ``data``,
     run on onnxruntime in chunks of the file's batch size (all at once for a dynamic batch)."""
+    import onnx
+    from onnx import helper
+
     from graphc.onnx_export import session
     from graphc.train import fit_data
 
@@ -112,9 +115,11 @@ def onnx_accuracy(model: bytes, data: Any) -> float:
     batch = first.shape[0] if isinstance(first.shape[0], int) else len(data)
     x = fit_data(data, [batch, *first.shape[1:]], "accuracy")
     output = sess.get_outputs()[0].name
+    dtype = helper.tensor_dtype_to_np_dtype(
+        onnx.load_model_from_string(model).graph.input[0].type.tensor_type.elem_type)
     predictions = []
     for start in range(0, len(x), batch):
-        chunk = np.zeros((batch, *x.shape[1:]), np.float32)
+        chunk = np.zeros((batch, *x.shape[1:]), dtype)
         chunk[:len(x[start:start + batch])] = x[start:start + batch]
         predictions.append(sess.run([output], {first.name: chunk})[0][:len(x) - start])
     return float(np.mean(np.argmax(np.concatenate(predictions), axis=1) == data.y))
@@ -180,15 +185,20 @@ def _fit_head(graph: Any, state: Any, seed: int) -> tuple[Any, str]:
 def _weight_names(graph: Any) -> list[str]:
     """The parameters and BatchNorm running statistics of ``graph``: what a model's weights
     are, without optimizer state."""
-    from graphc.ir import CONST
+    from graphc.train import model_state
 
-    names = list(graph.params())
-    for node in graph.op_nodes():
-        if graph.op(node) == "BatchNormalization":
-            for v in graph.in_values(node)[3:5]:
-                if v is not None and graph.op(v.node) == CONST and v.node not in names:
-                    names.append(v.node)
-    return names
+    return list(model_state(graph))
+
+
+def _need_all(path: str, names: Any, state: Any, spec: str) -> None:
+    """Refuse a checkpoint that lacks any of ``names`` (a parameter or running statistic)."""
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise GraphcError(f"checkpoint {path} has no values for {len(missing)} of "
+                          f"{model_name(spec)}'s weights", expected="every parameter and "
+                          "running statistic", got=f"none for {', '.join(missing[:3])}"
+                          f"{', ...' if len(missing) > 3 else ''}",
+                          hint="Use a checkpoint written by `graphc train` for this model.")
 
 
 def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
@@ -202,12 +212,7 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
                          hint="An .onnx file carries its own weights.")
     ck = read_checkpoint(path, spec, "--weights")
     graph, head = _fit_head(loaded.graph, ck.state, seed)
-    missing = [n for n in graph.params() if n not in ck.state]
-    if missing:
-        raise GraphcError(f"checkpoint {path} has no values for {len(missing)} parameters",
-                          expected=f"all of {model_name(spec)}'s parameters",
-                          got=f"none for {', '.join(missing[:3])}"
-                              f"{', ...' if len(missing) > 3 else ''}")
+    _need_all(path, _weight_names(graph), ck.state, spec)
     graph = apply_state(graph, ck.state)
     parts = [f"epoch {ck.epoch}", *([head] if head else [])]
     if ck.history:
@@ -339,6 +344,9 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     graph = build(config.batch)
     head = head_params(graph) if new_head else []
     init_state = {k: v for k, v in init_state.items() if k not in head}
+    if args.init:
+        _need_all(args.init, [n for n in _weight_names(graph) if n not in head], init_state,
+                  args.model)
     # Every parameter and BatchNorm running statistic is handed to train(), so that each
     # checkpoint holds the whole model: the statistics of a frozen BatchNorm are no state of
     # the step, and train() keeps only the state it is given or carries.
@@ -399,6 +407,24 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
                  [], details, ck)
 
 
+def _refuse_clashes(args: argparse.Namespace, output: str) -> None:
+    """Refuse outputs that would overwrite each other or an input (the model file, --init)."""
+    paths = [("-o", output), ("--plot", args.plot), ("MODEL", args.model),
+             ("--init", args.init)]
+    seen: dict[Path, str] = {}
+    for option, path in paths:
+        if not path or (option not in ("-o", "--plot") and not Path(path).is_file()):
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            first = seen[key]
+            raise UsageError(f"{first} {path!r} would overwrite {option} {path!r}",
+                             expected="a file of its own for each output",
+                             got=f"{first} and {option} name the same file",
+                             hint="Give each output its own file.")
+        seen[key] = option
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from graphc import train as training
 
@@ -407,6 +433,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          got="no -o")
     output = args.output or args.resume
     check_writable(output, "-o")
+    _refuse_clashes(args, output)
     if args.plot:
         check_writable(args.plot, "--plot")
         if Path(args.plot).suffix.lower() not in PLOT_FORMATS:

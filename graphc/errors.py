@@ -35,8 +35,12 @@ class GraphcError(Exception):
 
     def format(self) -> str:
         text = f"{self.where}: {self.what}" if self.where else self.what
-        if self.expected is not None or self.got is not None:
+        if self.expected is not None and self.got is not None:
             text += f"; expected {self.expected}, got {self.got}"
+        elif self.expected is not None:
+            text += f"; expected {self.expected}"
+        elif self.got is not None:
+            text += f"; got {self.got}"
         text += "."
         if self.hint:
             text += f" {self.hint}"

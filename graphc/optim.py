@@ -112,6 +112,10 @@ def _check_grad(g: Graph, param: Value, grad: Value) -> None:
                          expected=g.type_of(param).shape, got=g.type_of(grad).shape)
 
 
+def _finite_at_least_0(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
 @dataclass(frozen=True)
 class SGD:
     """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 decay.
@@ -127,8 +131,9 @@ class SGD:
     nesterov: bool = False
 
     def __post_init__(self) -> None:
-        if self.lr < 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise UsageError("SGD's lr, momentum and weight_decay must be >= 0",
+        if not all(_finite_at_least_0(v) for v in (self.lr, self.momentum, self.weight_decay)):
+            raise UsageError("SGD's lr, momentum and weight_decay must be finite and >= 0",
+                             expected="numbers >= 0",
                              got=f"lr={self.lr}, momentum={self.momentum}, "
                                  f"weight_decay={self.weight_decay}")
         if self.nesterov and self.momentum == 0:
@@ -178,8 +183,9 @@ class Adam:
         b1, b2 = self.betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise UsageError("Adam's betas must be in [0, 1)", got=self.betas)
-        if self.lr < 0 or self.eps < 0 or self.weight_decay < 0:
-            raise UsageError("Adam's lr, eps and weight_decay must be >= 0",
+        if not all(_finite_at_least_0(v) for v in (self.lr, self.eps, self.weight_decay)):
+            raise UsageError("Adam's lr, eps and weight_decay must be finite and >= 0",
+                             expected="numbers >= 0",
                              got=f"lr={self.lr}, eps={self.eps}, "
                                  f"weight_decay={self.weight_decay}")
 
@@ -223,6 +229,9 @@ def step_decay(lr: float, step_size: int, gamma: float) -> Schedule:
     """Return ``lr * gamma ** (epoch // step_size)`` (torch's ``StepLR``)."""
     if step_size <= 0:
         raise UsageError("step decay needs a positive step size", expected="> 0", got=step_size)
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise UsageError("step decay needs a positive factor", expected="GAMMA > 0, e.g. 0.5",
+                         got=gamma)
     return lambda epoch: float(lr * gamma ** (int(epoch) // step_size))
 
 

@@ -85,10 +85,22 @@ class TrainConfig:
             raise unknown("optimizer", self.optimizer, OPTIMIZERS, cls=UsageError)
         if self.backend not in BACKENDS:
             raise unknown("backend", self.backend, BACKENDS, cls=UsageError)
-        for what, value in (("epochs", self.epochs), ("batch", self.batch)):
+        for what, value in (("epochs", self.epochs), ("batch", self.batch),
+                            ("threads", 1 if self.threads is None else self.threads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"{what} must be a positive integer", expected="an int >= 1",
-                                 got=repr(value))
+                raise UsageError(f"{what} must be a positive integer", where=f"--{what}",
+                                 expected="an int >= 1", got=repr(value))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError("the seed must be an integer >= 0", where="--seed",
+                             expected="an int >= 0", got=repr(self.seed))
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError("the learning rate must be a positive number", where="--lr",
+                             expected="a number > 0, e.g. 0.05", got=repr(self.lr))
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise UsageError("the momentum must be in [0, 1)", where="--momentum",
+                             expected="a number in [0, 1), e.g. 0.9", got=repr(self.momentum))
+        self.make_optimizer()  # the optimizer checks the rest
+        schedule_from_spec(self.schedule, self.learning_rate, total=self.epochs)
 
     @property
     def learning_rate(self) -> float:
@@ -173,7 +185,8 @@ class Evaluator:
         out = []
         for start in range(0, len(x), self.batch):
             chunk = x[start:start + self.batch]
-            padded = np.zeros((self.batch, *x.shape[1:]), np.float32)
+            padded = np.zeros((self.batch, *x.shape[1:]),
+                              self.graph.type_of(Value(self.input)).dtype)
             padded[:len(chunk)] = chunk
             feeds[self.input] = padded
             if self.backend == "onnxruntime":
@@ -257,6 +270,8 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
         forward = apply_state(forward, state)
         eval_forward = apply_state(eval_forward, state)
     x_all = fit_data(train_set, forward.type_of(Value(forward.inputs[0])).shape, "training")
+    x_dtype = forward.type_of(Value(forward.inputs[0])).dtype
+    pred_dtype = forward.type_of(forward.outputs[0]).dtype
     if len(train_set) < config.batch:
         raise UsageError("fewer training samples than one batch", expected=f">= {config.batch}",
                          got=len(train_set), hint="Use a smaller --batch.")
@@ -264,6 +279,14 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     if config.unfreeze_at is not None and start_epoch >= config.unfreeze_at:
         frozen = []
     spec = _compile(forward, config, frozen)
+    if start_epoch:
+        missing = [n for n in [*model_state(forward), *spec.state] if n not in (state or {})]
+        if missing:
+            raise GraphcError(f"cannot resume after epoch {start_epoch}: the state has no "
+                              f"values for {len(missing)} weights or optimizer slots",
+                              expected="the complete state of a checkpoint",
+                              got=f"none for {', '.join(missing[:3])}"
+                                  f"{', ...' if len(missing) > 3 else ''}")
     # The whole model (every parameter and running statistic, trained or frozen), so that
     # checkpoints hold it and the evaluator always reads the current values.
     current = model_state(forward)
@@ -288,9 +311,9 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
         for xb, yb in bar:
             # Augment in the data's own layout (images stay images for an MLP), then reshape.
             xb, soft = augment(xb, yb, rng) if augment.steps else (xb, yb)
-            xb = xb.reshape((len(xb), *x_all.shape[1:]))
+            xb = xb.reshape((len(xb), *x_all.shape[1:])).astype(x_dtype, copy=False)
             target = soft if soft.ndim == 2 else one_hot(soft, train_set.classes)
-            extra, target = spec.random_inputs(rng, target.astype(np.float32))
+            extra, target = spec.random_inputs(rng, target.astype(pred_dtype))
             out = runner.run({spec.batch_inputs[0]: xb, "target": target, **extra}, lr)
             if not math.isfinite(out.loss):
                 raise GraphcError(f"the loss became {out.loss} in epoch {epoch + 1}",

@@ -318,9 +318,17 @@ def test_bad_configurations_are_named() -> None:
     with pytest.raises(UsageError, match=r"unknown backend 'ort'; expected one of 'interpreter', "
                                          r"'onnxruntime'"):
         TrainConfig(backend="ort")
-    for field, value in (("epochs", 0), ("batch", 2.5), ("epochs", True)):
-        with pytest.raises(UsageError, match=rf"{field} must be a positive integer; expected an "
-                                             rf"int >= 1, got {value!r}"):
+    for field, value in (("epochs", 0), ("batch", 2.5), ("epochs", True), ("threads", 0)):
+        with pytest.raises(UsageError, match=rf"--{field}: {field} must be a positive integer; "
+                                             rf"expected an int >= 1, got {value!r}"):
+            TrainConfig(**{field: value})
+    for field, value, message in (
+            ("seed", -1, r"--seed: the seed must be an integer >= 0"),
+            ("lr", float("nan"), r"--lr: the learning rate must be a positive number"),
+            ("lr", -0.1, r"--lr: the learning rate must be a positive number"),
+            ("momentum", 1.0, r"--momentum: the momentum must be in \[0, 1\)"),
+            ("schedule", "step:1,-0.1", r"step decay needs a positive factor")):
+        with pytest.raises(UsageError, match=message):
             TrainConfig(**{field: value})
 
 
@@ -343,8 +351,8 @@ def test_bad_configurations_are_named() -> None:
 def test_bad_training_requests_are_named(change: dict, error: type[GraphcError], message: str,
                                          blobs: tuple[Dataset, Dataset]) -> None:
     train_set, test_set = blobs
-    config = replace(TrainConfig(epochs=1, batch=16), **change)
     with pytest.raises(error, match=message):
+        config = replace(TrainConfig(epochs=1, batch=16), **change)
         train(lambda batch: spiral_mlp(batch, 8), train_set, test_set, config, progress=False)
 
 
