@@ -153,8 +153,10 @@ def report(cases: dict[str, harness.Stages], accuracy: dict[str, Any], repeats: 
     out.append(md_table(("model", "graphc (onnxruntime)", "interpreter", "PyTorch eager",
                          "graphc / interpreter", "graphc / PyTorch (per round)",
                          "target <= 1.0"), rows, "lrrrrrl"))
-    out.append(f"\nMedians over {harness.plural(repeats, 'round')} of one epoch "
-               f"({len(cases['mlp onnxruntime'].samples['epoch'])} samples per case).")
+    slow = len(cases["mlp interpreter"].samples["epoch"])
+    out.append(f"\nMedians over {harness.plural(repeats, 'round')} of one epoch (the "
+               f"interpreter: {harness.plural(slow, 'round')}, after the others). The ratio is "
+               "a median: single rounds range as shown.")
     if accuracy:
         rows = []
         for model in MODELS:

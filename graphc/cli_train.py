@@ -300,6 +300,10 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
               "freeze": tuple(args.freeze or ()), "unfreeze_at": args.unfreeze_at,
               "backend": args.backend, "threads": args.threads}
     config = TrainConfig(**{k: v for k, v in values.items() if v is not None})
+    if config.optimizer == "adam" and args.momentum is not None:
+        raise UsageError("--momentum is an SGD setting", expected="--optimizer sgd with "
+                         "--momentum", got="--optimizer adam --momentum",
+                         hint="Adam has its own moment estimates; drop --momentum.")
     if config.unfreeze_at is not None and not 1 <= config.unfreeze_at < config.epochs:
         raise UsageError("--unfreeze-at is out of range",
                          expected=f"an epoch in 1..{config.epochs - 1} (the frozen parameters "
@@ -514,7 +518,7 @@ def add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="seed of the initial weights, the batch order, dropout and "
                         "augmentation (default 0)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="onnxruntime threads (default: all cores)")
+                   help="onnxruntime threads (default: onnxruntime's, one per core)")
     p.add_argument("--backend", metavar="NAME", help="onnxruntime (default) or interpreter")
     p.add_argument("--resume", metavar="CKPT",
                    help="continue an interrupted run with the checkpoint's own configuration")

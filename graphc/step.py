@@ -167,6 +167,18 @@ def _batchnorm_train(g: Graph, node: str, carried: dict[str, Value]) -> None:
             raise GraphcError("BatchNormalization's running statistics must be constants to "
                               "train", where=g.format_node(node), expected="a Const",
                               got="nothing" if stat is None else g.op(stat.node))
+    for stat in inputs[3:5]:
+        if stat.node in carried:
+            raise GraphcError("a running statistic is shared by two BatchNormalization nodes",
+                              where=g.format_node(node), expected="one BatchNormalization per "
+                              "pair of running statistics", got=f"{stat.node} used twice",
+                              hint="Give each BatchNormalization its own statistics.")
+    x_shape = g.type_of(inputs[0]).shape
+    per_channel = int(np.prod(x_shape, dtype=np.int64)) // x_shape[1]
+    if per_channel < 2:
+        raise GraphcError("BatchNormalization in training needs more than one value per channel",
+                          where=g.format_node(node), expected="batch * spatial size >= 2",
+                          got=f"input {x_shape}", hint="Train with a larger batch.")
     attrs = {**g.attrs(node), "training_mode": 1}
     train = g.add_node("BatchNormalization", inputs, attrs, name=f"{node}.train")
     g.replace_all_uses(Value(node), train)
@@ -242,9 +254,22 @@ def _feature_augment(g: Graph, aug: FeatureAugment) -> str:
 # ----- the step -----------------------------------------------------------------------------
 
 
+NORMALIZED_OUTPUTS = ("Softmax", "LogSoftmax", "Sigmoid")
+
+
 def _loss(b: GraphBuilder, kind: str, pred: Tensor) -> Tensor:
     if kind not in LOSSES:
         raise unknown("loss", kind, LOSSES, cls=UsageError)
+    g = b.graph
+    producer = pred.value.node
+    while g.op(producer) == "Identity":
+        producer = g.in_values(producer)[0].node
+    if kind == "cross_entropy" and g.op(producer) in NORMALIZED_OUTPUTS:
+        raise UsageError("cross_entropy takes logits, but the model's output is a "
+                         f"{g.op(producer)}", where=g.format_node(producer),
+                         expected="scores before any softmax", got=g.op(producer),
+                         hint="Remove the final activation from the model (the loss applies "
+                              "a stable log-softmax itself), or train with loss 'mse'.")
     target = b.input("target", pred.shape, pred.dtype)
     if kind == "mse":
         return losses.mse(pred, target)

@@ -145,6 +145,30 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum() -> None:
     np.testing.assert_array_equal(grads[0, 0], want)
 
 
+def test_tiling_max_pool_ties_match_onnxruntime_indices() -> None:
+    """Windows that tile the input take the gradient path without Indices: at ties (common
+    after ReLU) it must still pick the first maximum, as MaxPool's Indices on onnxruntime do."""
+    b = GraphBuilder("tiled", dtype=np.float32)
+    x = b.input("x", (2, 3, 6, 4))
+    pooled = b.graph.add_node("MaxPool", [x.value], {"kernel_shape": [2, 2], "strides": [2, 2]},
+                              name="pool")
+    b.graph.outputs = [pooled, Value("pool", 1)]
+    g = b.build()
+    rng = np.random.default_rng(3)
+    x_val = np.maximum(rng.integers(-2, 3, size=(2, 3, 6, 4)), 0).astype(np.float32)
+    indices = list(run_onnxruntime(g, {"x": x_val}).values())[1].reshape(-1)
+    assert len(set(np.round(x_val.reshape(-1), 3))) <= 3  # plenty of ties
+    grad_graph = b.graph.copy()
+    grad_graph.outputs = [pooled]
+    grads = gradient_graph(grad_graph, wrt=["x"])
+    assert "MaxPool" in {grads.op(n) for n in grads.op_nodes()}
+    assert not grads.users(Value("pool", 1))  # the Indices output is not used
+    want = np.zeros(x_val.size, np.float32)
+    np.add.at(want, indices, 1.0)
+    for result in (run(grads, {"x": x_val}), run_onnxruntime(grads, {"x": x_val})):
+        np.testing.assert_array_equal(result["dpool/dx"].reshape(-1), want)
+
+
 def test_input_graph_is_not_changed_and_unused_wrt_gets_zeros() -> None:
     b = GraphBuilder("unused", dtype=np.float64)
     x, y = b.inputs("x", "y")

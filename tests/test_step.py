@@ -719,3 +719,28 @@ def test_runner_state_of_the_wrong_shape_is_named() -> None:
     with pytest.raises(GraphcError, match=r"state 'fc1.weight' has the wrong shape; expected "
                                           r"\(10, 6\), got \(6, 10\)"):
         InterpreterRunner(spec, {"fc1.weight": np.zeros((6, 10))})
+
+
+def test_models_a_training_step_cannot_serve_are_refused() -> None:
+    # A Softmax output: cross-entropy takes logits (training it on probabilities stalls).
+    b = GraphBuilder("soft")
+    b.output(nn.softmax(nn.linear(b.input("x", (4, 3)), 2, name="fc"), name="probs"), "y")
+    with pytest.raises(UsageError, match=r"cross_entropy takes logits, but the model's output "
+                                         r"is a Softmax.*Remove the final activation"):
+        compile_step(b.build(), SGD(lr=0.1))
+    compile_step(b.build(), SGD(lr=0.1), loss="mse")  # fine for a regression-style loss
+    # One value per channel: the batch statistics would be the value itself.
+    b = GraphBuilder("one")
+    b.output(nn.batch_norm(nn.linear(b.input("x", (1, 3)), 2, name="fc"), name="bn"), "y")
+    with pytest.raises(GraphcError, match=r"needs more than one value per channel; expected "
+                                          r"batch \* spatial size >= 2, got input \(1, 2\)"):
+        compile_step(b.build(), SGD(lr=0.1), loss="mse")
+    # One BatchNormalization's statistics used by two nodes: one update would be lost.
+    b = GraphBuilder("shared")
+    h = nn.batch_norm(nn.linear(b.input("x", (4, 3)), 2, name="fc"), name="bn")
+    first = b.graph.in_values("bn")
+    twice = b.graph.add_node("BatchNormalization", [h.value, *first[1:]], name="bn_again")
+    b.graph.outputs = [twice]
+    with pytest.raises(GraphcError, match=r"a running statistic is shared by two "
+                                          r"BatchNormalization nodes"):
+        compile_step(b.build(), SGD(lr=0.1), loss="mse")
