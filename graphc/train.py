@@ -264,6 +264,12 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     ``on_epoch`` is called after every epoch (to write a checkpoint).
     """
     forward = build(config.batch)
+    if len(forward.inputs) != 1:
+        raise UsageError("training feeds the data to one model input",
+                         where=f"graph {forward.name}", expected="a model with one input",
+                         got=f"inputs {', '.join(forward.inputs)}",
+                         hint="Build the other inputs as constants, or drive "
+                              "graphc.step.compile_step and a runner yourself.")
     eval_forward = build(min(len(test_set), 256)) if len(test_set) else forward
     _check_output(forward, train_set, config.batch)
     if state:
