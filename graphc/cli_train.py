@@ -108,7 +108,7 @@ def onnx_accuracy(model: bytes, data: Any) -> float:
     from onnx import helper
 
     from graphc.onnx_export import session
-    from graphc.train import fit_data
+    from graphc.train import fit_data, predict_in_batches
 
     sess = session(model)
     first = sess.get_inputs()[0]
@@ -117,12 +117,9 @@ def onnx_accuracy(model: bytes, data: Any) -> float:
     output = sess.get_outputs()[0].name
     dtype = helper.tensor_dtype_to_np_dtype(
         onnx.load_model_from_string(model).graph.input[0].type.tensor_type.elem_type)
-    predictions = []
-    for start in range(0, len(x), batch):
-        chunk = np.zeros((batch, *x.shape[1:]), dtype)
-        chunk[:len(x[start:start + batch])] = x[start:start + batch]
-        predictions.append(sess.run([output], {first.name: chunk})[0][:len(x) - start])
-    return float(np.mean(np.argmax(np.concatenate(predictions), axis=1) == data.y))
+    scores = predict_in_batches(lambda chunk: sess.run([output], {first.name: chunk})[0], x,
+                                batch, dtype)
+    return float(np.mean(np.argmax(scores, axis=1) == data.y))
 
 
 def model_name(spec: str) -> str:
@@ -182,29 +179,20 @@ def _fit_head(graph: Any, state: Any, seed: int) -> tuple[Any, str]:
         f"{theirs} classes"
 
 
-def _weight_names(graph: Any) -> list[str]:
-    """The parameters and BatchNorm running statistics of ``graph``: what a model's weights
-    are, without optimizer state."""
-    from graphc.train import model_state
-
-    return list(model_state(graph))
-
-
 def _need_all(path: str, names: Any, state: Any, spec: str) -> None:
     """Refuse a checkpoint that lacks any of ``names`` (a parameter or running statistic)."""
-    missing = [n for n in names if n not in state]
-    if missing:
-        raise GraphcError(f"checkpoint {path} has no values for {len(missing)} of "
-                          f"{model_name(spec)}'s weights", expected="every parameter and "
-                          "running statistic", got=f"none for {', '.join(missing[:3])}"
-                          f"{', ...' if len(missing) > 3 else ''}",
-                          hint="Use a checkpoint written by `graphc train` for this model.")
+    from graphc.train import require_all
+
+    require_all(list(names), state, f"checkpoint {path} has no values for {{count}} of "
+                f"{model_name(spec)}'s weights", expected="every parameter and running statistic",
+                hint="Use a checkpoint written by `graphc train` for this model.")
 
 
 def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
     """``compile --weights``: MODEL ``spec``'s graph with the weights of checkpoint ``path``,
     its head rebuilt for the checkpoint's class count if that differs."""
     from graphc.step import apply_state
+    from graphc.train import model_state
 
     if loaded.onnx_file is not None:
         raise UsageError("--weights needs a zoo model or a .py file",
@@ -212,7 +200,7 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
                          hint="An .onnx file carries its own weights.")
     ck = read_checkpoint(path, spec, "--weights")
     graph, head = _fit_head(loaded.graph, ck.state, seed)
-    _need_all(path, _weight_names(graph), ck.state, spec)
+    _need_all(path, model_state(graph), ck.state, spec)
     graph = apply_state(graph, ck.state)
     parts = [f"epoch {ck.epoch}", *([head] if head else [])]
     if ck.history:
@@ -273,10 +261,9 @@ class _Plan:
 
 def _plan_fresh(args: argparse.Namespace) -> _Plan:
     from graphc.augment import DIGITS_AUGMENT, Augment
-    from graphc.ir import Value
     from graphc.optim import schedule_from_spec
     from graphc.step import FeatureAugment
-    from graphc.train import TrainConfig, frozen_params
+    from graphc.train import TrainConfig, frozen_params, model_state
     from graphc.transfer import head_params, replace_head
 
     if args.data is None:
@@ -327,7 +314,7 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     if args.init:
         ck = read_checkpoint(args.init, args.model, "--init")
         theirs = _head_classes(probe, ck.state)
-        names = set(_weight_names(probe))
+        names = set(model_state(probe))
         init_state = {k: v for k, v in ck.state.items() if k in names}
         if args.new_head or (theirs is not None and theirs != wanted):
             new_head = True
@@ -349,12 +336,12 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     head = head_params(graph) if new_head else []
     init_state = {k: v for k, v in init_state.items() if k not in head}
     if args.init:
-        _need_all(args.init, [n for n in _weight_names(graph) if n not in head], init_state,
+        _need_all(args.init, [n for n in model_state(graph) if n not in head], init_state,
                   args.model)
     # Every parameter and BatchNorm running statistic is handed to train(), so that each
     # checkpoint holds the whole model: the statistics of a frozen BatchNorm are no state of
     # the step, and train() keeps only the state it is given or carries.
-    state = {n: graph.const_value(Value(n)) for n in _weight_names(graph)}
+    state = model_state(graph)
     state.update(init_state)
     if args.init:
         taken = sum(n in init_state for n in graph.params())

@@ -254,11 +254,14 @@ class Graph:
         g._next = dict(self._next)
         return g
 
-    def replace_all_uses(self, old: Value, new: Value) -> None:
-        """Make every user of ``old`` (and the graph outputs) use ``new`` instead."""
+    def replace_all_uses(self, old: Value, new: Value, keep: Iterable[str] = ()) -> None:
+        """Make every user of ``old`` (and the graph outputs) use ``new`` instead, except the
+        nodes in ``keep`` (those that compute ``new`` from ``old``, when ``new`` is inserted
+        after ``old``)."""
+        keep = set(keep)
         uses = [(dst, key, d) for _, dst, key, d in self.nx.out_edges(old.node, keys=True,
                                                                        data=True)
-                if d["out"] == old.out]
+                if d["out"] == old.out and dst not in keep]
         for dst, key, d in uses:
             self.nx.remove_edge(old.node, dst, key)
             self.nx.add_edge(new.node, dst, port=d["port"], out=new.out)

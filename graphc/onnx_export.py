@@ -236,8 +236,10 @@ def save(g: Graph, path: str | os.PathLike[str], opset: int | None = None,
     return model
 
 
-def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None) -> Any:
-    """Return an onnxruntime CPU ``InferenceSession`` for a model, its bytes or a graph."""
+def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None,
+            config: Mapping[str, str] | None = None) -> Any:
+    """Return an onnxruntime CPU ``InferenceSession`` for a model, its bytes or a graph, with
+    ``threads`` intra-op threads (default: onnxruntime's) and session ``config`` entries."""
     import onnxruntime as ort
 
     if isinstance(model, Graph):
@@ -249,6 +251,8 @@ def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None) 
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.interpret import run
 from graphc.ir import Value
-from graphc.onnx_export import to_bytes
+from graphc.onnx_export import session, to_bytes
 from graphc.step import StepSpec
 
 
@@ -115,17 +115,11 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         super().__init__(spec, state)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         # Optimizer state of weights whose gradient stays 0 decays into subnormal numbers,
         # which are slow on CPUs: flush them to zero.
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(to_bytes(spec.graph, opset), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = session(to_bytes(spec.graph, opset), threads,
+                                   config={"session.set_denormal_as_zero": "1"})
         except Exception as err:  # onnxruntime raises its own exception types
             raise GraphcError("onnxruntime cannot run this training step",
                               where=f"graph {spec.graph.name}",

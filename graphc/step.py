@@ -107,12 +107,16 @@ class StepSpec:
     graph: Graph
     params: list[str]
     batch_inputs: list[str]
-    masks: list[str]
     mask_ratios: dict[str, float]
     state: dict[str, tuple[int, ...]]
     initial: dict[str, np.ndarray] = field(repr=False)
     frozen: list[str]
     features: dict[str, FeatureAugment] = field(default_factory=dict)
+
+    @property
+    def masks(self) -> list[str]:
+        """The dropout mask inputs, one per Dropout."""
+        return list(self.mask_ratios)
 
     def next_name(self, name: str) -> str:
         return f"{name}.next"
@@ -233,21 +237,18 @@ def _feature_augment(g: Graph, aug: FeatureAugment) -> str:
         raise unknown("layer", aug.node, g.op_nodes(), cls=UsageError, where="feature augmentation")
     h = Value(aug.node)
     t = g.type_of(h)
-    users = [(dst, key, d) for _, dst, key, d in g.nx.out_edges(aug.node, keys=True, data=True)
-             if d["out"] == 0]
     if aug.kind == "noise":
         noise = g.add_input(g.fresh_name(f"{aug.node}.feature_noise"), t.shape, t.dtype)
         new = _op(g, aug.node, "Add", h, noise)
+        reads = new.node
     else:
         n = t.shape[0]
         noise = g.add_input(g.fresh_name(f"{aug.node}.feature_mix"), (n, n), t.dtype)
         rows = _op(g, aug.node, "Reshape", h, _const(g, aug.node, [n, -1], np.int64))
         new = _op(g, aug.node, "Reshape", _op(g, aug.node, "MatMul", noise, rows),
                   _const(g, aug.node, list(t.shape), np.int64))
-    for dst, key, d in users:
-        g.nx.remove_edge(aug.node, dst, key)
-        g.nx.add_edge(new.node, dst, port=d["port"], out=0)
-    g.outputs = [new if v == h else v for v in g.outputs]
+        reads = rows.node
+    g.replace_all_uses(h, new, keep=[reads])
     return noise.node
 
 
@@ -359,16 +360,15 @@ def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_ent
             updates[f"{p}.{slot}"] = value
     updates.update(carried)
     outputs = [g.add_node("Identity", [loss_value], name="loss"), g.outputs[0]]
-    order = [n for n in initial]
+    order = list(initial)
     for name in order:
         outputs.append(g.add_node("Identity", [updates[name]], name=f"{name}.next"))
     g.outputs = outputs
     g.remove_dead()
     g.verify()
-    return StepSpec(graph=g, params=trained, batch_inputs=batch_inputs, masks=list(masks),
-                    mask_ratios=masks, state={n: g.type_of(Value(n)).shape for n in order},
-                    initial=initial, frozen=[p for p in params if p not in trained],
-                    features=feature_inputs)
+    return StepSpec(graph=g, params=trained, batch_inputs=batch_inputs, mask_ratios=masks,
+                    state={n: g.type_of(Value(n)).shape for n in order}, initial=initial,
+                    frozen=[p for p in params if p not in trained], features=feature_inputs)
 
 
 def apply_state(forward: Graph, state: Mapping[str, np.ndarray]) -> Graph:

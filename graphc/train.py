@@ -158,6 +158,29 @@ def fit_data(data: Dataset, shape: Sequence[int], where: str) -> np.ndarray:
     return data.x.reshape((len(data), *per_sample))
 
 
+def predict_in_batches(one_batch: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                       batch: int, dtype: Any) -> np.ndarray:
+    """Return ``one_batch`` applied to ``x`` in batches of exactly ``batch`` samples (the last
+    one padded with zeros, its padding dropped from the result), as ``dtype``."""
+    out = []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        padded = np.zeros((batch, *x.shape[1:]), dtype)
+        padded[:len(chunk)] = chunk
+        out.append(one_batch(padded)[:len(chunk)])
+    return np.concatenate(out)
+
+
+def require_all(names: Sequence[str], state: Mapping[str, Any], what: str, *,
+                expected: str, hint: str | None = None) -> None:
+    """Raise GraphcError ``what`` naming the first of ``names`` that ``state`` lacks."""
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise GraphcError(what.format(count=len(missing)), expected=expected,
+                          got=f"none for {', '.join(missing[:3])}"
+                              f"{', ...' if len(missing) > 3 else ''}", hint=hint)
+
+
 class Evaluator:
     """Predicts with the inference form of the model, fed the current state, on onnxruntime
     (or the interpreter), in chunks of the compiled batch size."""
@@ -182,19 +205,15 @@ class Evaluator:
         from graphc.interpret import run
 
         feeds = {n: state[n] for n in self.names}
-        out = []
-        for start in range(0, len(x), self.batch):
-            chunk = x[start:start + self.batch]
-            padded = np.zeros((self.batch, *x.shape[1:]),
-                              self.graph.type_of(Value(self.input)).dtype)
-            padded[:len(chunk)] = chunk
-            feeds[self.input] = padded
+
+        def one_batch(chunk: np.ndarray) -> np.ndarray:
+            feeds[self.input] = chunk
             if self.backend == "onnxruntime":
-                pred = self.session.run([self.output], feeds)[0]
-            else:
-                pred = run(self.graph, feeds)[self.graph.output_names()[0]]
-            out.append(pred[:len(chunk)])
-        return np.concatenate(out)
+                return self.session.run([self.output], feeds)[0]
+            return run(self.graph, feeds)[self.graph.output_names()[0]]
+
+        dtype = self.graph.type_of(Value(self.input)).dtype
+        return predict_in_batches(one_batch, x, self.batch, dtype)
 
     def accuracy(self, data: Dataset, state: Mapping[str, np.ndarray]) -> float:
         x = fit_data(data, self.graph.type_of(Value(self.input)).shape, "evaluation")
@@ -275,7 +294,8 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     if state:
         forward = apply_state(forward, state)
         eval_forward = apply_state(eval_forward, state)
-    x_all = fit_data(train_set, forward.type_of(Value(forward.inputs[0])).shape, "training")
+    sample_shape = fit_data(train_set, forward.type_of(Value(forward.inputs[0])).shape,
+                            "training").shape[1:]
     x_dtype = forward.type_of(Value(forward.inputs[0])).dtype
     pred_dtype = forward.type_of(forward.outputs[0]).dtype
     if len(train_set) < config.batch:
@@ -286,13 +306,10 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
         frozen = []
     spec = _compile(forward, config, frozen)
     if start_epoch:
-        missing = [n for n in [*model_state(forward), *spec.state] if n not in (state or {})]
-        if missing:
-            raise GraphcError(f"cannot resume after epoch {start_epoch}: the state has no "
-                              f"values for {len(missing)} weights or optimizer slots",
-                              expected="the complete state of a checkpoint",
-                              got=f"none for {', '.join(missing[:3])}"
-                                  f"{', ...' if len(missing) > 3 else ''}")
+        require_all([*model_state(forward), *spec.state], state or {},
+                    f"cannot resume after epoch {start_epoch}: the state has no values for "
+                    "{count} weights or optimizer slots",
+                    expected="the complete state of a checkpoint")
     # The whole model (every parameter and running statistic, trained or frozen), so that
     # checkpoints hold it and the evaluator always reads the current values.
     current = model_state(forward)
@@ -317,7 +334,7 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
         for xb, yb in bar:
             # Augment in the data's own layout (images stay images for an MLP), then reshape.
             xb, soft = augment(xb, yb, rng) if augment.steps else (xb, yb)
-            xb = xb.reshape((len(xb), *x_all.shape[1:])).astype(x_dtype, copy=False)
+            xb = xb.reshape((len(xb), *sample_shape)).astype(x_dtype, copy=False)
             target = soft if soft.ndim == 2 else one_hot(soft, train_set.classes)
             extra, target = spec.random_inputs(rng, target.astype(pred_dtype))
             out = runner.run({spec.batch_inputs[0]: xb, "target": target, **extra}, lr)
