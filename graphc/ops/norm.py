@@ -91,19 +91,28 @@ def _channel_view(ctx: Any, p: Any, rank: int) -> Any:
     return ctx.reshape(p, (ctx.type(p).shape[0],) + (1,) * (rank - 2))
 
 
+def _centred_inv(ctx: Any, x: Any, axes: Sequence[int], epsilon: float) -> tuple[Any, Any]:
+    """Return (x - mean, 1 / sqrt(var + epsilon)) over ``axes`` (population variance, kept
+    dims), recomputed from x for a gradient."""
+    dtype = ctx.type(x).dtype
+    axes_c = _axes_const(ctx, axes)
+    centred = ctx.op("Sub", x, ctx.op("ReduceMean", x, axes_c, keepdims=1))
+    var = ctx.op("ReduceMean", ctx.op("Mul", centred, centred), axes_c, keepdims=1)
+    inv = ctx.op("Div", ctx.const(1.0, dtype),
+                 ctx.op("Sqrt", ctx.op("Add", var, ctx.const(epsilon, dtype))))
+    return centred, inv
+
+
 def _standardize_grad(ctx: Any, x: Any, dxhat: Any, axes: Sequence[int],
                       epsilon: float) -> tuple[Any, Any]:
     """Return (xhat, dx) for xhat = (x - mean) / sqrt(var + epsilon) over ``axes`` (population
     variance) given dL/dxhat: dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sigma."""
-    dtype = ctx.type(x).dtype
     mean = lambda v: ctx.op("ReduceMean", v, _axes_const(ctx, axes), keepdims=1)  # noqa: E731
-    centred = ctx.op("Sub", x, mean(x))
-    var = mean(ctx.op("Mul", centred, centred))
-    sigma = ctx.op("Sqrt", ctx.op("Add", var, ctx.const(epsilon, dtype)))
-    xhat = ctx.op("Div", centred, sigma)
+    centred, inv = _centred_inv(ctx, x, axes, epsilon)
+    xhat = ctx.op("Mul", centred, inv)
     inner = ctx.op("Sub", ctx.op("Sub", dxhat, mean(dxhat)),
                    ctx.op("Mul", xhat, mean(ctx.op("Mul", dxhat, xhat))))
-    return xhat, ctx.op("Div", inner, sigma)
+    return xhat, ctx.op("Mul", inner, inv)
 
 
 def _batchnorm_train_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
@@ -120,12 +129,10 @@ def _batchnorm_train_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     shape, dy, dtype = ctx.in_types[0].shape, grads[0], ctx.in_types[0].dtype
     rank = len(shape)
     channels = (shape[1],)
-    axes = _axes_const(ctx, [0, *range(2, rank)])
+    reduced = [0, *range(2, rank)]
+    axes = _axes_const(ctx, reduced)
     m = int(np.prod(shape, dtype=np.int64)) // shape[1]
-    centred = ctx.op("Sub", x, ctx.op("ReduceMean", x, axes, keepdims=1))
-    var = ctx.op("ReduceMean", ctx.op("Mul", centred, centred), axes, keepdims=1)
-    inv = ctx.op("Div", ctx.const(1.0, dtype),
-                 ctx.op("Sqrt", ctx.op("Add", var, ctx.const(ctx.attrs["epsilon"], dtype))))
+    centred, inv = _centred_inv(ctx, x, reduced, ctx.attrs["epsilon"])
     k = ctx.op("Mul", _channel_view(ctx, scale, rank), inv)
     sum_dy = ctx.op("ReduceSum", dy, axes, keepdims=1)
     sum_dy_xc = ctx.op("ReduceSum", ctx.op("Mul", dy, centred), axes, keepdims=1)
