@@ -1,17 +1,10 @@
-"""Gather and ScatterND: pick slices of ``data`` by index, and write (or add) slices back.
-
-Gather (ONNX opset 13+):
+"""Gather: pick slices of ``data`` along ``axis`` by an index tensor (ONNX opset 13+).
 
 ``output[i_0..i_{a-1}, j_0..j_{q-1}, i_{a+1}..] = data[i_0..i_{a-1}, indices[j_0..j_{q-1}],
 i_{a+1}..]``, with negative indices counting from the end. Training uses it for im2col: rows of
 a channel-major image picked by a constant index table, so the weight gradient of a
 convolution is one matrix product. Its vjp adds each output slice back at its index
 (ScatterElements with reduction ``add``), so repeated indices accumulate.
-
-ScatterND (ONNX opset 16+, reductions ``none`` and ``add``): a copy of ``data`` where the slice at
-each index tuple of ``indices[..., :k]`` is replaced by (or, with ``add``, increased by) the
-matching slice of ``updates``. Training's col2im adds the rows of the columns back to the pixels
-they were read from with it. It has no gradient rule.
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.errors import OpError, ShapeError
+from graphc.errors import ShapeError
 from graphc.ops.base import (
     DTYPE_SHORT,
     Attr,
@@ -101,72 +94,4 @@ GATHER = OpDef(
     examples=_examples(),
 )
 
-SCATTER_ND_REDUCTIONS = ("none", "add")
-
-
-def _scatter_nd_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
-                      consts: list[np.ndarray | None]) -> list[TensorType]:
-    data, indices, updates = in_types
-    if attrs["reduction"] not in SCATTER_ND_REDUCTIONS:
-        raise OpError("ScatterND reduction is not supported",
-                      expected=" or ".join(repr(r) for r in SCATTER_ND_REDUCTIONS),
-                      got=repr(attrs["reduction"]))
-    if np.dtype(indices.dtype) != np.int64 or len(indices.shape) < 1:
-        raise ShapeError("ScatterND indices must be an int64 tensor of rank >= 1",
-                         expected="(..., k) i64", got=str(indices))
-    k = indices.shape[-1]
-    want = tuple(indices.shape[:-1]) + tuple(data.shape[k:])
-    if not 1 <= k <= len(data.shape) or tuple(updates.shape) != want:
-        raise ShapeError("ScatterND updates do not match the indices",
-                         expected=f"updates of shape {want} (k = {k} <= rank {len(data.shape)})",
-                         got=f"updates {updates.shape}")
-    if np.dtype(updates.dtype) != np.dtype(data.dtype):
-        raise ShapeError("ScatterND data and updates differ in dtype", expected=str(data.dtype),
-                         got=str(updates.dtype))
-    return [TensorType(data.shape, data.dtype)]
-
-
-def _scatter_nd_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]
-                    ) -> list[np.ndarray]:
-    data, indices, updates = inputs
-    k = indices.shape[-1]
-    flat = indices.reshape(-1, k)
-    where = tuple(normalized_indices(flat[:, a], data.shape[a], a, "ScatterND")
-                  for a in range(k))
-    rows = updates.reshape(flat.shape[0], *data.shape[k:])
-    out = data.copy()
-    if attrs["reduction"] == "add":
-        np.add.at(out, where, rows)  # repeated indices accumulate
-    else:
-        out[where] = rows  # repeated indices: the last update wins, as in onnxruntime
-    return [out]
-
-
-def _scatter_nd_examples() -> tuple[Example, ...]:
-    ints = lambda v: np.array(v, np.int64)  # noqa: E731
-    return (
-        Example((rng_array((4, 3), seed=5), ints([[2], [0]]), rng_array((2, 3), seed=6)),
-                consts=(1,), name="rows"),
-        Example((rng_array((5, 2), seed=7), ints([[1], [4], [1], [1]]), rng_array((4, 2), seed=8)),
-                {"reduction": "add"}, consts=(1,), name="add-repeated-rows"),
-        Example((rng_array((2, 3, 2), seed=9), ints([[[0, 2], [1, -1]]]),
-                 rng_array((1, 2, 2), seed=10)), {"reduction": "add"}, consts=(1,),
-                name="add-pairs"),
-    )
-
-
-SCATTER_ND = OpDef(
-    name="ScatterND",
-    doc="Copy data and write (or with reduction add, accumulate) slices of updates at the "
-        "index tuples in indices.",
-    inputs=("data", "indices", "updates"),
-    outputs=("output",),
-    attrs={"reduction": Attr("str", "none", since=16)},
-    infer=_scatter_nd_infer,
-    ref=_scatter_nd_ref,
-    flops=lambda view: 0,
-    examples=_scatter_nd_examples(),
-    vjp=None,
-)
-
-OPS: list[OpDef] = [GATHER, SCATTER_ND]
+OPS: list[OpDef] = [GATHER]

@@ -9,8 +9,9 @@ product and the weight gradient (``dY @ cols^T``) share the columns and run as t
 
 Not an ONNX op: it is lowered to Transpose (X to channel-major, so one entry is a row of N
 contiguous values), Pad, Reshape and one Gather of rows with a constant index table. Its vjp
-adds every column entry back to the pixel it was read from: a ScatterND with reduction add of
-the same rows at the same table.
+adds every column entry back to the pixel it was read from: the same Gather of rows with the
+inverse table (a pixel is read by at most kh*kw taps; missing taps read an extra zero row),
+then a ReduceSum over the taps.
 """
 
 from __future__ import annotations
@@ -56,6 +57,32 @@ def gather_table(c: int, win: _Window, padded: tuple[int, int]) -> np.ndarray:
     rows = (ch * hp * wp + (oy * win.strides[0] + ky * win.dilations[0]) * wp
             + ox * win.strides[1] + kx * win.dilations[1])
     return np.ascontiguousarray(rows.reshape(c * kh * kw, oh * ow), dtype=np.int64)
+
+
+def _readers(win: _Window, axis: int, size: int, tap: int) -> np.ndarray:
+    """For each input position along ``axis``, the output position whose window reads it
+    through ``tap`` (``o * stride + tap * dilation - begin = position``), or -1."""
+    span = np.arange(size) + win.begin[axis] - tap * win.dilations[axis]
+    out = np.where(span % win.strides[axis] == 0, span // win.strides[axis], -1)
+    out[(span < 0) | (out >= win.out[axis])] = -1
+    return out
+
+
+def scatter_table(x_shape: tuple[int, ...], win: _Window) -> np.ndarray:
+    """For each input pixel (c, y, x) and tap (ky, kx), the row of the columns reshaped to
+    (C*kh*kw*OH*OW, N) that read it, or the extra zero row C*kh*kw*OH*OW: (C*H*W, kh*kw)."""
+    _, c, h, w = x_shape
+    (kh, kw), (oh, ow) = win.kernel, win.out
+    zero_row = c * kh * kw * oh * ow
+    table = np.full((c, h, w, kh, kw), zero_row, dtype=np.int64)
+    channel = np.arange(c)[:, None, None]
+    for ky in range(kh):
+        oy = _readers(win, 0, h, ky)[None, :, None]
+        for kx in range(kw):
+            ox = _readers(win, 1, w, kx)[None, None, :]
+            row = ((channel * kh * kw + ky * kw + kx) * oh + oy) * ow + ox
+            table[:, :, :, ky, kx] = np.where((oy >= 0) & (ox >= 0), row, zero_row)
+    return table.reshape(c * h * w, kh * kw)
 
 
 def _infer(in_types: list[TensorType | None], attrs: dict[str, Any],
@@ -115,25 +142,17 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
 
 
 def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:
-    """dX: every column entry added back to the pixel it was read from, as rows of N values
-    (ScatterND with reduction add on the padded channel-major rows); the padding is cropped
-    off and X's layout restored."""
+    """dX[c, y, x, n] = sum over the taps that read (c, y, x) of their column entries."""
     dcols = grads[0]
     x_shape = ctx.in_types[0].shape
     n, c, h, w = x_shape
     win = _win(x_shape, ctx.attrs)
-    hp, wp = _padded_size(x_shape, win)
-    dtype = ctx.out_types[0].dtype
-    table = gather_table(c, win, (hp, wp)).reshape(-1, 1)
-    zeros = ctx.op("Expand", ctx.const(0.0, dtype), ctx.const(np.array([c * hp * wp, n]), np.int64))
-    rows = ctx.op("ScatterND", zeros, ctx.const(table, np.int64),
-                  ctx.reshape(dcols, (table.shape[0], n)), reduction="add")
-    padded = ctx.reshape(rows, (c, hp, wp, n))
-    top, left = win.begin
-    if (hp, wp) != (h, w):
-        crop = [0, -top, -left, 0, 0, -(hp - h - top), -(wp - w - left), 0]
-        padded = ctx.op("Pad", padded, ctx.const(np.array(crop, np.int64), np.int64))
-    return [ctx.op("Transpose", padded, perm=[3, 0, 1, 2])]
+    rows = ctx.reshape(dcols, (int(np.prod(ctx.out_types[0].shape)) // n, n))
+    zero = ctx.const(np.zeros((1, n)), ctx.out_types[0].dtype)
+    rows = ctx.op("Concat", rows, zero, axis=0)
+    taps = ctx.op("Gather", rows, ctx.const(scatter_table(x_shape, win), np.int64), axis=0)
+    summed = ctx.op("ReduceSum", taps, ctx.const(np.array([1], np.int64), np.int64), keepdims=0)
+    return [ctx.op("Transpose", ctx.reshape(summed, (c, h, w, n)), perm=[3, 0, 1, 2])]
 
 
 def _flops(view: NodeView) -> int:
