@@ -744,3 +744,21 @@ def test_models_a_training_step_cannot_serve_are_refused() -> None:
     with pytest.raises(GraphcError, match=r"a running statistic is shared by two "
                                           r"BatchNormalization nodes"):
         compile_step(b.build(), SGD(lr=0.1), loss="mse")
+
+
+def test_onnxruntime_steps_are_deterministic_with_several_threads() -> None:
+    """The same steps from the same state give bit-identical weights, also when onnxruntime
+    splits the work over threads (an op that accumulates in thread order would not)."""
+    spec = compile_step(load("cnn").build(batch=64), SGD(lr=0.05, momentum=0.9))
+    states = []
+    for _ in range(3):
+        runner = OrtRunner(spec, threads=2)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            x = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
+            target = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)]
+            runner.run({"x": x, "target": target, **spec.dropout_masks(rng)}, lr=0.05)
+        states.append(runner.state())
+    for other in states[1:]:
+        for name, value in states[0].items():
+            assert value.tobytes() == other[name].tobytes(), name
