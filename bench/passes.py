@@ -30,8 +30,8 @@ installed". The script prints these tables:
    ratio of the two sessions' block medians in that round, so slow spells cancel out).
 5. Coverage on small synthetic models (random BN statistics and biases): ConvTranspose+BN,
    Gemm+BN (transB=1), MatMul+Add+BN, MatMul+BN, Conv+BN and Dropout(ratio 0.5), exported at
-   opset 17 and at ``graphc.onnx_export.max_opset()``, plus a Dropout at opset 13 written with
-   ``onnx.helper`` (graphc's column needs ``graphc.onnx_import``; skipped when it is absent).
+   opset 17 and at ``graphc.onnxio.export.max_opset()``, plus a Dropout at opset 13 written with
+   ``onnx.helper`` (graphc's column needs ``graphc.onnxio.importer``; skipped when it is absent).
    Target: no BatchNormalization / Dropout left by graphc, outputs within 1e-5 relative.
 
 A summary table gives one verdict per target of the issue.
@@ -91,7 +91,7 @@ from onnx import TensorProto, helper, numpy_helper
 import graphc
 from graphc import models, nn
 from graphc.ir import CONST, Graph, Value
-from graphc.onnx_export import max_opset
+from graphc.onnxio.export import max_opset
 from graphc.pipeline import resolve, run_pipeline
 
 ZOO = ("cnn", "residual", "resnet18")
@@ -498,10 +498,10 @@ COVERAGE: list[tuple[str, str, Callable[[], Graph]]] = [
 
 
 def import_onnx() -> Callable[[onnx.ModelProto], Graph] | None:
-    """Return ``graphc.onnx_import.from_onnx`` when that module exists, else None."""
-    if importlib.util.find_spec("graphc.onnx_import") is None:
+    """Return ``graphc.onnxio.importer.from_onnx`` when that module exists, else None."""
+    if importlib.util.find_spec("graphc.onnxio.importer") is None:
         return None
-    module = importlib.import_module("graphc.onnx_import")
+    module = importlib.import_module("graphc.onnxio.importer")
     return getattr(module, "from_onnx", None)
 
 
@@ -552,7 +552,7 @@ def coverage(tools: Tools) -> tuple[list[Row], dict[str, list[tuple[int, bool | 
     before = model.SerializeToString()
     feeds = [{"x": rng.standard_normal((4, 16)).astype(np.float32)} for _ in range(2)]
     from_onnx = import_onnx()
-    graphc_file, note = None, "graphc.onnx_import absent"
+    graphc_file, note = None, "graphc.onnxio.importer absent"
     if from_onnx is not None:
         try:
             # graphc exports opset 17 at the lowest: the file it writes is opset 17.

@@ -187,7 +187,7 @@ def train_epoch(module: nn.Module, optimizer: torch.optim.Optimizer,
     """Train one epoch: per batch, cross-entropy on integer labels, zero_grad, backward, step.
 
     ``batches`` yields ``(x, y)``: float32 inputs and int64 class labels, as numpy arrays (e.g.
-    ``graphc.data.Dataset.batches``) or tensors already converted outside the timing. Returns
+    ``graphc.train.data.Dataset.batches``) or tensors already converted outside the timing. Returns
     the mean loss over the epoch's samples (batches weighted by their size).
     """
     module.train()
@@ -228,7 +228,7 @@ def make_optimizer(module: nn.Module, name: str, lr: float, momentum: float = 0.
 
     ``name`` is "sgd" or "adam"; Adam ignores ``momentum`` (its betas stay at torch's (0.9,
     0.999)). ``weight_decay`` is torch's L2 term added to the gradient, in both, as graphc's
-    ``graphc.optim`` does.
+    ``graphc.train.optim`` does.
     """
     params: Any = module.parameters()
     if name == "sgd":

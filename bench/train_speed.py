@@ -36,11 +36,11 @@ import numpy as np
 from harness import fmt_s, log, md_table, verdict
 
 import graphc
-from graphc.data import Dataset, load_digits, one_hot
 from graphc.models import load
-from graphc.runner import InterpreterRunner, OrtRunner, Runner
-from graphc.step import compile_step
-from graphc.train import TrainConfig, train
+from graphc.train.data import Dataset, load_digits, one_hot
+from graphc.train.loop import TrainConfig, train
+from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
+from graphc.train.step import compile_step
 
 torch_reference = harness.import_optional("torch_reference")
 
@@ -66,7 +66,7 @@ class GraphcEpoch(harness.Stages):
         self.model = model
         train_set, _ = digits(model)
         self.batches = batches(train_set, 0)
-        optimizer = graphc.optim.SGD(lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        optimizer = graphc.train.optim.SGD(lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         self.spec = compile_step(load(model).build(batch=BATCH), optimizer)
         self.runner: Runner = (OrtRunner(self.spec, threads=1) if backend == "onnxruntime"
                                else InterpreterRunner(self.spec))
@@ -125,7 +125,7 @@ def torch_accuracy(model: str) -> tuple[float, float]:
     module = torch_reference.build(model, {n: np.array(g.nx.nodes[n]["value"])
                                            for n in torch_reference.param_names(model)})
     opt = torch_reference.make_optimizer(module, "sgd", LR, MOMENTUM, WEIGHT_DECAY)
-    schedule = graphc.optim.schedule_from_spec("cosine", LR, total=EPOCHS)
+    schedule = graphc.train.optim.schedule_from_spec("cosine", LR, total=EPOCHS)
     start = time.perf_counter()
     for epoch in range(EPOCHS):
         for group in opt.param_groups:

@@ -11,14 +11,14 @@ array([[0.5]], dtype=float32)
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from graphc.dsl import GraphBuilder, Tensor
 from graphc.errors import GraphcError
 from graphc.interpret import run
 from graphc.ir import Graph, Value
-from graphc.onnx_export import compare, run_onnxruntime, save, to_bytes, to_onnx
-from graphc.onnx_import import from_onnx, run_onnx
+from graphc.onnxio.export import save, to_bytes, to_onnx
+from graphc.onnxio.importer import from_onnx, run_onnx
+from graphc.onnxio.runtime import compare, run_onnxruntime
+from graphc.version import __version__
 
 __all__ = [
     "Graph",

@@ -16,7 +16,7 @@ import numpy as np
 
 from graphc.interpret import run
 from graphc.ir import CONST, INPUT, Graph
-from graphc.onnx_export import run_onnxruntime
+from graphc.onnxio.runtime import run_onnxruntime
 
 
 def random_feeds(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:

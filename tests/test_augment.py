@@ -7,7 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from graphc.augment import (
+from graphc.errors import GraphcError, ShapeError, UsageError
+from graphc.train.augment import (
     AUGMENTATIONS,
     DIGITS_AUGMENT,
     Augment,
@@ -24,8 +25,7 @@ from graphc.augment import (
     tabular_noise,
     translate,
 )
-from graphc.data import Dataset, load_digits, one_hot
-from graphc.errors import GraphcError, ShapeError, UsageError
+from graphc.train.data import Dataset, load_digits, one_hot
 
 
 def rng(seed: int = 0) -> np.random.Generator:

@@ -14,7 +14,7 @@ from graphc.errors import GraphcError
 from graphc.interpret import run
 from graphc.ir import Graph, Value
 from graphc.models import load
-from graphc.onnx_export import run_onnxruntime
+from graphc.onnxio.runtime import run_onnxruntime
 
 H = 1e-6
 KINKS = {"Relu": lambda a: [0.0], "LeakyRelu": lambda a: [0.0],

@@ -15,7 +15,7 @@ from graphc import testing
 from graphc.cli import main
 from graphc.errors import GraphcError
 from graphc.models import MODELS, load
-from graphc.onnx_export import max_opset
+from graphc.onnxio.export import max_opset
 from graphc.ops import REGISTRY
 
 

@@ -20,7 +20,7 @@ import pytest
 from graphc import testing
 from graphc.cli import main
 from graphc.models import load
-from graphc.symbolic import DEFAULT_LIMIT
+from graphc.symbolic.chain_rule import DEFAULT_LIMIT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COURSE = ["grad", "backprop_example", "--at", "x=-2,y=5,z=-4"]

@@ -18,15 +18,15 @@ import pytest
 from onnx import numpy_helper
 
 from graphc import testing
-from graphc import train as training
-from graphc.augment import DIGITS_AUGMENT
 from graphc.cli import main
-from graphc.data import load_digits
 from graphc.errors import GraphcError
 from graphc.ir import Value
 from graphc.models import load
-from graphc.train import TrainConfig, load_checkpoint
-from graphc.transfer import body_params, replace_head
+from graphc.train import loop as training
+from graphc.train.augment import DIGITS_AUGMENT
+from graphc.train.data import load_digits
+from graphc.train.loop import TrainConfig, load_checkpoint
+from graphc.train.transfer import body_params, replace_head
 
 
 def run_ok(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[str, str]:

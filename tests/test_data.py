@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphc.data import (
+from graphc.errors import ShapeError, UsageError
+from graphc.train.data import (
     Dataset,
     bar_row,
     load_digits,
@@ -14,7 +15,6 @@ from graphc.data import (
     make_spirals,
     make_xor,
 )
-from graphc.errors import ShapeError, UsageError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The backprop figure (graphc.draw): both backends, the DOT text, errors and the auto fallback.
+"""The backprop figure (graphc.symbolic.draw): both backends, the DOT text, errors and the
+auto fallback.
 
 Graphviz `dot` is not installed everywhere (not in CI): the matplotlib backend is always tested,
 the graphviz backend only when `dot` is on PATH, and auto mode must draw either way.
@@ -18,11 +19,11 @@ import pytest
 from matplotlib.image import imread
 
 import graphc
-from graphc import draw as gdraw
 from graphc import nn
 from graphc.errors import GraphcError
 from graphc.models import load
-from graphc.symbolic import BackpropResult, backprop
+from graphc.symbolic import draw as gdraw
+from graphc.symbolic.chain_rule import BackpropResult, backprop
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HAVE_DOT = shutil.which("dot") is not None

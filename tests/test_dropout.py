@@ -9,10 +9,10 @@ from graphc import nn
 from graphc.dsl import GraphBuilder
 from graphc.errors import GraphcError
 from graphc.interpret import run
-from graphc.optim import SGD
 from graphc.pipeline import resolve, run_pipeline
-from graphc.runner import InterpreterRunner
-from graphc.step import compile_step
+from graphc.train.optim import SGD
+from graphc.train.runner import InterpreterRunner
+from graphc.train.step import compile_step
 
 P = 0.25
 

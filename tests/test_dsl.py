@@ -16,7 +16,7 @@ from graphc.dsl import GraphBuilder, Tensor
 from graphc.errors import GraphcError, ShapeError
 from graphc.interpret import run
 from graphc.ir import Graph, Value
-from graphc.onnx_export import run_onnxruntime
+from graphc.onnxio.runtime import run_onnxruntime
 
 RNG = np.random.default_rng(1234)
 

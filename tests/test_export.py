@@ -19,15 +19,8 @@ from graphc.errors import ExportError, GraphcError
 from graphc.interpret import run
 from graphc.ir import CONST, Graph, Value
 from graphc.models import load
-from graphc.onnx_export import (
-    DEFAULT_OPSET,
-    compare,
-    max_opset,
-    run_onnxruntime,
-    save,
-    to_bytes,
-    to_onnx,
-)
+from graphc.onnxio.export import DEFAULT_OPSET, max_opset, save, to_bytes, to_onnx
+from graphc.onnxio.runtime import compare, run_onnxruntime
 
 DETERMINISM_MODELS = ["backprop_example", "neuron", "lenet5", "cnn", "residual"]
 

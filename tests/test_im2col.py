@@ -8,8 +8,8 @@ import pytest
 from graphc import ops
 from graphc.interpret import run
 from graphc.ir import Graph, Value
-from graphc.onnx_export import run_onnxruntime
-from graphc.step import _conv_im2col
+from graphc.onnxio.runtime import run_onnxruntime
+from graphc.train.step import _conv_im2col
 
 CONV_CASES = [
     pytest.param(example, id=example.name or str(k))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphc import losses
 from graphc.autodiff import gradient_graph
 from graphc.dsl import GraphBuilder
 from graphc.errors import GraphcError
 from graphc.interpret import run
+from graphc.train import losses
 
 RNG = np.random.default_rng(0)
 Z = RNG.standard_normal((4, 5))

@@ -12,7 +12,8 @@ import pytest
 from graphc.interpret import run
 from graphc.ir import Graph
 from graphc.models import MODELS, load
-from graphc.onnx_export import run_onnxruntime, to_bytes, to_onnx
+from graphc.onnxio.export import to_bytes, to_onnx
+from graphc.onnxio.runtime import run_onnxruntime
 
 SMALL = [m for m in MODELS if m != "resnet18"]
 BATCHED = [m for m in SMALL if "batch" in inspect.signature(load(m).build).parameters]

@@ -23,8 +23,9 @@ from graphc.errors import GraphcError, OpError, UsageError
 from graphc.interpret import run
 from graphc.ir import CONST
 from graphc.models import MODELS, load
-from graphc.onnx_export import max_opset, run_onnxruntime, to_bytes, to_onnx
-from graphc.onnx_import import from_onnx, newest_opset, run_onnx, supported_ops
+from graphc.onnxio.export import max_opset, to_bytes, to_onnx
+from graphc.onnxio.importer import from_onnx, newest_opset, run_onnx, supported_ops
+from graphc.onnxio.runtime import run_onnxruntime
 
 NEWEST = newest_opset()
 BATCH = 2

@@ -15,7 +15,8 @@ from graphc import ops
 from graphc.errors import OpError
 from graphc.interpret import run
 from graphc.ir import Graph, Value
-from graphc.onnx_export import max_opset, run_onnxruntime, to_onnx
+from graphc.onnxio.export import max_opset, to_onnx
+from graphc.onnxio.runtime import run_onnxruntime
 
 CASES = [
     pytest.param(op, example, id=f"{op.name}-{example.name or k}")

@@ -12,8 +12,8 @@ import pytest
 from graphc.errors import GraphcError, UsageError
 from graphc.interpret import run
 from graphc.ir import Graph
-from graphc.onnx_export import run_onnxruntime
-from graphc.optim import SGD, Adam, constant, cosine, schedule_from_spec, step_decay
+from graphc.onnxio.runtime import run_onnxruntime
+from graphc.train.optim import SGD, Adam, constant, cosine, schedule_from_spec, step_decay
 
 SHAPE = (3, 4)
 STEPS = 5

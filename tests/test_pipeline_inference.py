@@ -12,7 +12,7 @@ from graphc.cli import main
 from graphc.interpret import run
 from graphc.ir import Graph
 from graphc.models import MODELS, load
-from graphc.onnx_export import run_onnxruntime
+from graphc.onnxio.runtime import run_onnxruntime
 from graphc.pipeline import resolve, run_pipeline
 
 PASS_NAMES = ["remove-dropout", "fold-batchnorm", "fold-constants", "remove-identity",

@@ -12,7 +12,7 @@ from graphc.errors import GraphcError, UsageError
 from graphc.interpret import run
 from graphc.ir import CONST, Graph, Value
 from graphc.models import load
-from graphc.onnx_export import run_onnxruntime
+from graphc.onnxio.runtime import run_onnxruntime
 from graphc.pipeline import PassError, registry, resolve, run_pipeline
 from graphc.rewrite import (
     Decline,

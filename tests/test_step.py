@@ -1,8 +1,8 @@
-"""The compiled training step (graphc.step) and its runners (graphc.runner) against independent
-references: train-mode BatchNorm and its running averages against the course formulas in
-float64 numpy, the whole step's gradient against central finite differences of its own loss,
-inverted dropout against its expectation, onnxruntime against the interpreter over several
-steps, frozen parameters, penalties and feature-space augmentation."""
+"""The compiled training step (graphc.train.step) and its runners (graphc.train.runner) against
+independent references: train-mode BatchNorm and its running averages against the course formulas
+in float64 numpy, the whole step's gradient against central finite differences of its own loss,
+inverted dropout against its expectation, onnxruntime against the interpreter over several steps,
+frozen parameters, penalties and feature-space augmentation."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from graphc.errors import GraphcError, UsageError
 from graphc.interpret import run
 from graphc.ir import CONST, Graph, Value
 from graphc.models import load
-from graphc.optim import SGD, Adam
 from graphc.pipeline import run_pipeline
-from graphc.runner import InterpreterRunner, OrtRunner, Runner
-from graphc.step import FeatureAugment, Penalty, StepSpec, apply_state, compile_step
+from graphc.train.optim import SGD, Adam
+from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
+from graphc.train.step import FeatureAugment, Penalty, StepSpec, apply_state, compile_step
 
 RUNNERS = [pytest.param(InterpreterRunner, id="interpreter"),
            pytest.param(OrtRunner, id="onnxruntime")]

@@ -24,14 +24,14 @@ from graphc import nn
 from graphc.errors import GraphcError
 from graphc.ir import Graph
 from graphc.models import load
-from graphc.symbolic import (
+from graphc.ops.elementwise import derivative_in_terms_of_output
+from graphc.symbolic.chain_rule import (
     DEFAULT_LIMIT,
     BackpropResult,
     backprop,
-    derivative_in_terms_of_output,
     estimate_edges,
 )
-from graphc.symbolic_code import gradient_onnx
+from graphc.symbolic.codegen import gradient_onnx
 
 COURSE_POINT = {"x": -2.0, "y": 5.0, "z": -4.0}
 FD_STEP = 1e-6
@@ -534,7 +534,7 @@ def test_same_input_twice_gives_2x():
 
 
 def test_size_limit_refuses_resnet18_before_expanding(monkeypatch):
-    import graphc.symbolic as symbolic
+    import graphc.symbolic.chain_rule as symbolic
 
     def no_expansion(self: object) -> None:
         raise AssertionError("the expansion was attempted; the size pre-check should refuse")
@@ -567,7 +567,7 @@ def test_size_limit_refuses_a_small_mlp_under_a_small_limit():
 
 
 def test_size_limit_is_also_enforced_during_expansion(monkeypatch):
-    import graphc.symbolic as symbolic
+    import graphc.symbolic.chain_rule as symbolic
 
     # An estimate that lets the graph through: the expansion itself must stop at the limit.
     monkeypatch.setattr(symbolic, "estimate_edges", lambda g: 0)
@@ -585,7 +585,7 @@ def test_estimate_edges_counts_the_course_example():
 
 @pytest.mark.parametrize("name", ["backprop_example", "neuron", "mlp_tiny", "student"])
 def test_estimate_edges_is_an_upper_bound_of_the_expansion(name):
-    from graphc.symbolic import _Expander
+    from graphc.symbolic.chain_rule import _Expander
 
     module = load(name)
     g = module.build()

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from graphc import nn
-from graphc.data import Dataset, make_blobs_dataset, make_spirals
 from graphc.dsl import GraphBuilder
 from graphc.errors import GraphcError, UsageError
 from graphc.ir import Graph, Value
-from graphc.train import (
+from graphc.train.data import Dataset, make_blobs_dataset, make_spirals
+from graphc.train.loop import (
     META_KEY,
     Checkpoint,
     EpochLog,

@@ -1,4 +1,5 @@
-"""graphc.transfer: finding the head, replacing it under the same names, head and body params."""
+"""graphc.train.transfer: finding the head, replacing it under the same names, head and body
+params."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from graphc.errors import GraphcError, UsageError
 from graphc.interpret import run
 from graphc.ir import Graph, Value
 from graphc.models import MODELS, load
-from graphc.onnx_export import to_bytes
-from graphc.transfer import body_params, find_head, head_classes, head_params, replace_head
+from graphc.onnxio.export import to_bytes
+from graphc.train.transfer import body_params, find_head, head_classes, head_params, replace_head
 
 CLASSIFIERS = [m for m in MODELS if m not in ("backprop_example", "neuron", "mlp_tiny")]
 

@@ -8,6 +8,7 @@ derivative at the kink follows the course's convention (ReLU'(0) = 0, LeakyReLU'
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -93,8 +94,6 @@ def _formula_vjp(args: tuple[Any, ...], params: tuple[str, ...], expr: Any
     derivatives = [sp.diff(expr, a) for a in args]
 
     def vjp(ctx: Any, grads: list[Any]) -> list[Any]:
-        from graphc.symbolic import derivative_in_terms_of_output
-
         dy = grads[0]
         dtype = ctx.out_types[0].dtype
         values = {s: sp.Float(str(np.float32(ctx.attrs[p])))
@@ -122,6 +121,55 @@ def _formula_vjp(args: tuple[Any, ...], params: tuple[str, ...], expr: Any
 
 
 # The ONNX op of each sympy relation and function that derivative formulas contain.
+@functools.cache
+def derivative_in_terms_of_output(op: str) -> sp.Expr | None:
+    """Return dy/dx of a unary elementwise op as a polynomial in its output ``Y``, or None.
+
+    The polynomial is found from a few samples and then proved by sympy: sigmoid gives
+    ``Y*(1 - Y)``, tanh ``1 - Y**2``, exp ``Y``.
+
+    >>> derivative_in_terms_of_output("Sigmoid")
+    Y*(1 - Y)
+    """
+    formula = next((o.formula for o in OPS if o.name == op), None)
+    if formula is None or len(formula.args) != 1 or formula.params:
+        return None
+    x = formula.args[0]
+    f = formula.expr
+    if f.has(sp.Piecewise):
+        return None
+    d = sp.diff(f, x)
+    samples = [0.3, 0.7, 1.1, 1.9]
+    fs = [float(f.subs(x, s)) for s in samples]
+    ds = [float(d.subs(x, s)) for s in samples]
+    coeffs, *_ = np.linalg.lstsq(np.array([[1, v, v * v] for v in fs]), np.array(ds), rcond=None)
+    y = sp.Symbol("Y", real=True)
+    poly = sum(sp.nsimplify(round(float(c), 9)) * y**k for k, c in enumerate(coeffs))
+    if poly.is_zero or sp.Symbol("Y", real=True) not in poly.free_symbols:
+        return None
+    difference = (d - poly.subs(y, f)).rewrite(sp.exp)
+    if sp.cancel(sp.expand(difference)) != 0 and sp.simplify(difference) != 0:
+        return None
+    return _readable(poly)
+
+
+def _readable(poly: sp.Expr) -> sp.Expr:
+    """Return the simplest-looking of a polynomial's expanded and factored forms.
+
+    Fewest operations first, then fewest minus signs, then factored: sigmoid' reads
+    ``Y*(1 - Y)`` and tanh' ``1 - Y**2``.
+    """
+    factored = sp.factor(poly)
+    candidates = [sp.expand(poly), factored]
+    if factored.is_Mul and factored.args[0] == -1:
+        rest = factored.args[1:]
+        for k, f in enumerate(rest):
+            if f.is_Add:
+                candidates.append(sp.Mul(*rest[:k], -f, *rest[k + 1:]))
+    return min(candidates, key=lambda e: (sp.count_ops(e), str(e).count("-"),
+                                          0 if e.is_Mul else 1))
+
+
 SYMPY_RELATIONS = {">": "Greater", ">=": "GreaterOrEqual", "<": "Less", "<=": "LessOrEqual",
                    "==": "Equal"}
 SYMPY_FUNCTIONS = {"exp": "Exp", "log": "Log", "tanh": "Tanh", "Abs": "Abs"}

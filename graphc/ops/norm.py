@@ -5,11 +5,11 @@ GroupNormalization standardize over their own axes:
 ``y = scale * (x - mean) / sqrt(var + epsilon) + bias`` with the population variance. The
 references compute in float64 and return the input's dtype.
 
-BatchNormalization with ``training_mode=1`` (what ``graphc.step`` builds for training) normalizes
-with the batch's own mean and population variance over every axis but the channels, and its
-outputs 1 and 2 are the updated running averages ``momentum * running + (1 - momentum) * batch``
+BatchNormalization with ``training_mode=1`` (what ``graphc.train.step`` builds for training)
+normalizes with the batch's own mean and population variance over every axis but the channels, and
+its outputs 1 and 2 are the updated running averages ``momentum * running + (1 - momentum) * batch``
 (the course's ``a`` is ``momentum``), as onnxruntime computes them. Dropout in training mode is
-refused here: training multiplies by a mask input instead (``graphc.step``).
+refused here: training multiplies by a mask input instead (``graphc.train.step``).
 """
 
 from __future__ import annotations

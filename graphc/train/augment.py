@@ -3,9 +3,9 @@
 Every function takes a batch (``(N, C, H, W)`` images or ``(N, F)`` rows), a
 ``np.random.Generator``, returns new arrays (its input is never modified) and keeps the labels
 consistent. ``Augment`` composes them from a spec string such as ``"shift=1,rotate=10,noise=0.05"``
-(``DIGITS_AUGMENT``). The data sets themselves are in ``graphc.data``.
+(``DIGITS_AUGMENT``). The data sets themselves are in ``graphc.train.data``.
 
->>> from graphc.data import load_digits
+>>> from graphc.train.data import load_digits
 >>> train, _ = load_digits()
 >>> aug = Augment.parse(DIGITS_AUGMENT)
 >>> x, y = aug(train.x[:4], train.y[:4], np.random.default_rng(0))
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from graphc.data import _int_at_least, _number_in, _range_text, one_hot
 from graphc.errors import GraphcError, ShapeError, UsageError, unknown
+from graphc.train.data import _int_at_least, _number_in, _range_text, one_hot
 
 # A pipeline that keeps a digit's meaning. No hflip: a mirrored 2, 3, 4, 5, 7 or 9 is not that
 # digit any more, so mirroring is off for digits (use it for data whose classes are symmetric).

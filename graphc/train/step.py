@@ -17,10 +17,10 @@
 
 The parameters, the optimizer state and the running statistics are inputs of the step; their
 new values are the outputs ``<name>.next``. ``StepSpec`` records which is which, so a runner
-(``graphc.runner``) can feed each step's outputs to the next.
+(``graphc.train.runner``) can feed each step's outputs to the next.
 
 >>> from graphc.models import load
->>> from graphc.optim import SGD
+>>> from graphc.train.optim import SGD
 >>> spec = compile_step(load("mlp").build(batch=4), SGD(lr=0.1, momentum=0.9))
 >>> spec.batch_inputs, spec.masks
 (['x', 'target'], ['drop1.mask', 'drop2.mask'])
@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from graphc import losses
 from graphc.autodiff import backward
 from graphc.dsl import GraphBuilder, Tensor
 from graphc.errors import GraphcError, UsageError, unknown
 from graphc.ir import CONST, INPUT, Graph, Value
-from graphc.optim import Optimizer
+from graphc.train import losses
+from graphc.train.optim import Optimizer
 
 LOSSES = ("cross_entropy", "mse")
 PENALTIES = ("l1", "l2", "group_l1", "group_l2")
@@ -50,7 +50,7 @@ PENALTIES = ("l1", "l2", "group_l1", "group_l2")
 @dataclass(frozen=True)
 class Penalty:
     """``weight * penalty(params)`` added to the loss: ``l1``, ``l2`` (sums over the weights)
-    or ``group_l1``/``group_l2`` (the per-output-channel norms of ``graphc.losses``)."""
+    or ``group_l1``/``group_l2`` (the per-output-channel norms of ``graphc.train.losses``)."""
 
     kind: str
     weight: float

@@ -46,7 +46,7 @@ import sympy as sp
 from graphc.errors import GraphcError, unknown
 
 if TYPE_CHECKING:
-    from graphc.symbolic import BackpropResult
+    from graphc.symbolic.chain_rule import BackpropResult
 
 DEFAULT_MAX_NODES = 80
 BACKENDS = ("auto", "graphviz", "matplotlib")
@@ -672,7 +672,7 @@ def draw(result: BackpropResult, path: str | Path, max_nodes: int = DEFAULT_MAX_
          backend: str = "auto") -> str:
     """Write the figure to ``path`` (.png or .svg, atomically); return the backend that drew
     it, ``"graphviz"`` or ``"matplotlib"``."""
-    from graphc.onnx_export import write_atomic
+    from graphc.files import write_atomic
 
     suffix = Path(path).suffix.lower()
     if suffix not in (".png", ".svg"):

@@ -9,8 +9,8 @@ interpreter: the reference the tests compare onnxruntime with.
 
 >>> import numpy as np
 >>> from graphc.models import load
->>> from graphc.optim import SGD
->>> from graphc.step import compile_step
+>>> from graphc.train.optim import SGD
+>>> from graphc.train.step import compile_step
 >>> spec = compile_step(load("mlp_tiny").build(batch=4), SGD(lr=0.1), loss="mse")
 >>> ort, ref = OrtRunner(spec), InterpreterRunner(spec)
 >>> x = np.random.default_rng(0).standard_normal((4, 2), dtype=np.float32)
@@ -31,8 +31,9 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.interpret import run
 from graphc.ir import Value
-from graphc.onnx_export import session, to_bytes
-from graphc.step import StepSpec
+from graphc.onnxio.export import to_bytes
+from graphc.onnxio.runtime import session
+from graphc.train.step import StepSpec
 
 
 @dataclass

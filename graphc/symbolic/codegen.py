@@ -20,7 +20,7 @@ from graphc.errors import GraphcError
 from graphc.ops.elementwise import SYMPY_FUNCTIONS, SYMPY_RELATIONS
 
 if TYPE_CHECKING:
-    from graphc.symbolic import BackpropResult
+    from graphc.symbolic.chain_rule import BackpropResult
 
 
 # ----- compiled evaluation --------------------------------------------------------------------
@@ -204,8 +204,8 @@ def gradient_onnx(result: BackpropResult, opset: int = 17) -> Any:
         low.nodes, f"{result.graph.name}_grad",
         [helper.make_tensor_value_info(s.name, onnx.TensorProto.DOUBLE, []) for s in leaves],
         outputs, low.initializers)
-    from graphc import __version__
-    from graphc.onnx_export import _ir_version
+    from graphc.onnxio.export import _ir_version
+    from graphc.version import __version__
 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="graphc", producer_version=__version__,

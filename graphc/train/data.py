@@ -3,7 +3,8 @@
 ``load_digits`` reads the 8x8 digits that ship inside scikit-learn (nothing is ever downloaded)
 and splits them the same way every time (25% test, stratified, seed 0), so accuracies reported
 by different runs, passes and docs are comparable. The ``make_*`` functions build small
-deterministic synthetic sets for tests and the tutorial. Augmentation is in ``graphc.augment``.
+deterministic synthetic sets for tests and the tutorial. Augmentation is in
+``graphc.train.augment``.
 
 >>> train, test = load_digits()
 >>> len(train), len(test), train.x.shape[1:], train.classes

@@ -16,7 +16,6 @@ simplifies a whole composed expression, so the cost stays linear in the graph's 
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,8 @@ import sympy as sp
 from graphc import ops
 from graphc.errors import GraphcError, unknown
 from graphc.ir import CONST, INPUT, Graph, Value
-from graphc.symbolic_code import compile_program, gradient_onnx
+from graphc.ops.elementwise import derivative_in_terms_of_output
+from graphc.symbolic.codegen import compile_program, gradient_onnx
 
 # Scalar edges (an input of a scalar node) the default allows: measured in bench/symbolic.py so
 # that a run stays under about 30 s on one core.
@@ -88,55 +88,6 @@ def _name(ir_name: str, index: tuple[int, ...], shape: tuple[int, ...]) -> str:
     if not shape or math.prod(shape) == 1 and ir_name:
         return ir_name
     return f"{ir_name}[{','.join(str(i) for i in index)}]"
-
-
-@functools.cache
-def derivative_in_terms_of_output(op: str) -> sp.Expr | None:
-    """Return dy/dx of a unary elementwise op as a polynomial in its output ``Y``, or None.
-
-    The polynomial is found from a few samples and then proved by sympy: sigmoid gives
-    ``Y*(1 - Y)``, tanh ``1 - Y**2``, exp ``Y``.
-
-    >>> derivative_in_terms_of_output("Sigmoid")
-    Y*(1 - Y)
-    """
-    formula = ops.REGISTRY[op].formula
-    if formula is None or len(formula.args) != 1 or formula.params:
-        return None
-    x = formula.args[0]
-    f = formula.expr
-    if f.has(sp.Piecewise):
-        return None
-    d = sp.diff(f, x)
-    samples = [0.3, 0.7, 1.1, 1.9]
-    fs = [float(f.subs(x, s)) for s in samples]
-    ds = [float(d.subs(x, s)) for s in samples]
-    coeffs, *_ = np.linalg.lstsq(np.array([[1, v, v * v] for v in fs]), np.array(ds), rcond=None)
-    y = sp.Symbol("Y", real=True)
-    poly = sum(sp.nsimplify(round(float(c), 9)) * y**k for k, c in enumerate(coeffs))
-    if poly.is_zero or sp.Symbol("Y", real=True) not in poly.free_symbols:
-        return None
-    difference = (d - poly.subs(y, f)).rewrite(sp.exp)
-    if sp.cancel(sp.expand(difference)) != 0 and sp.simplify(difference) != 0:
-        return None
-    return _readable(poly)
-
-
-def _readable(poly: sp.Expr) -> sp.Expr:
-    """Return the simplest-looking of a polynomial's expanded and factored forms.
-
-    Fewest operations first, then fewest minus signs, then factored: sigmoid' reads
-    ``Y*(1 - Y)`` and tanh' ``1 - Y**2``.
-    """
-    factored = sp.factor(poly)
-    candidates = [sp.expand(poly), factored]
-    if factored.is_Mul and factored.args[0] == -1:
-        rest = factored.args[1:]
-        for k, f in enumerate(rest):
-            if f.is_Add:
-                candidates.append(sp.Mul(*rest[:k], -f, *rest[k + 1:]))
-    return min(candidates, key=lambda e: (sp.count_ops(e), str(e).count("-"),
-                                          0 if e.is_Mul else 1))
 
 
 class _Expander:
@@ -495,7 +446,7 @@ class BackpropResult:
 
     def to_onnx(self, opset: int = 17) -> Any:
         """Return an ONNX model computing the objective and the gradients (see
-        ``graphc.symbolic_code.gradient_onnx``)."""
+        ``graphc.symbolic.codegen.gradient_onnx``)."""
         return gradient_onnx(self, opset)
 
     def value(self, name: str) -> float:
@@ -626,12 +577,12 @@ class BackpropResult:
         """Draw the graph with forward values above the edges and gradients below (.png or
         .svg); return the backend used ("graphviz" when `dot` is installed, else
         "matplotlib")."""
-        from graphc.draw import draw as draw_file
+        from graphc.symbolic.draw import draw as draw_file
 
         return draw_file(self, path, max_nodes=max_nodes)
 
     def _repr_svg_(self) -> str | None:
-        from graphc.draw import render
+        from graphc.symbolic.draw import render
 
         if len(self.nodes) > 80:
             return None

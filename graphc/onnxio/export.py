@@ -1,4 +1,4 @@
-"""Lower a graph to ONNX, run ONNX files on onnxruntime, and compare with the interpreter.
+"""Lower a graph to ONNX: checked, deterministic, readable.
 
 The export is checker-clean, deterministic (same graph -> byte-identical file) and keeps graphc's
 names: node ids become ONNX node and value names, constants become initializers named after
@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +22,7 @@ from onnx import helper, numpy_helper
 
 from graphc import ops
 from graphc.errors import ExportError, GraphcError
-from graphc.interpret import check_feeds, run
+from graphc.files import write_atomic
 from graphc.ir import CONST, INPUT, Graph, Value
 from graphc.ops.base import LowerCtx, NodeView
 
@@ -126,7 +123,7 @@ def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = Non
     """
     if dynamic_batch is None:
         dynamic_batch = bool(g.meta.get("dynamic_batch", False))
-    from graphc import __version__
+    from graphc.version import __version__
 
     opset = check_opset(default_opset(g) if opset is None else opset)
     ctx = LowerCtx(opset)
@@ -204,29 +201,6 @@ def check(model: onnx.ModelProto) -> None:
                           where=f"graph {model.graph.name}") from err
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so no half-written file remains."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise GraphcError(f"cannot write {str(path)!r}: {err.strerror}",
-                          hint="Check that the folder exists and is writable.") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise GraphcError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
-        raise
-
-
 def save(g: Graph, path: str | os.PathLike[str], opset: int | None = None,
          dynamic_batch: bool | None = None) -> onnx.ModelProto:
     """Export ``g``, check it with the ONNX checker, and write it atomically to ``path``."""
@@ -234,47 +208,3 @@ def save(g: Graph, path: str | os.PathLike[str], opset: int | None = None,
     check(model)
     write_atomic(path, model.SerializeToString(deterministic=True))
     return model
-
-
-def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None,
-            config: Mapping[str, str] | None = None) -> Any:
-    """Return an onnxruntime CPU ``InferenceSession`` for a model, its bytes or a graph, with
-    ``threads`` intra-op threads (default: onnxruntime's) and session ``config`` entries."""
-    import onnxruntime as ort
-
-    if isinstance(model, Graph):
-        model = to_bytes(model)
-    elif isinstance(model, onnx.ModelProto):
-        model = model.SerializeToString()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    for key, value in (config or {}).items():
-        options.add_session_config_entry(key, value)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
-def run_onnxruntime(model: onnx.ModelProto | bytes | Graph, feeds: Mapping[str, Any],
-                    threads: int | None = None) -> dict[str, np.ndarray]:
-    """Run a model (or a graph, exported first) on onnxruntime; return output name -> array."""
-    if isinstance(model, Graph):
-        feeds = check_feeds(model, feeds)
-    sess = session(model, threads)
-    names = [o.name for o in sess.get_outputs()]
-    results = sess.run(names, {k: np.asarray(v) for k, v in feeds.items()})
-    return dict(zip(names, results, strict=True))
-
-
-def max_abs_diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
-    """Return the largest absolute difference between matching outputs (paired in order)."""
-    diffs = [float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-             if np.size(x) else 0.0
-             for x, y in zip(a.values(), b.values(), strict=True)]
-    return max(diffs, default=0.0)
-
-
-def compare(g: Graph, feeds: Mapping[str, Any], opset: int | None = None) -> float:
-    """Return the max abs difference between the interpreter and onnxruntime on ``feeds``."""
-    return max_abs_diff(run(g, feeds), run_onnxruntime(to_onnx(g, opset), check_feeds(g, feeds)))

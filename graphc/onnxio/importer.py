@@ -26,7 +26,7 @@ has), attributes it cannot represent, other domains, training-mode BatchNormaliz
 outputs that are used (LayerNormalization's Mean), symbolic dimensions other than the batch,
 computed shapes (``Shape``/``Gather``/``Unsqueeze`` before a Reshape), and
 external data whose path leaves the model's folder (loading and the opset check are in
-``graphc.onnx_load``).
+``graphc.onnxio.load``).
 
 Float initializers are trainable parameters, except those used only as BatchNormalization
 statistics or as settings (Dropout ratio, Clip bounds, Pad values, Reshape shapes); ``Constant``
@@ -64,7 +64,7 @@ from graphc import ops
 from graphc.errors import GraphcError, OpError, UsageError, unknown
 from graphc.interpret import run
 from graphc.ir import Graph, Value
-from graphc.onnx_load import DEFAULT_DOMAINS, MIN_OPSET, _default_opset, _load, newest_opset
+from graphc.onnxio.load import DEFAULT_DOMAINS, MIN_OPSET, _default_opset, _load, newest_opset
 from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES
 
 # Ops PyTorch emits for x.view(x.size(0), -1) and other shape arithmetic.
@@ -622,7 +622,7 @@ def from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *,
     A symbolic first input dimension becomes ``batch``. Errors name the ONNX node at fault.
 
     >>> from graphc.models import mlp_tiny
-    >>> from graphc.onnx_export import to_onnx
+    >>> from graphc.onnxio.export import to_onnx
     >>> g = from_onnx(to_onnx(mlp_tiny.build()))
     >>> g.inputs, g.output_names()
     (['x'], ['y'])
@@ -659,7 +659,7 @@ def run_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str],
     The batch size of a symbolic first dimension is taken from the inputs.
 
     >>> from graphc.models import backprop_example
-    >>> from graphc.onnx_export import to_onnx
+    >>> from graphc.onnxio.export import to_onnx
     >>> run_onnx(to_onnx(backprop_example.build()), {"x": -2.0, "y": 5.0, "z": -4.0})
     {'f': array(-12., dtype=float32)}
     """

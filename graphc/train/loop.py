@@ -1,7 +1,7 @@
 """The training loop: compiled steps on onnxruntime, per-epoch metrics, checkpoints.
 
 ``train(build, train_set, test_set, config)`` compiles the model's training step
-(``graphc.step``), runs it over shuffled batches for ``config.epochs`` epochs and evaluates
+(``graphc.train.step``), runs it over shuffled batches for ``config.epochs`` epochs and evaluates
 the test set after each epoch with the running statistics (inference mode). Everything random
 (batch order, dropout masks, augmentation) is drawn from the seed and the epoch number, so a
 run resumed from a checkpoint continues exactly as if it had not stopped.
@@ -12,7 +12,7 @@ a JSON string with the model, the epoch, the step count, the training configurat
 history and a description of the data. ``load_checkpoint`` reads it back with
 ``allow_pickle=False``.
 
->>> from graphc.data import make_blobs_dataset
+>>> from graphc.train.data import make_blobs_dataset
 >>> from graphc.models import load
 >>> data = make_blobs_dataset(240, classes=3, features=2, seed=0)
 >>> train_set, test_set = data.split(0.25, seed=0)
@@ -40,14 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from graphc.augment import Augment
-from graphc.data import Dataset, one_hot
 from graphc.errors import GraphcError, UsageError, unknown
+from graphc.files import write_atomic
 from graphc.ir import CONST, Graph, Value
-from graphc.onnx_export import write_atomic
-from graphc.optim import SGD, Adam, Optimizer, schedule_from_spec
-from graphc.runner import InterpreterRunner, OrtRunner, Runner
-from graphc.step import FeatureAugment, StepSpec, apply_state, compile_step
+from graphc.train.augment import Augment
+from graphc.train.data import Dataset, one_hot
+from graphc.train.optim import SGD, Adam, Optimizer, schedule_from_spec
+from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
+from graphc.train.step import FeatureAugment, StepSpec, apply_state, compile_step
 
 OPTIMIZERS = ("sgd", "adam")
 BACKENDS = ("onnxruntime", "interpreter")
@@ -196,7 +196,7 @@ class Evaluator:
         self.batch = g.type_of(Value(self.input)).shape[0]
         self.backend = backend
         if backend == "onnxruntime":
-            from graphc.onnx_export import session
+            from graphc.onnxio.runtime import session
 
             self.session = session(g, threads)
             self.output = self.session.get_outputs()[0].name
@@ -288,7 +288,7 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
                          where=f"graph {forward.name}", expected="a model with one input",
                          got=f"inputs {', '.join(forward.inputs)}",
                          hint="Build the other inputs as constants, or drive "
-                              "graphc.step.compile_step and a runner yourself.")
+                              "graphc.train.step.compile_step and a runner yourself.")
     eval_forward = build(min(len(test_set), 256)) if len(test_set) else forward
     _check_output(forward, train_set, config.batch)
     if state:

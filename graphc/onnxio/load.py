@@ -1,6 +1,6 @@
 """Load an ONNX model for the import: a path, bytes or ModelProto, checked before any node is read.
 
-What it guarantees to the importer (``graphc.onnx_import``):
+What it guarantees to the importer (``graphc.onnxio.importer``):
 
 - the model's external data stays inside its folder: every tensor kept in external data must
   name a relative path that resolves to an existing file inside the folder of the ``.onnx``

@@ -1,0 +1,135 @@
+"""What the commands share: loading MODEL (a zoo name, a .py file with build(), an .onnx
+file), example inputs, and checking an output path before any work is done."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from graphc.errors import GraphcError, UsageError
+
+
+def load_module(spec: str, verb: str = "compile") -> ModuleType:
+    """Import MODEL, a zoo name or a .py file (another file is a usage error of ``verb``)."""
+    from graphc.models import MODELS, load, load_file
+
+    if spec in MODELS:
+        return load(spec)
+    if spec.endswith(".py") or "/" in spec or Path(spec).suffix or Path(spec).exists():
+        if Path(spec).suffix not in ("", ".py"):
+            allowed = "a .py file with build()" + (" or an .onnx file" if verb == "compile"
+                                                   else "")
+            raise UsageError(f"cannot {verb} {spec!r}", expected=f"a zoo model name, {allowed}",
+                             got=f"a {Path(spec).suffix} file")
+        return load_file(spec)
+    return load(spec)
+
+
+def _origin(module: ModuleType) -> str:
+    return getattr(module, "__file__", None) or module.__name__
+
+
+def _check_graph(graph: Any, origin: str) -> None:
+    """Refuse what a model's ``build()`` returned unless it is a graphc Graph."""
+    from graphc.ir import Graph
+
+    if not isinstance(graph, Graph):
+        raise GraphcError(f"build() of {origin} returned {type(graph).__name__}",
+                          expected="a graphc Graph (return b.build())", got=type(graph).__name__)
+
+
+def _build(module: ModuleType, seed: int) -> Any:
+    try:
+        graph = module.build(seed=seed)
+    except TypeError as err:
+        if "seed" not in str(err):
+            raise
+        graph = module.build()
+    _check_graph(graph, _origin(module))
+    graph.verify()
+    return graph
+
+
+def build_at(module: ModuleType, seed: int, batch: int) -> Any:
+    """Build MODEL's graph at a training batch size: ``build(seed=..., batch=...)``."""
+    from graphc.ir import Value
+
+    origin = _origin(module)
+    try:
+        graph = module.build(seed=seed, batch=batch)
+    except TypeError as err:
+        if "batch" not in str(err) and "seed" not in str(err):
+            raise
+        raise GraphcError(f"cannot train {Path(origin).stem}: its build() takes no seed and "
+                          "batch arguments", where=origin,
+                          expected="def build(seed=0, batch=1) -> Graph",
+                          got=str(err)) from None
+    _check_graph(graph, origin)
+    shape = graph.type_of(Value(graph.inputs[0])).shape if graph.inputs else ()
+    if not shape or shape[0] != batch:
+        raise GraphcError(f"build(batch={batch}) of {origin} made an input of another batch size",
+                          where=f"input {graph.inputs[0]!r}" if graph.inputs else None,
+                          expected=f"shape ({batch}, ...)", got=shape,
+                          hint="Use the batch argument for the first dimension of the input.")
+    return graph
+
+
+def example_feeds(module: ModuleType | None, graph: Any, seed: int = 0
+                  ) -> dict[str, np.ndarray]:
+    """Return the module's ``example_inputs()``, or seeded random inputs of the right shapes."""
+    from graphc.testing import random_feeds
+
+    if module is not None and callable(getattr(module, "example_inputs", None)):
+        return module.example_inputs()
+    return random_feeds(graph, seed)
+
+
+@dataclass
+class Loaded:
+    """A model given on the command line: its graph, example inputs, and the original file."""
+
+    graph: Any
+    feeds: dict[str, np.ndarray]
+    onnx_file: Path | None = None
+
+
+def load_model(spec: str, seed: int = 0) -> Loaded:
+    """Load MODEL: a zoo name, a .py file with build(), or an .onnx file."""
+    if spec.endswith(".onnx"):
+        from graphc.onnxio.importer import from_onnx
+
+        graph = from_onnx(spec)
+        graph.verify()
+        return Loaded(graph, example_feeds(None, graph, seed), Path(spec))
+    module = load_module(spec)
+    graph = _build(module, seed)
+    return Loaded(graph, example_feeds(module, graph, seed))
+
+
+def check_writable(path: str, option: str) -> None:
+    """Refuse an output path whose folder is missing, before any work is done."""
+    target = Path(path)
+    if target.is_dir():
+        raise GraphcError(f"cannot write {path!r}: it is a folder", where=option,
+                          hint="Give a file name.")
+    folder = target.parent
+    if folder.exists() and not folder.is_dir():
+        raise GraphcError(f"cannot write {path!r}: {str(folder)!r} is a file, not a folder",
+                          where=option, hint="Give a path in an existing folder.")
+    if not folder.is_dir():
+        raise GraphcError(f"cannot write {path!r}: the folder {str(folder)!r} does not "
+                          "exist", where=option, hint="Create it first.")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise GraphcError(f"cannot write {path!r}: permission denied", where=option,
+                          hint="Choose a writable location.")
+
+
+def format_size(nbytes: int) -> str:
+    return f"{nbytes / 1024:,.1f} KiB" if nbytes < 1024**2 else f"{nbytes / 1024**2:,.1f} MiB"
+
+

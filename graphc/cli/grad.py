@@ -1,0 +1,142 @@
+"""``graphc grad``: symbolic backprop of a small model at a point, with steps, formulas, a
+figure and an ONNX model of the gradients."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from graphc.cli.common import load_model
+from graphc.errors import UsageError
+
+
+def parse_point(text: str | None) -> dict[str, Any]:
+    """Parse ``x=-2,y=5,w=[0.5,-0.3]`` into a dict of names to numbers or nested lists."""
+    import ast
+
+    point: dict[str, Any] = {}
+    if not text:
+        return point
+    parts, depth, start = [], 0, 0
+    for k, ch in enumerate(text):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            parts.append(text[start:k])
+            start = k + 1
+    parts.append(text[start:])
+    for part in parts:
+        name, eq, value = part.partition("=")
+        try:
+            if not eq or not name.strip():
+                raise ValueError(part)
+            number = ast.literal_eval(value.strip())
+            np.asarray(number, dtype=np.float64)
+            if not isinstance(number, (int, float, list, tuple)) or isinstance(number, bool):
+                raise ValueError(part)
+            point[name.strip()] = number
+        except (ValueError, SyntaxError, TypeError):
+            raise UsageError(f"cannot read --at item {part!r}", expected="name=number or "
+                             "name=[numbers]", got=part, hint="e.g. --at x=-2,y=5,z=-4") from None
+    return point
+
+
+def cmd_grad(args: argparse.Namespace) -> int:
+    from graphc.files import write_atomic
+    from graphc.onnxio.export import check
+    from graphc.onnxio.runtime import run_onnxruntime
+    from graphc.symbolic.chain_rule import backprop
+    from graphc.symbolic.codegen import gradient_onnx
+
+    loaded = load_model(args.model, args.seed)
+    point: dict[str, Any] = {k: v for k, v in loaded.feeds.items()}
+    point.update(parse_point(args.at))
+    wrt = [w.strip() for w in args.wrt.split(",") if w.strip()] if args.wrt else None
+    from graphc.symbolic.chain_rule import DEFAULT_LIMIT
+
+    result = backprop(loaded.graph, point, wrt, output=args.output,
+                      limit=args.limit or DEFAULT_LIMIT, straight_through=args.straight_through)
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in parse_point(args.at).items()) or \
+        "the model's example inputs"
+    obj = result.objective.name
+    print(f"backprop of {loaded.graph.name} at {shown}: {obj} = "
+          f"{result.nodes[result.objective].value:.6g}")
+    print(f"  {len(result.nodes)} scalar values, {len(result.steps_list)} chain-rule steps")
+    if len(result.nodes) <= args.table_limit:
+        print()
+        print(result.table())
+    listed = result.wrt[:args.show]
+    fd = result.finite_differences(wrt=listed)
+    print()
+    print("gradients:")
+    for s in listed:
+        print(f"  d{obj}/d{s.name} = {result.gradient_values[s]:.6g}")
+    if len(result.wrt) > len(listed):
+        print(f"  ... {len(result.wrt) - len(listed)} more (choose with --wrt, or --show N)")
+    worst = max((abs(fd[s] - result.gradient_values[s]) for s in listed), default=0.0)
+    if result.straight_through and any(n.op == "Heaviside" for n in result.nodes.values()):
+        print("  (straight-through estimator: these are not the true derivatives, which are 0 "
+              "almost everywhere; finite differences differ by up to "
+              f"{worst:.2g})")
+    else:
+        print(f"  checked against central finite differences: max abs diff {worst:.2g}")
+    if args.steps:
+        print()
+        print("steps (the chain rule, node by node from the output):")
+        print(result.steps())
+    if args.latex or args.formulas:
+        print()
+        print(result.formulas(latex=args.latex))
+    if args.draw:
+        backend = result.draw(args.draw)
+        print(f"\ndrew {args.draw} ({backend})")
+    if args.onnx:
+        model = gradient_onnx(result)
+        check(model)
+        data = model.SerializeToString(deterministic=True)
+        write_atomic(args.onnx, data)
+        feeds = {s.name: np.array(result.nodes[s].value) for s in result.leaves()}
+        got = run_onnxruntime(data, feeds)
+        want = [result.nodes[result.objective].value] + [result.gradient_values[s]
+                                                         for s in result.wrt]
+        diff = max(abs(float(a) - b) for a, b in zip(got.values(), want, strict=True))
+        print(f"\nwrote {args.onnx}: {len(model.graph.node)} nodes computing {obj} and "
+              f"{len(result.wrt)} gradients; onnxruntime vs sympy max abs diff {diff:.2g}")
+    return 0
+
+
+def _short(v: Any) -> str:
+    text = str(v).replace(" ", "")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``grad`` command to ``sub`` (the sub-parsers of ``graphc``)."""
+    p = sub.add_parser("grad", parents=[common],
+                       help="backprop symbolically: values, gradients, steps, formulas, figure")
+    p.add_argument("model", help="a zoo model name, a .py file with build(), or an .onnx file")
+    p.add_argument("--at", help="the point, e.g. x=-2,y=5,z=-4 or x=[[0.5,-0.3]]; parameters "
+                                "keep their initial values unless given (default: the model's "
+                                "example inputs)")
+    p.add_argument("--wrt", help="comma-separated inputs or parameters (default: all)")
+    p.add_argument("--output", help="the graph output to differentiate (default: the first; "
+                                    "a tensor output is summed)")
+    p.add_argument("--steps", action="store_true", help="print every chain-rule step")
+    p.add_argument("--formulas", action="store_true", help="print the formulas as text")
+    p.add_argument("--latex", action="store_true", help="print the formulas as LaTeX")
+    p.add_argument("--draw", metavar="FILE", help="draw the graph with values and gradients "
+                                                 "(.png or .svg)")
+    p.add_argument("--onnx", metavar="FILE", help="write an ONNX model computing the output "
+                                                 "and the gradients")
+    p.add_argument("--straight-through", action="store_true",
+                   help="use the straight-through estimator for Heaviside (derivative 1)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="the size limit in scalar edges (default: graphc.symbolic.DEFAULT_LIMIT)")
+    p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
+    p.add_argument("--show", type=int, default=20, help="gradients to list (default 20)")
+    p.add_argument("--table-limit", type=int, default=60,
+                   help="print the value table up to this many scalar values (default 60)")
+    p.set_defaults(func=cmd_grad)

@@ -1,0 +1,36 @@
+"""Training: the compiled step, its runners, the loop, and what they need.
+
+- ``step``: forward + loss + backward + optimizer update as one graph (``compile_step``);
+- ``runner``: run steps on onnxruntime (``OrtRunner``) or the interpreter;
+- ``loop``: epochs, evaluation, checkpoints (``train``, ``resume``, ``save_checkpoint``,
+  ``load_checkpoint``);
+- ``losses``, ``optim``: loss functions written in the DSL; SGD and Adam with schedules;
+- ``data``, ``augment``: the digits data set and synthetic sets; augmentation;
+- ``transfer``: replacing a model's head for transfer learning.
+
+>>> from graphc import GraphBuilder, nn
+>>> from graphc.train.data import make_blobs_dataset
+>>> def build(batch):
+...     b = GraphBuilder("linear")
+...     b.output(nn.linear(b.input("x", (batch, 2)), 3, name="fc"), "scores")
+...     return b.build()
+>>> train_set, test_set = make_blobs_dataset(240, classes=3, features=2, seed=0).split(0.25)
+>>> result = train(build, train_set, test_set, TrainConfig(epochs=3, batch=16), progress=False)
+>>> len(result.history), result.test_accuracy > 0.9
+(3, True)
+"""
+
+from __future__ import annotations
+
+from graphc.train.loop import (
+    Checkpoint,
+    TrainConfig,
+    TrainResult,
+    load_checkpoint,
+    resume,
+    save_checkpoint,
+    train,
+)
+
+__all__ = ["Checkpoint", "TrainConfig", "TrainResult", "load_checkpoint", "resume",
+           "save_checkpoint", "train"]
