@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from graphc.cli import compile, grad, listing, show, train
+    from graphc.cli import bench, compile, grad, listing, show, train
     from graphc.version import __version__
 
     # --debug is accepted before and after the subcommand; SUPPRESS keeps the subcommand's
@@ -47,6 +47,7 @@ def make_parser() -> argparse.ArgumentParser:
     grad.add_parser(sub, common)
     listing.add_models_parser(sub, common)
     listing.add_ops_parser(sub, common)
+    bench.add_parser(sub, common)
     return parser
 
 

@@ -25,9 +25,11 @@ from graphc.onnxio.export import to_bytes, to_onnx
 
 
 def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None,
-            config: Mapping[str, str] | None = None) -> Any:
+            config: Mapping[str, str] | None = None, profile: str | None = None) -> Any:
     """Return an onnxruntime CPU ``InferenceSession`` for a model, its bytes or a graph, with
-    ``threads`` intra-op threads (default: onnxruntime's) and session ``config`` entries."""
+    ``threads`` intra-op threads (default: onnxruntime's) and session ``config`` entries;
+    ``profile`` turns on onnxruntime's profiling, written by ``end_profiling()`` to
+    ``<profile>_<timestamp>.json`` (give an absolute prefix: a relative one lands in the cwd)."""
     import onnxruntime as ort
 
     if isinstance(model, Graph):
@@ -41,6 +43,9 @@ def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None,
         options.inter_op_num_threads = 1
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
