@@ -17,6 +17,9 @@ from graphc.ops import (
     norm,
     pad,
     pool,
+    quant,
+    quant_conv,
+    quant_fake,
     reduce,
     tensor,
 )
@@ -25,7 +28,8 @@ from graphc.ops.base import Attr, Example, NodeView, OpDef, TensorType
 REGISTRY: dict[str, OpDef] = {
     op.name: op
     for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pad.OPS, *pool.OPS, *norm.OPS,
-               *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS]
+               *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS,
+               *quant.OPS, *quant_fake.OPS, *quant_conv.OPS]
 }
 
 

@@ -322,4 +322,15 @@ OPS: list[OpDef] = [
                 attrs={"threshold": Attr("float", 0.0)},
                 examples=(*_unary_examples(), *_unary_examples(threshold=0.5)),
                 lower=_lower_heaviside, floats_only=True),
+    elementwise("Sign", "Sign: 1 if x > 0, -1 if x < 0, else 0 (derivative 0).",
+                lambda x: sp.Piecewise((1, x > 0), (-1, x < 0), (0, True)),
+                # No float 0 in the examples: the finite-difference test would see Sign's jump
+                # there; the integer examples (which it skips) hold the zeros.
+                examples=(
+                    Example((rng_array((2, 3, 4), seed=1, low=-3.0, high=3.0),), name="3d"),
+                    Example((np.array([-2.5, -1e-3, 1e-3, 0.25, 7.0], np.float32),),
+                            name="near-zero"),
+                    Example((np.array([-128, -1, 0, 1, 127], np.int8),), name="int8-zero"),
+                    Example((np.array([[-5, 0], [0, 9]], np.int32),), name="int32-zero"),
+                )),
 ]
