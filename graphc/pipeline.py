@@ -114,6 +114,7 @@ def format_reports(reports: Sequence[PassReport], verbose: bool = False,
         lines.append(f"    {r.name:<20} nodes {r.nodes_before} -> {r.nodes_after}, parameters "
                      f"{r.params_before:,} -> {r.params_after:,}, {r.rewrites} rewrites, "
                      f"{r.seconds * 1000:.1f} ms")
+        lines += [f"      {note}" for note in r.notes]
         if verbose:
             for where, reason in r.refusals:
                 node = where.split("(")[0].strip()

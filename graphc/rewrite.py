@@ -108,6 +108,8 @@ class PassReport:
     seconds: float = 0.0
     refusals: list[tuple[str, str]] = field(default_factory=list)
     explanations: list[Explanation] = field(default_factory=list)
+    # Lines a pass always shows under its summary: what it measured and decided.
+    notes: list[str] = field(default_factory=list)
 
     def refuse(self, where: str, reason: str) -> None:
         if (where, reason) not in self.refusals:

@@ -7,8 +7,20 @@ from typing import Any
 
 import numpy as np
 
-from graphc.cli.checkpoints import accuracy_data, apply_weights, check_data, print_accuracy
+from graphc.cli.checkpoints import (
+    DATA_SETS,
+    accuracy_data,
+    apply_weights,
+    check_data,
+    load_data,
+    onnx_accuracy,
+    print_accuracy,
+)
 from graphc.cli.common import Loaded, format_size, load_model
+from graphc.errors import UsageError
+
+# Enough to measure each activation's range and each layer's error; more only costs time.
+CALIBRATION_SAMPLES = 256
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -30,7 +42,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     test_set = None
     if args.accuracy is not None:
         test_set = accuracy_data(args.accuracy, original, weights)
-    graph, reports = run_pipeline(original, names)
+    options = quantize_options(args, original, names, weights)
+    # The passes before quantize-int8 give its fp32 reference (same folds, no int8).
+    cut = names.index("quantize-int8") if "quantize-int8" in names else len(names)
+    fp32, reports = run_pipeline(original, names[:cut])
+    graph, more = run_pipeline(fp32, names[cut:], options)
+    reports += more
     opset = args.opset or default_opset(graph)
     model = to_onnx(graph, opset, dynamic_batch=args.dynamic_batch)
     check(model)
@@ -62,9 +79,90 @@ def cmd_compile(args: argparse.Namespace) -> int:
             before = run_onnxruntime(loaded.onnx_file.read_bytes(), loaded.feeds)
             print(f"               max abs diff {max_abs_diff(before, got):.3g} (compiled vs "
                   "original file, both on onnxruntime)")
+    if cut < len(names):
+        print_int8_summary(fp32, data, opset, args, loaded.feeds)
     if test_set is not None:
         print_accuracy(data, args.accuracy, test_set, weights)
     return 0
+
+
+def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
+                     weights: Any) -> dict[str, dict[str, Any]]:
+    """The options of quantize-int8 from the command line, with its calibration data."""
+    flags = {"--calibrate": args.calibrate, "--calibration": args.calibration,
+             "--per-tensor": args.per_tensor, "--prefer": args.prefer,
+             "--weight-range": args.weight_range, "--max-error": args.max_error,
+             "--fp32-layers": args.fp32_layers}
+    if "quantize-int8" not in names:
+        given = [flag for flag, value in flags.items() if value not in (None, False)]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to quantize-int8",
+                             expected="--passes quantize-int8", got=f"passes: {names or 'none'}")
+        return {}
+    if args.calibrate is None:
+        raise UsageError("quantize-int8 needs calibration data", where="--calibrate",
+                         expected="--calibrate digits or --calibrate FILE.npz", got="nothing",
+                         hint="Activation ranges are measured on real inputs.")
+    options: dict[str, Any] = {"calibration": calibration_data(args.calibrate, graph, weights)}
+    for key, value in (("method", args.calibration), ("prefer", args.prefer),
+                       ("weight_range", args.weight_range), ("max_error", args.max_error)):
+        if value is not None:
+            options[key] = value
+    if args.per_tensor:
+        options["per_channel"] = False
+    if args.fp32_layers:
+        options["fp32_layers"] = [s.strip() for s in args.fp32_layers.split(",") if s.strip()]
+    return {"quantize-int8": options}
+
+
+def calibration_data(spec: str, graph: Any, weights: Any) -> np.ndarray:
+    """The inputs of ``--calibrate``: the digits training split (the checkpoint's classes), or
+    the arrays of an .npz file (one array, or one named after the model's input)."""
+    from graphc.ir import Value
+    from graphc.train.loop import fit_data
+
+    shape = graph.type_of(Value(graph.inputs[0])).shape
+    if spec in DATA_SETS:
+        train_set, _ = load_data(spec, weights.classes if weights else None)
+        return fit_data(train_set, shape, f"--calibrate {spec}")[:CALIBRATION_SAMPLES]
+    if not spec.endswith(".npz"):
+        raise UsageError(f"cannot calibrate with {spec!r}", where="--calibrate",
+                         expected=f"{' or '.join(DATA_SETS)}, or an .npz file", got=spec)
+    try:
+        with np.load(spec, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {spec!r}: {err}", where="--calibrate",
+                         expected="an .npz file written by numpy.savez") from None
+    name = graph.inputs[0]
+    if name in arrays:
+        return arrays[name]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise UsageError(f"{spec} has several arrays and none is called {name!r}", where="--calibrate",
+                     expected=f"one array, or one named {name!r}", got=sorted(arrays))
+
+
+def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namespace,
+                       feeds: dict[str, np.ndarray]) -> None:
+    """Print size, latency and (with --calibrate digits) accuracy of the int8 file against
+    the fp32 file the same pipeline writes without quantize-int8, both on onnxruntime."""
+    from graphc.compress.latency import cpu_info, measure
+    from graphc.onnxio.export import to_onnx
+
+    reference = to_onnx(fp32, opset, dynamic_batch=args.dynamic_batch).SerializeToString(
+        deterministic=True)
+    print(f"  int8         size {format_size(len(data))} vs {format_size(len(reference))} fp32 "
+          f"({len(data) / len(reference):.2f}x)")
+    first = fp32.inputs[0]
+    t = measure([reference, data], {first: feeds[first]}, rounds=21)[1]
+    print(f"               time {t.ratio:.2f}x fp32 at batch {feeds[first].shape[0]} (median of 21 "
+          f"interleaved runs, 1 thread; {cpu_info().describe()})")
+    if args.calibrate in DATA_SETS:
+        _, test_set = load_data(args.calibrate)
+        before, after = onnx_accuracy(reference, test_set), onnx_accuracy(data, test_set)
+        print(f"               accuracy {100 * after:.2f}% vs {100 * before:.2f}% fp32 on the "
+              f"{args.calibrate} test split ({len(test_set)} images, onnxruntime)")
 
 
 
@@ -93,4 +191,22 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--accuracy", metavar="DATA",
                    help="print the written file's test accuracy on onnxruntime: digits (the "
                         "checkpoint's --classes subset, if any)")
+    q = p.add_argument_group("int8 quantization (with --passes quantize-int8)")
+    q.add_argument("--calibrate", metavar="DATA",
+                   help="calibration inputs: digits (256 training images) or FILE.npz")
+    q.add_argument("--calibration", metavar="METHOD",
+                   help="activation ranges by minmax (default), percentile or entropy")
+    q.add_argument("--per-tensor", action="store_true",
+                   help="one weight scale per tensor (default: one per output channel)")
+    q.add_argument("--prefer", metavar="WHAT",
+                   help="speed (default: keep a layer in int8 only if it is accurate and faster "
+                        "on this CPU) or size (every accurate layer in int8)")
+    q.add_argument("--weight-range", metavar="RANGE",
+                   help="int8 weights in [-127, 127] (full) or [-63, 63] (reduced, exact on "
+                        "CPUs without VNNI); default auto, by the CPU")
+    q.add_argument("--max-error", type=float, metavar="E",
+                   help="largest model output error (relative RMS) one int8 layer may cause "
+                        "(default 0.05)")
+    q.add_argument("--fp32-layers", metavar="NODES",
+                   help="comma-separated layers to keep in fp32")
     p.set_defaults(func=cmd_compile)

@@ -1,0 +1,183 @@
+"""The int8 forms of layers that quantize-int8 emits and quantization-aware training imitates.
+
+A quantizable layer is a Conv, Gemm or MatMul with constant weights (``find_layers``). Its QDQ
+form (``build``) is the one onnxruntime fuses into int8 kernels: the input through
+QuantizeLinear / DequantizeLinear on a uint8 grid, the weight as ``DequantizeLinear(int8,
+per-channel scale)``, the bias as ``DequantizeLinear(int32, s_x * s_w)`` inside the layer, and a
+Conv's output (after its ReLU when that is its only user) through QuantizeLinear /
+DequantizeLinear: without it onnxruntime cannot fuse the Conv and dequantizes the weight on
+every call. MaxPool, Flatten and Reshape pass their input's grid on unchanged, so onnxruntime
+runs them on uint8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.compress import calibrate
+from graphc.compress.calibrate import Grid
+from graphc.ir import Graph, Value
+from graphc.rewrite import PassReport
+
+GRID_PRESERVING = ("MaxPool", "Flatten", "Reshape")
+
+
+@dataclass
+class Layer:
+    """A quantizable layer: its node, which ports hold input, weight and bias, the weight's
+    output-channel axis, and the value whose grid is its output point (Conv only)."""
+
+    node: str
+    weight_axis: int
+    bias_port: int | None
+    out_point: Value | None
+
+
+def find_layers(g: Graph, report: PassReport | None = None) -> list[Layer]:
+    """Return the layers that can be quantized; report why the others cannot."""
+    layers = []
+    outputs = set(g.outputs)
+    for node in g.op_nodes():
+        op = g.op(node)
+        if op not in ("Conv", "Gemm", "MatMul"):
+            continue
+        reason = _refusal(g, node)
+        if reason is None and op == "Conv":
+            out = _out_point(g, node)
+            if out in outputs or Value(node) in outputs:
+                reason = "its output is a graph output (its output QuantizeLinear would rename it)"
+        if reason is not None:
+            if report is not None:
+                report.refuse(g.format_node(node, types=False), reason)
+            continue
+        values = g.in_values(node)
+        bias_port = 2 if len(values) > 2 and values[2] is not None else None
+        if op == "Conv":
+            layers.append(Layer(node, 0, bias_port, _out_point(g, node)))
+        elif op == "Gemm":
+            layers.append(Layer(node, 0 if g.attrs(node).get("transB", 0) else 1, bias_port,
+                                None))
+        else:
+            layers.append(Layer(node, 1, None, None))
+    return layers
+
+
+def _refusal(g: Graph, node: str) -> str | None:
+    values = g.in_values(node)
+    if g.type_of(values[0]).dtype != np.float32:
+        return f"its input is {g.type_of(values[0]).dtype}, not float32"
+    w = g.const_value(values[1])
+    if w is None:
+        return "its weight is not a constant"
+    if len(values) > 2 and values[2] is not None and g.const_value(values[2]) is None:
+        return "its bias is not a constant"
+    attrs = g.attrs(node)
+    if g.op(node) == "Gemm":
+        if attrs.get("transA", 0):
+            return "Gemm with transA=1"
+        if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            return "Gemm with alpha or beta other than 1"
+        if len(values) > 2 and values[2] is not None:
+            n = w.shape[0] if attrs.get("transB", 0) else w.shape[1]
+            if g.const_value(values[2]).shape != (n,):
+                return f"its bias is not one value per output column ({n},)"
+    if g.op(node) == "MatMul" and w.ndim != 2:
+        return f"its weight is {w.ndim}-D, not 2-D"
+    return None
+
+
+def _out_point(g: Graph, node: str) -> Value:
+    """The value after the Conv's ReLU if that ReLU is its only user, else the Conv's output."""
+    users = g.users(Value(node))
+    if len(users) == 1 and g.op(users[0][0]) == "Relu" and Value(node) not in g.outputs:
+        return Value(users[0][0])
+    return Value(node)
+
+
+def _grid_source(g: Graph, value: Value, grids: Mapping[Value, Grid]) -> Value:
+    """Follow grid-preserving ops back to a value that has a grid of its own."""
+    while value not in grids and g.op(value.node) in GRID_PRESERVING:
+        value = g.in_values(value.node)[0]
+    return value
+
+
+def needed_values(g: Graph, layers: Sequence[Layer]) -> list[Value]:
+    """The values calibration must measure: every layer's input and output point."""
+    found: list[Value] = []
+    points = {layer.out_point for layer in layers if layer.out_point is not None}
+    for layer in layers:
+        if layer.out_point is not None and layer.out_point not in found:
+            found.append(layer.out_point)
+    for layer in layers:
+        x = _grid_source(g, g.in_values(layer.node)[0], dict.fromkeys(points))
+        if x not in found:
+            found.append(x)
+    return found
+
+
+def _set_input(g: Graph, node: str, port: int, value: Value) -> None:
+    for src, keyed in list(g.nx.pred[node].items()):
+        for key, d in list(keyed.items()):
+            if d["port"] == port:
+                g.nx.remove_edge(src, node, key)
+    g.nx.add_edge(value.node, node, port=port, out=value.out)
+
+
+def _qdq(g: Graph, value: Value, grid: Grid, name: str) -> tuple[str, Value]:
+    scale = g.add_const(f"{name}.scale", np.float32(grid.scale))
+    zero = g.add_const(f"{name}.zero_point", np.uint8(grid.zero_point))
+    q = g.add_node("QuantizeLinear", [value, scale, zero], name=f"{name}_quantize")
+    return q.node, g.add_node("DequantizeLinear", [q, scale, zero], name=f"{name}_dequantize")
+
+
+def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
+          per_channel: bool = True, qmax: int = 127) -> Graph:
+    """Return ``g`` with ``layers`` in QDQ int8 form on the activation ``grids``."""
+    h = g.copy()
+    dq_of: dict[Value, Value] = {}
+    for layer in layers:
+        point = layer.out_point
+        if point is None or point in dq_of:
+            continue
+        q, dq = _qdq(h, point, grids[point], h.value_name(point))
+        h.replace_all_uses(point, dq, keep={q})
+        dq_of[point] = dq
+    for layer in layers:
+        node = layer.node
+        values = h.in_values(node)
+        x = values[0]
+        if h.op(x.node) != "DequantizeLinear":
+            if x not in dq_of:
+                _, dq_of[x] = _qdq(h, x, grids[_grid_source(g, x, grids)], h.value_name(x))
+            _set_input(h, node, 0, dq_of[x])
+            x = dq_of[x]
+        x_scale = float(h.const_value(h.in_values(x.node)[1]))
+        w = h.const_value(values[1])
+        axis = layer.weight_axis if per_channel else None
+        scales = calibrate.weight_scales(w, axis, qmax)
+        wq = h.add_const(f"{values[1].node}.int8", calibrate.quantize_weight(w, scales, axis, qmax),
+                         trainable=True)
+        ws = h.add_const(f"{values[1].node}.scale", scales if per_channel else scales.reshape(()))
+        wz = h.add_const(f"{values[1].node}.zero_point", np.zeros(scales.shape, np.int8)
+                         if per_channel else np.int8(0))
+        attrs = {"axis": layer.weight_axis} if per_channel else {}
+        wdq = h.add_node("DequantizeLinear", [wq, ws, wz], attrs, name=f"{node}_weight")
+        _set_input(h, node, 1, wdq)
+        if layer.bias_port is not None:
+            b = h.const_value(values[layer.bias_port])
+            bias_scales = (np.float64(x_scale) * scales.astype(np.float64)).astype(np.float32)
+            if not per_channel:
+                bias_scales = bias_scales.reshape(())
+            bq = h.add_const(f"{values[layer.bias_port].node}.int32",
+                             calibrate.quantize_bias(b, bias_scales), trainable=True)
+            bs = h.add_const(f"{values[layer.bias_port].node}.scale", bias_scales)
+            bz = h.add_const(f"{values[layer.bias_port].node}.zero_point",
+                             np.zeros(bias_scales.shape, np.int32))
+            battrs = {"axis": 0} if per_channel else {}
+            bdq = h.add_node("DequantizeLinear", [bq, bs, bz], battrs, name=f"{node}_bias")
+            _set_input(h, node, layer.bias_port, bdq)
+    h.remove_dead()
+    return h
