@@ -4,6 +4,9 @@ A node whose every input is a constant is run on graphc's interpreter and its us
 become constants (named after the node). Repeated in topological order, this folds whole
 constant subgraphs. A graph output keeps its node, and a node whose result would be larger
 than 2^20 elements and than its inputs together is left alone (folding would grow the file).
+DequantizeLinear and FakeQuantizeLinear of constants are quantized weights, not computations:
+they stay, since folding them would store the weights as float again (4x the size, and no int8
+kernel for onnxruntime to fuse).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from graphc.ir import Graph, Value
 from graphc.rewrite import Explanation, PassReport, remove_if_dead
 
 MAX_GROWTH = 1 << 20
+KEEP = ("DequantizeLinear", "FakeQuantizeLinear")
 
 
 def fold_constants(g: Graph, *, report: PassReport | None = None) -> Graph:
@@ -32,6 +36,11 @@ def fold_constants(g: Graph, *, report: PassReport | None = None) -> Graph:
         values = g.in_values(node)
         consts = [g.const_value(v) for v in values if v is not None]
         if node in outputs or not consts or any(c is None for c in consts):
+            continue
+        if g.op(node) in KEEP:
+            if report is not None:
+                report.refuse(g.format_node(node, types=False),
+                              f"fold-constants: {g.op(node)} keeps a quantized weight")
             continue
         out_size = sum(t.size for t in g.types(node))
         if out_size > max(MAX_GROWTH, sum(c.size for c in consts)):

@@ -193,6 +193,13 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
                          hint="An .onnx file carries its own weights.")
     ck = read_checkpoint(path, spec, "--weights")
     graph, head = fit_head(loaded.graph, ck.state, seed)
+    if ck.data.get("qat"):
+        # A QAT checkpoint holds the folded model with its fake quantization and scales.
+        from graphc.compress.qat import qat_graph
+        from graphc.pipeline import run_pipeline
+
+        graph = qat_graph(run_pipeline(graph, ["fold-batchnorm"])[0], ck.data["qat"])
+        head = ", ".join([head, "quantization-aware"] if head else ["quantization-aware"])
     need_all(path, model_state(graph), ck.state, spec)
     graph = apply_state(graph, ck.state)
     parts = [f"epoch {ck.epoch}", *([head] if head else [])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ TRAIN_OPTIONS = {
     "weight_decay": "--weight-decay", "schedule": "--schedule", "augment": "--augment",
     "feature_augment": "--feature-augment", "seed": "--seed", "threads": "--threads",
     "backend": "--backend", "init": "--init", "new_head": "--new-head", "freeze": "--freeze",
-    "unfreeze_at": "--unfreeze-at", "classes": "--classes",
+    "unfreeze_at": "--unfreeze-at", "classes": "--classes", "qat": "--qat",
 }
 
 
@@ -152,11 +152,52 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
         details.append(f"  frozen         {' '.join(config.freeze)} ({len(frozen)} parameters"
                        f"{until})")
     record = {"data": args.data, "classes": classes, "init": args.init, "new_head": new_head}
+    if args.qat:
+        build, state = _with_fake_quant(build, state, train_set, config, record)
+        # The grids stay as calibrated (fixed-range QAT): the scales are saved, not trained.
+        # Learned step sizes without LSQ's gradient scaling diverge on the digits CNN.
+        scales = tuple(n for n in state if n.endswith(".scale") and n not in init_state)
+        config = replace(config, freeze=(*config.freeze, *scales))
+        details.append(f"  qat            {len(record['qat']['zero_points'])} activation grids "
+                       f"(minmax on 256 training images), weights int8 [-{record['qat']['qmax']}, "
+                       f"{record['qat']['qmax']}] per channel, BatchNorm folded")
     return _Plan(name, build, train_set, test_set, config, record, state, notes, details)
 
 
+def _folded(graph: Any, state: dict[str, np.ndarray]) -> Any:
+    """``graph`` with ``state``'s weights and its BatchNormalization folded (what ships)."""
+    from graphc.pipeline import run_pipeline
+    from graphc.train.step import apply_state
+
+    folded, _ = run_pipeline(apply_state(graph, state), ["fold-batchnorm"])
+    return folded
+
+
+def _with_fake_quant(build: Any, state: dict[str, np.ndarray], train_set: Any, config: Any,
+                     record: dict[str, Any]) -> tuple[Any, dict[str, np.ndarray]]:
+    """``--qat``: calibrate the folded model on training images, then train its graph with
+    fake quantization; the checkpoint's record keeps the zero points to rebuild it."""
+    from graphc.compress.latency import cpu_info
+    from graphc.compress.qat import prepare, qat_graph
+    from graphc.ir import Value
+    from graphc.train.loop import fit_data, model_state
+
+    graph = _folded(build(config.batch), state)
+    shape = graph.type_of(Value(graph.inputs[0])).shape
+    x = fit_data(train_set, shape, "--qat")[:max(256, shape[0])]
+    batches = [{graph.inputs[0]: x[k:k + shape[0]]} for k in range(0, len(x) - shape[0] + 1,
+                                                                      shape[0])]
+    qat, qat_record = prepare(graph, batches, qmax=127 if cpu_info().vnni else 63)
+    record["qat"] = qat_record
+    start = dict(state)
+
+    def build_qat(batch: int) -> Any:
+        return qat_graph(_folded(build(batch), start), qat_record)
+
+    return build_qat, model_state(qat)
+
+
 def _plan_resume(args: argparse.Namespace) -> _Plan:
-    from dataclasses import replace
 
     # Compared by identity: --seed 0 or --momentum 0 are given too (0 == False).
     given = [flag for dest, flag in TRAIN_OPTIONS.items()
@@ -187,6 +228,14 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
     def build(batch: int) -> Any:
         graph = probe if batch == config.batch else build_at(module, config.seed, batch)
         return fit_head(graph, ck.state, config.seed)[0] if refit else graph
+
+    if record.get("qat"):
+        from graphc.compress.qat import qat_graph
+
+        plain = build
+
+        def build(batch: int) -> Any:
+            return qat_graph(_folded(plain(batch), {}), record["qat"])
 
     details = [f"  resumed        {args.resume} after epoch {ck.epoch}"]
     return _Plan(model_name(args.model), build, train_set, test_set, config, record, ck.state,
@@ -314,6 +363,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="parameters not to train, e.g. 'block*' (repeatable)")
     p.add_argument("--unfreeze-at", type=int, metavar="EPOCH",
                    help="train the frozen parameters too after this many epochs")
+    p.add_argument("--qat", action="store_true", default=None,
+                   help="quantization-aware training: fold BatchNorm, simulate quantize-int8's "
+                        "grids (calibrated on training images) while training; best with --init")
     p.add_argument("--classes", metavar="LIST",
                    help="only these digit classes, relabeled 0..M-1 in this order: 0-4 or "
                         "5,6,7")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -217,3 +218,23 @@ def collect_ranges(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.nda
             for n, v in run(batch).items():
                 collectors[n].add_histogram(v)
     return {n: c.range(method, percentile) for n, c in collectors.items()}
+
+
+def measure_ranges(g: Any, batches: Sequence[Mapping[str, np.ndarray]], values: Sequence[Any], *,
+                   method: str = "minmax", percentile: float = 99.99
+                   ) -> dict[Any, tuple[float, float]]:
+    """Return ``value -> (lo, hi)`` of graph ``g``'s ``values`` over calibration ``batches``
+    (feeds of the graph's batch size), computed on onnxruntime with those values as outputs."""
+    from graphc.onnxio.export import to_bytes
+    from graphc.onnxio.runtime import session
+
+    probe = g.copy()
+    probe.outputs = list(values) + list(g.outputs)
+    names = probe.output_names()[:len(values)]
+    sess = session(to_bytes(probe), threads=1)
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, sess.run(names, dict(feeds)), strict=True))
+
+    ranges = collect_ranges(run, batches, names, method=method, percentile=percentile)
+    return {v: ranges[n] for v, n in zip(values, names, strict=True)}

@@ -1,0 +1,131 @@
+"""Quantization-aware training: the int8 grids of quantize-int8, simulated while training.
+
+``insert_fake_quant`` puts a FakeQuantizeLinear (quantize, then dequantize) where quantize-int8
+puts its QuantizeLinear / DequantizeLinear pairs: on every quantizable layer's input, on each
+Conv's output point (after its ReLU), and on every weight (int8, one scale per output channel).
+Training then sees the rounding and clipping of the shipped model; gradients pass through the
+rounding by the straight-through estimator (inside the grid's range) and reach the scales
+(learned step sizes, LSQ), so the scales are trainable parameters saved in the checkpoint. The
+zero points are integers: they stay as calibrated and are recorded in the checkpoint's data
+(``record``), so that ``qat_graph`` rebuilds the same graph for compiling.
+
+``fake_quant_grids`` reads a trained graph back: the float graph without its fake quantization,
+the activation grids and the weight scales, which is what quantize-int8 needs to write the int8
+file that the training simulated.
+
+QAT trains the network with BatchNormalization folded into the convolutions (what ships), so
+the caller folds first (the fold-batchnorm pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from graphc.compress import calibrate
+from graphc.compress.calibrate import Grid
+from graphc.compress.int8 import _grid_source, _set_input, find_layers, needed_values
+from graphc.errors import GraphcError
+from graphc.ir import CONST, Graph, Value
+
+FAKE = "FakeQuantizeLinear"
+
+
+def _fake(g: Graph, value: Value, scale: Any, zero: Any, name: str, attrs: dict[str, Any]
+          ) -> Value:
+    s = g.add_const(f"{name}.scale", scale, trainable=True)
+    z = g.add_const(f"{name}.zero_point", zero)
+    return g.add_node(FAKE, [value, s, z], attrs, name=f"{name}_fake_quantize")
+
+
+def insert_fake_quant(g: Graph, grids: Mapping[Value, Grid], *, per_channel: bool = True,
+                      qmax: int = 127) -> Graph:
+    """Return ``g`` with fake quantization on the inputs, output points and weights of its
+    quantizable layers, activations on ``grids`` and weights at ``max|W| / qmax``."""
+    h = g.copy()
+    layers = find_layers(g)
+    done: dict[Value, Value] = {}
+    for layer in layers:
+        point = layer.out_point
+        if point is None or point in done:
+            continue
+        grid = grids[point]
+        fq = _fake(h, point, np.float32(grid.scale), np.uint8(grid.zero_point),
+                   h.value_name(point), {})
+        h.replace_all_uses(point, fq, keep={fq.node})
+        done[point] = fq
+    for layer in layers:
+        values = h.in_values(layer.node)
+        x = values[0]
+        if h.op(x.node) != FAKE:
+            if x not in done:
+                grid = grids[_grid_source(g, x, grids)]
+                done[x] = _fake(h, x, np.float32(grid.scale), np.uint8(grid.zero_point),
+                                h.value_name(x), {})
+            _set_input(h, layer.node, 0, done[x])
+        w = h.const_value(values[1])
+        axis = layer.weight_axis if per_channel else None
+        scales = calibrate.weight_scales(w, axis, qmax)
+        zeros = np.zeros(scales.shape, np.int8)
+        attrs = {"axis": layer.weight_axis} if per_channel else {}
+        fq = _fake(h, values[1], scales, zeros, values[1].node, attrs)
+        _set_input(h, layer.node, 1, fq)
+    return h
+
+
+def prepare(g: Graph, batches: Sequence[Mapping[str, np.ndarray]], *, method: str = "minmax",
+            per_channel: bool = True, qmax: int = 127) -> tuple[Graph, dict[str, Any]]:
+    """Calibrate ``g`` on ``batches`` and return its QAT graph and the record that rebuilds
+    it (``qat_graph``)."""
+    layers = find_layers(g)
+    if not layers:
+        raise GraphcError(f"{g.name} has no layer to quantize",
+                          expected="a Conv, Gemm or MatMul with constant weights",
+                          got="none", hint="QAT simulates quantize-int8, which needs such layers.")
+    values = needed_values(g, layers)
+    ranges = calibrate.measure_ranges(g, batches, values, method=method)
+    grids = {v: calibrate.activation_grid(*r) for v, r in ranges.items()}
+    record = {"per_channel": per_channel, "qmax": qmax,
+              "zero_points": {g.value_name(v): grids[v].zero_point for v in values}}
+    return insert_fake_quant(g, grids, per_channel=per_channel, qmax=qmax), record
+
+
+def qat_graph(g: Graph, record: Mapping[str, Any]) -> Graph:
+    """Rebuild the QAT graph of ``g`` from a checkpoint's record (its scales then come from
+    the checkpoint's state)."""
+    values = needed_values(g, find_layers(g))
+    zero_points = record["zero_points"]
+    missing = [g.value_name(v) for v in values if g.value_name(v) not in zero_points]
+    if missing:
+        raise GraphcError("the checkpoint's QAT record does not fit the model",
+                          expected=f"zero points of {', '.join(missing)}",
+                          got=sorted(zero_points), hint="Use the model the checkpoint trained.")
+    grids = {v: Grid(1.0, int(zero_points[g.value_name(v)])) for v in values}
+    return insert_fake_quant(g, grids, per_channel=record["per_channel"], qmax=record["qmax"])
+
+
+def fake_quant_grids(g: Graph) -> tuple[Graph, dict[Value, Grid], dict[str, np.ndarray]]:
+    """Return ``g`` without its FakeQuantizeLinear nodes, the activation grids they held (by
+    value of the returned graph) and the weight scales (by layer node)."""
+    h = g.copy()
+    grids: dict[Value, Grid] = {}
+    weight_scales: dict[str, np.ndarray] = {}
+    for node in [n for n in h.op_nodes() if h.op(n) == FAKE]:
+        x, s, z = h.in_values(node)
+        scale, zero = h.const_value(s), h.const_value(z)
+        if scale is None or zero is None:
+            raise GraphcError("a fake quantization has computed parameters",
+                              where=h.format_node(node), expected="constant scale and zero point",
+                              got="computed values")
+        if h.op(x.node) == CONST:
+            for user, port in h.users(Value(node)):
+                if port == 1:
+                    weight_scales[user] = np.asarray(scale, np.float32)
+        else:
+            grids[x] = Grid(float(scale), int(zero))
+        h.replace_all_uses(Value(node), x)
+        h.nx.remove_node(node)
+    h.remove_dead()
+    return h, grids, weight_scales
