@@ -21,6 +21,14 @@ What it converts on the way in:
   repeated per channel, which is graphc's (and GroupNormalization-21's) form;
 - Pad-18's ``axes`` input, when constant, is folded into pads for every axis.
 
+Quantized models import as they are written, op for op, and the interpreter computes what
+their ONNX ops say (onnxruntime with graph optimizations off gives the same numbers): the QDQ
+form of ``onnxruntime.quantization.quantize_static`` (QuantizeLinear / DequantizeLinear per
+tensor or per axis, uint8 or int8 activations, int8 weights, int32 biases, float ops between
+them), quantize_dynamic's DynamicQuantizeLinear + MatMulInteger + Cast + Mul, and files written
+with QLinearConv, QLinearMatMul, ConvInteger or MatMulInteger. onnxruntime's QOperator form uses
+contrib ops (``com.microsoft`` QGemm, QLinearAdd, ...) and is refused with the way to a QDQ file.
+
 What it refuses, naming the ONNX node: ops graphc does not have (the message lists the ones it
 has), attributes it cannot represent, other domains, training-mode BatchNormalization, extra
 outputs that are used (LayerNormalization's Mean), symbolic dimensions other than the batch,
@@ -29,8 +37,11 @@ external data whose path leaves the model's folder (loading and the opset check 
 ``graphc.onnxio.load``).
 
 Float initializers are trainable parameters, except those used only as BatchNormalization
-statistics or as settings (Dropout ratio, Clip bounds, Pad values, Reshape shapes); ``Constant``
-nodes and integer initializers are not trainable.
+statistics or as settings (Dropout ratio, Clip bounds, Pad values, Reshape shapes, quantization
+scales: of QuantizeLinear, DequantizeLinear and the QLinear ops, and a weight scale multiplied by
+DynamicQuantizeLinear's scale); ``Constant`` nodes and integer initializers (int8 weights, int32
+biases, zero points) are not trainable. So a quantized model counts as parameters only the float
+weights it still has: none for a fully quantized QDQ file, the float biases for a dynamic one.
 
 >>> import numpy as np
 >>> from onnx import TensorProto, helper
@@ -78,7 +89,22 @@ SETTING_PORTS = {
     ("Clip", 1), ("Clip", 2),
     ("Pad", 1), ("Pad", 2), ("Pad", 3),
     ("Reshape", 1),
+    # Quantization scales are settings of the integer grid, like BatchNorm's statistics: a
+    # calibration chose them, and training would have to move the integers with them.
+    ("QuantizeLinear", 1), ("DequantizeLinear", 1),
+    ("QLinearConv", 1), ("QLinearConv", 4), ("QLinearConv", 6),
+    ("QLinearMatMul", 1), ("QLinearMatMul", 4), ("QLinearMatMul", 6),
 }
+# onnxruntime's contrib ops (domain com.microsoft) that its quantization tools write in the
+# QOperator format, or that its optimizer leaves in a saved quantized model. graphc refuses
+# them: their kernels round as onnxruntime's code does, with no ONNX text to check against.
+QUANTIZED_CONTRIB_OPS = frozenset({
+    "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool",
+    "QLinearConcat", "QLinearConv", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax",
+    "QLinearWhere", "QLinearReduceMean", "QAttention", "QEmbedLayerNormalization",
+    "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QuantizeLinear",
+    "DequantizeLinear", "NhwcMaxPool",
+})
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 
@@ -158,10 +184,14 @@ class _Importer:
         # Initializers and their Identity aliases: the ones that may be parameters.
         self.from_initializers = set(self.initializers)
         self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        self.producers: dict[str, tuple[onnx.NodeProto, int]] = {}
         for node in self.source.node:
             for port, name in enumerate(node.input):
                 if name:
                     self.consumers.setdefault(name, []).append((node, port))
+            for k, name in enumerate(node.output):
+                if name:
+                    self.producers[name] = (node, k)
         self.taken = set(self.initializers) | {i.name for i in self.source.input}
         self.taken |= {out for node in self.source.node for out in node.output if out}
         self.absorbed: set[int] = set()
@@ -221,9 +251,21 @@ class _Importer:
             if node.op_type == "Identity" and node.output and node.output[0] not in seen:
                 if self._feeds_weights(node.output[0], seen):
                     return True
-            elif (node.op_type, port) not in SETTING_PORTS:
+            elif (node.op_type, port) not in SETTING_PORTS and not self._scales_dynamically(
+                    node, port):
                 return True
         return False
+
+    def _scales_dynamically(self, node: onnx.NodeProto, port: int) -> bool:
+        """Return whether ``node`` is ``Mul(DynamicQuantizeLinear's y_scale, w_scale)`` with
+        ``w_scale`` at ``port``: the scale of the int32 accumulator in quantize_dynamic's files,
+        which makes ``w_scale`` a setting like a QuantizeLinear scale."""
+        if node.op_type != "Mul" or node.domain not in DEFAULT_DOMAINS or len(node.input) != 2:
+            return False
+        source = self.producers.get(node.input[1 - port])
+        return (source is not None and source[1] == 1
+                and source[0].op_type == "DynamicQuantizeLinear"
+                and source[0].domain in DEFAULT_DOMAINS)
 
     def _input(self, info: onnx.ValueInfoProto) -> None:
         where = f"graph input {info.name!r}"
@@ -349,10 +391,7 @@ class _Importer:
 
     def _node(self, node: onnx.NodeProto, where: str) -> None:
         if node.domain not in DEFAULT_DOMAINS:
-            raise OpError("the op is not in the default ONNX domain", where=where,
-                          expected="domain '' (ai.onnx)", got=repr(node.domain),
-                          hint="graphc imports standard ONNX ops only; export without custom "
-                               "or contrib ops.")
+            raise self._other_domain(node, where)
         if not node.output or not node.output[0]:
             raise OpError("the node has no first output", where=where,
                           expected="a named first output", got="none")
@@ -413,6 +452,26 @@ class _Importer:
             stripped.input.append("")
         stripped.input[1] = self._fresh(node.output[0] + ".axes")
         return stripped, self._const(stripped.input[1], array, False, where)
+
+    def _other_domain(self, node: onnx.NodeProto, where: str) -> OpError:
+        """Return the refusal of an op outside the default domain. onnxruntime's quantized
+        contrib ops get the list of such nodes in the file and the way to a file graphc reads.
+        """
+        got = repr(node.domain)
+        hint = "graphc imports standard ONNX ops only; export without custom or contrib ops."
+        if node.domain == "com.microsoft" and node.op_type in QUANTIZED_CONTRIB_OPS:
+            contrib = [n for n in self.source.node if n.domain == node.domain]
+            listed = ", ".join(f"{n.op_type} {n.name!r}" if n.name else f"{n.op_type} (unnamed)"
+                               for n in contrib[:4])
+            if len(contrib) > 4:
+                listed += f", ... ({len(contrib)} in all)"
+            got = f"{got} (onnxruntime contrib ops in this file: {listed})"
+            hint = ("onnxruntime.quantization writes these in its QOperator format (or with "
+                    "UseQDQContribOps); graphc reads its standard QDQ form: re-quantize the float "
+                    "model with quantize_static(..., quant_format=QuantFormat.QDQ), 8-bit types "
+                    "and no UseQDQContribOps.")
+        return OpError("the op is not in the default ONNX domain", where=where,
+                       expected="domain '' (ai.onnx)", got=got, hint=hint)
 
     def _unsupported(self, op: str, where: str) -> OpError:
         err = unknown("op", op, supported_ops(), where=where, cls=OpError)
