@@ -1,27 +1,44 @@
-"""Quantize Conv, Gemm and MatMul layers to int8 (static, post-training), only where it pays.
+"""Quantize Conv, Gemm and MatMul layers to int8 (post-training), only where it pays.
 
-Each quantized layer computes on the int8 grids ``x = s * (q - z)`` (see graphc.compress.
-calibrate): its input activation is uint8 with a calibrated scale and zero point, its weight
-int8 symmetric per output channel (``s_w[o] = max|W[o]| / qmax``, z = 0), its bias int32 with
-scale ``s_x * s_w[o]``, so that the int32 accumulator ``sum q_x q_w + q_b`` times ``s_x s_w[o]``
-is the layer's output. The graph says all of it in ordinary ops, in the QDQ form onnxruntime
-fuses into its int8 kernels:
+Static (the default). Each quantized layer computes on the int8 grids ``x = s * (q - z)`` (see
+graphc.compress.calibrate): its input activation is uint8 with a calibrated scale and zero
+point, its weight int8 symmetric per output channel (``s_w[o] = max|W[o]| / qmax``, z = 0), its
+bias int32 with scale ``s_x * s_w[o]``, so that the int32 accumulator ``sum q_x q_w + q_b``
+times ``s_x s_w[o]`` is the layer's output. The graph says all of it in ordinary ops, in one of
+two forms onnxruntime runs with its int8 kernels (``format``):
 
-- input:  ``DequantizeLinear(QuantizeLinear(x, s_x, z_x), s_x, z_x)`` (shared by the layers
-  that read x);
-- weight: ``DequantizeLinear(W_int8, s_w, 0, axis)``; bias ``DequantizeLinear(b_int32,
-  s_x * s_w, 0)`` inside the Conv or Gemm (never a separate float Add);
-- a Conv's output (after its ReLU when the ReLU is its only user) passes through a
+- ``"qdq"``: float ops between QuantizeLinear / DequantizeLinear (graphc.compress.int8):
+  the input ``DequantizeLinear(QuantizeLinear(x, s_x, z_x), s_x, z_x)`` (shared by the layers
+  that read x); the weight ``DequantizeLinear(W_int8, s_w, 0, axis)``; the bias
+  ``DequantizeLinear(b_int32, s_x * s_w, 0)`` inside the Conv or Gemm (never a separate float
+  Add); a Conv's output (after its ReLU when the ReLU is its only user) through a
   QuantizeLinear / DequantizeLinear pair: without it onnxruntime cannot fuse the Conv and
   dequantizes the weight on every call. MaxPool, Flatten and Reshape pass a grid on unchanged.
+- ``"qoperator"``: the same layers on the same grids with each Conv as ``QLinearConv`` (uint8
+  in, uint8 out on its output grid, a ReLU that was its only user folded into an output grid
+  with zero point 0), uint8 passed directly from layer to layer (MaxPool, Flatten and Reshape
+  run on uint8), QuantizeLinear / DequantizeLinear only where float regions begin and end.
+  Gemm and MatMul keep their QDQ form, which onnxruntime fuses into one QGemm: the QOperator
+  alternative (QLinearMatMul, then the bias as a float Add) measured up to 1.25x slower on
+  small layers (a tie on 1024x1024 at batch 1) and rounds the output to a grid calibration
+  never measured (graphc.compress.int8_forms has the numbers).
 
-Then each layer has to earn its int8 form, measured on this machine: one layer at a time,
-the model's output error on the calibration data (relative RMS, ``max_error``) and, with
-``prefer="speed"``, onnxruntime's latency against fp32 (median of interleaved runs); a layer
+Dynamic (``dynamic=True``, no calibration data needed): each Gemm and MatMul with a constant
+weight becomes ``q_x, s_x, z_x = DynamicQuantizeLinear(x)``, ``y = float32(MatMulInteger(q_x,
+W_int8, z_x, 0)) * (s_x * s_w) + b``: the activation grid is measured on every call, the
+weight is int8 per output column, the bias stays float. onnxruntime fuses the chain into
+com.microsoft DynamicQuantizeMatMul. Conv layers stay fp32 (dynamic quantization covers
+Gemm/MatMul).
+
+Then each layer has to earn its int8 form, measured on this machine: one layer at a time, the
+model's output error on the calibration data (relative RMS, ``max_error``; in dynamic mode
+only when calibration data is given, else the report says it was not measured) and, with
+``prefer="speed"``, onnxruntime's latency against fp32 (median of interleaved runs, on the
+calibration data, or on seeded random inputs of the model's input shape without it); a layer
 that fails either stays fp32 and the report says why, with its numbers. If the model as a whole
 is not faster, nothing is quantized. ``prefer="size"`` keeps every layer under the error limit.
-Finally the written form is profiled on onnxruntime: a weight DequantizeLinear that executes
-at run time fails the pass (it would make the model slower).
+Finally the written form is profiled on onnxruntime: a weight DequantizeLinear that executes at
+run time, or a MatMulInteger it did not fuse, fails the pass (it would make the model slower).
 
 Weights use ``[-127, 127]``, or ``[-63, 63]`` (``weight_range="reduced"``): CPUs without VNNI
 add pairs of uint8 x int8 products in 16 bits with saturation, which with full-range weights
@@ -29,24 +46,31 @@ can move outputs by many quantization steps. ``weight_range="auto"`` picks by th
 
 Refuses (the layer stays fp32): weights or bias not constant, non-float32 layers, Gemm with
 transA, alpha or beta not 1 or a bias that is not per output column, a MatMul whose weight is
-not 2-D, a Conv whose output is a graph output.
+not 2-D, a Conv whose output is a graph output; in dynamic mode, every Conv. Refuses as a usage
+error: ``format="qoperator"`` with ``dynamic=True`` (the dynamic form is its own), static
+quantization without calibration data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from graphc.compress import calibrate
+from graphc.compress.calibrate import Grid
 from graphc.compress.int8 import Layer, build, find_layers, needed_values
+from graphc.compress.int8_forms import build_dynamic, to_qoperator
 from graphc.errors import GraphcError, UsageError, unknown
 from graphc.ir import Graph, Value
 from graphc.rewrite import PassReport
 
 PREFER = ("speed", "size")
 WEIGHT_RANGES = ("auto", "full", "reduced")
+FORMATS = ("qdq", "qoperator")
+# The seed of the random inputs that time a dynamic model without calibration data.
+TIMING_SEED = 0
 
 
 def _batches(g: Graph, calibration: Any) -> list[dict[str, np.ndarray]]:
@@ -82,6 +106,20 @@ def _batches(g: Graph, calibration: Any) -> list[dict[str, np.ndarray]]:
     return [{n: a[k:k + b] for n, a in data.items()} for k in range(0, count - b + 1, b)]
 
 
+def _random_feeds(g: Graph) -> dict[str, np.ndarray]:
+    """Seeded inputs of the model's shapes: N(0, 1) for float inputs, zeros for the others
+    (token ids, masks), enough to time a model."""
+    rng = np.random.default_rng(TIMING_SEED)
+    feeds = {}
+    for name in g.inputs:
+        ttype = g.type_of(Value(name))
+        if np.issubdtype(ttype.dtype, np.floating):
+            feeds[name] = rng.standard_normal(ttype.shape).astype(ttype.dtype)
+        else:
+            feeds[name] = np.zeros(ttype.shape, ttype.dtype)
+    return feeds
+
+
 def _runner(model: bytes, names: Sequence[str] | None = None) -> Any:
     """Run ``model`` on onnxruntime as it will run (int8 kernels fused), one thread."""
     from graphc.onnxio.runtime import session
@@ -108,25 +146,100 @@ def _error(model: bytes, batches: Sequence[Mapping[str, np.ndarray]],
     return float(np.mean(errors))
 
 
-def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
-                  percentile: float = 99.99, per_channel: bool = True, prefer: str = "speed",
-                  weight_range: str = "auto", max_error: float = 0.05,
-                  fp32_layers: Sequence[str] = (), rounds: int = 15,
-                  report: PassReport | None = None) -> Graph:
-    """Return ``g`` with its Conv, Gemm and MatMul layers in int8 where that is accurate
-    (and, with ``prefer="speed"``, faster on this CPU); ``calibration`` is the input data."""
-    from graphc.compress.latency import cpu_info, measure, runtime_weight_dequantize
+def _grids(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np.ndarray]],
+           method: str, percentile: float) -> dict[Value, Grid]:
+    """Measure the range of every value a layer quantizes; return its uint8 grid."""
     from graphc.onnxio.export import to_bytes
 
+    values = needed_values(g, layers)
+    probe = g.copy()
+    probe.outputs = list(values) + list(g.outputs)
+    names = probe.output_names()[:len(values)]
+    ranges = calibrate.collect_ranges(_runner(to_bytes(probe), names), batches, names,
+                                      method=method, percentile=percentile)
+    return {v: calibrate.activation_grid(*ranges[n]) for v, n in zip(values, names, strict=True)}
+
+
+def _check_options(prefer: str, weight_range: str, format: str, dynamic: bool,
+                   calibration: Any) -> None:
     if prefer not in PREFER:
         raise unknown("preference", prefer, PREFER, cls=UsageError, where="--prefer")
     if weight_range not in WEIGHT_RANGES:
         raise unknown("weight range", weight_range, WEIGHT_RANGES, cls=UsageError,
                       where="--weight-range")
-    if calibration is None:
+    if format not in FORMATS:
+        raise unknown("int8 format", format, FORMATS, cls=UsageError, where="--format")
+    if dynamic and format != "qdq":
+        raise UsageError(f"--format {format} does not apply to --dynamic", where="--format",
+                         expected="no --format with --dynamic", got=format,
+                         hint="The dynamic form is DynamicQuantizeLinear + MatMulInteger.")
+    if calibration is None and not dynamic:
         raise UsageError("quantize-int8 needs calibration data", expected="--calibrate digits "
                          "or --calibrate FILE.npz", got="none",
-                         hint="Activation ranges are measured on real inputs.")
+                         hint="Activation ranges are measured on real inputs; --dynamic "
+                              "measures them on every call instead.")
+
+
+def _check_fused(model: bytes, feeds: Mapping[str, np.ndarray], dynamic: bool) -> None:
+    """Fail if onnxruntime dequantizes a weight at run time or (``dynamic``) runs a
+    MatMulInteger unfused."""
+    from graphc.compress.latency import executed_ops, runtime_weight_dequantize
+
+    slow = runtime_weight_dequantize(model, feeds)
+    if slow:
+        raise GraphcError("onnxruntime dequantizes weights at run time",
+                          where=", ".join(slow), expected="every weight DequantizeLinear "
+                          "fused into an int8 kernel", got=f"{len(slow)} run per call",
+                          hint="This is a bug in quantize-int8's patterns; use --fp32-layers "
+                               "for the layers named.")
+    if not dynamic:
+        return
+    unfused = [name for name, op in executed_ops(model, feeds) if op == "MatMulInteger"]
+    if unfused:
+        raise GraphcError("onnxruntime runs MatMulInteger unfused", where=", ".join(unfused),
+                          expected="DynamicQuantizeLinear + MatMulInteger + Cast + Mul fused "
+                          "into DynamicQuantizeMatMul", got=f"{len(unfused)} unfused",
+                          hint="This is a bug in quantize-int8's patterns; use --fp32-layers "
+                               "for the layers named.")
+
+
+def _keep_fast(make: Callable[[Sequence[Layer]], Graph], fp32: bytes, kept: list[Layer],
+               single: dict[str, bytes], feeds: Mapping[str, np.ndarray], rounds: int,
+               notes: list[str]) -> list[Layer]:
+    """Return the layers whose int8 form is faster than fp32 on this CPU, alone and together."""
+    from graphc.compress.latency import measure
+    from graphc.onnxio.export import to_bytes
+
+    models = [single.get(la.node) or to_bytes(make([la])) for la in kept]
+    timings = measure([fp32, *models], feeds, rounds=rounds)
+    fast = []
+    for layer, t in zip(kept, timings[1:], strict=True):
+        # Consistently faster: three rounds in four, not a median won by noise.
+        if t.ratio_high < 1.0:
+            fast.append(layer)
+        else:
+            notes.append(f"{layer.node:<12} fp32: {t.ratio:.2f}x fp32 time in int8 on this CPU")
+    if fast:
+        whole = measure([fp32, to_bytes(make(fast))], feeds, rounds=rounds)[1]
+        if whole.ratio_high >= 1.0:
+            notes.append(f"all layers fp32: the int8 model took {whole.ratio:.2f}x fp32 "
+                         "time on this CPU")
+            return []
+    return fast
+
+
+def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
+                  percentile: float = 99.99, per_channel: bool = True, prefer: str = "speed",
+                  weight_range: str = "auto", max_error: float = 0.05,
+                  fp32_layers: Sequence[str] = (), format: str = "qdq", dynamic: bool = False,
+                  rounds: int = 15, report: PassReport | None = None) -> Graph:
+    """Return ``g`` with its Conv, Gemm and MatMul layers in int8 where that is accurate
+    (and, with ``prefer="speed"``, faster on this CPU); ``calibration`` is the input data,
+    ``format`` "qdq" or "qoperator", ``dynamic`` quantizes Gemm/MatMul inputs on every call."""
+    from graphc.compress.latency import cpu_info
+    from graphc.onnxio.export import to_bytes
+
+    _check_options(prefer, weight_range, format, dynamic, calibration)
     notes = report.notes if report is not None else []
     if weight_range == "auto":
         weight_range = "full" if cpu_info().vnni else "reduced"
@@ -135,62 +248,58 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
     for name in fp32_layers:
         if report is not None:
             report.refuse(name, "kept fp32 (fp32_layers)")
+    if dynamic:
+        for layer in (la for la in layers if g.op(la.node) == "Conv"):
+            notes.append(f"{layer.node:<12} fp32: dynamic quantization covers Gemm/MatMul")
+        layers = [la for la in layers if g.op(la.node) != "Conv"]
     if not layers:
         return g.copy()
-    batches = _batches(g, calibration)
-    values = needed_values(g, layers)
-    probe = g.copy()
-    probe.outputs = list(values) + list(g.outputs)
-    names = probe.output_names()[:len(values)]
-    run_probe = _runner(to_bytes(probe), names)
-    ranges = calibrate.collect_ranges(run_probe, batches, names, method=method,
-                                      percentile=percentile)
-    grids = {v: calibrate.activation_grid(*ranges[n]) for v, n in zip(values, names, strict=True)}
-    fp32 = to_bytes(g)
-    reference = [_runner(fp32)(b) for b in batches]
-    notes.append(f"calibration  {len(batches) * g.type_of(Value(g.inputs[0])).shape[0]} samples, "
-                 f"{method}; weights int8 [-{qmax}, {qmax}] "
-                 f"{'per channel' if per_channel else 'per tensor'}, activations uint8")
+    batches = _batches(g, calibration) if calibration is not None else []
+    weights = (f"weights int8 [-{qmax}, {qmax}] "
+               f"{'per channel' if per_channel else 'per tensor'}")
+    if dynamic:
+        def make(chosen: Sequence[Layer]) -> Graph:
+            return build_dynamic(g, chosen, per_channel=per_channel, qmax=qmax)
 
+        notes.append(f"dynamic      activations uint8 on each call's range; {weights}")
+    else:
+        grids = _grids(g, layers, batches, method, percentile)
+
+        def make(chosen: Sequence[Layer]) -> Graph:
+            h = build(g, chosen, grids, per_channel=per_channel, qmax=qmax)
+            return to_qoperator(h) if format == "qoperator" else h
+
+        samples = len(batches) * g.type_of(Value(g.inputs[0])).shape[0]
+        notes.append(f"calibration  {samples} samples, {method}; {weights}, activations uint8, "
+                     f"{format} form")
+    fp32 = to_bytes(g)
     kept: list[Layer] = []
     single: dict[str, bytes] = {}
-    for layer in layers:
-        model = to_bytes(build(g, [layer], grids, per_channel=per_channel, qmax=qmax))
-        err = _error(model, batches, reference)
-        if err > max_error:
-            notes.append(f"{layer.node:<12} fp32: output error {100 * err:.2f}% with it in int8 "
-                         f"> {100 * max_error:g}%")
-            continue
-        kept.append(layer)
-        single[layer.node] = model
-        notes.append(f"{layer.node:<12} int8: output error {100 * err:.2f}%")
-    feeds = batches[0]
+    if batches:
+        run_fp32 = _runner(fp32)
+        reference = [run_fp32(b) for b in batches]
+        for layer in layers:
+            model = to_bytes(make([layer]))
+            err = _error(model, batches, reference)
+            if err > max_error:
+                notes.append(f"{layer.node:<12} fp32: output error {100 * err:.2f}% with it in "
+                             f"int8 > {100 * max_error:g}%")
+                continue
+            kept.append(layer)
+            single[layer.node] = model
+            notes.append(f"{layer.node:<12} int8: output error {100 * err:.2f}%")
+    else:
+        kept = list(layers)
+        notes.append("error        not measured: no calibration data (give --calibrate to "
+                     "check each layer's output error)")
+    feeds = batches[0] if batches else _random_feeds(g)
     if prefer == "speed" and kept:
-        timings = measure([fp32, *single.values()], feeds, rounds=rounds)
-        fast = []
-        for layer, t in zip(kept, timings[1:], strict=True):
-            # Consistently faster: three rounds in four, not a median won by noise.
-            if t.ratio_high < 1.0:
-                fast.append(layer)
-            else:
-                notes.append(f"{layer.node:<12} fp32: {t.ratio:.2f}x fp32 time in int8 on this CPU")
-        kept = fast
-        if kept:
-            model = to_bytes(build(g, kept, grids, per_channel=per_channel, qmax=qmax))
-            whole = measure([fp32, model], feeds, rounds=rounds)[1]
-            if whole.ratio_high >= 1.0:
-                notes.append(f"all layers fp32: the int8 model took {whole.ratio:.2f}x fp32 "
-                             "time on this CPU")
-                kept = []
-    out = build(g, kept, grids, per_channel=per_channel, qmax=qmax)
+        if not batches:
+            notes.append(f"latency      on random inputs of the input shape (seed {TIMING_SEED})")
+        kept = _keep_fast(make, fp32, kept, single, feeds, rounds, notes)
+    out = make(kept)
     if kept:
-        slow = runtime_weight_dequantize(to_bytes(out), feeds)
-        if slow:
-            raise GraphcError("onnxruntime dequantizes weights at run time",
-                              where=", ".join(slow), expected="every weight DequantizeLinear "
-                              "fused into an int8 kernel", got=f"{len(slow)} run per call",
-                              hint="This is a bug in quantize-int8's patterns; use --fp32-layers "
-                                   "for the layers named.")
+        _check_fused(to_bytes(out), feeds, dynamic)
     notes.append(f"quantized    {len(kept)} of {len(layers)} layers")
     if report is not None:
         report.rewrites += len(kept)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from graphc import GraphBuilder, nn
-from graphc.compress.latency import runtime_weight_dequantize
+from graphc.compress.latency import executed_ops, runtime_weight_dequantize
 from graphc.errors import UsageError
 from graphc.interpret import run
 from graphc.ir import Value
@@ -15,7 +15,7 @@ from graphc.models import load
 from graphc.onnxio.export import to_bytes
 from graphc.onnxio.runtime import run_onnxruntime, session
 from graphc.passes.quantize_int8 import quantize_int8
-from graphc.pipeline import run_pipeline
+from graphc.pipeline import resolve, run_pipeline
 from graphc.rewrite import PassReport
 
 
@@ -156,3 +156,313 @@ def test_same_input_same_bytes():
     a = quantize_int8(g, calibration=data, prefer="size", weight_range="full")
     b = quantize_int8(g, calibration=data, prefer="size", weight_range="full")
     assert to_bytes(a) == to_bytes(b)
+
+
+# ----- the QOperator form ---------------------------------------------------------------------
+
+
+def unfused_session(model: bytes):
+    # session.disable_quant_qdq only stops the QDQ fusions; QLinearConv and the rest of
+    # onnxruntime's rewrites (NHWC, com.microsoft kernels) need every optimization off.
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def cnn_qop():
+    g = folded("cnn")
+    report = PassReport("quantize-int8")
+    h = quantize_int8(g, calibration=digits_like(g), prefer="size", weight_range="reduced",
+                      format="qoperator", report=report)
+    return g, h, report
+
+
+def ops_of(h) -> list[str]:
+    return [h.op(n) for n in h.op_nodes()]
+
+
+def test_qoperator_convs_are_qlinearconv_with_uint8_between(cnn_qop):
+    g, h, report = cnn_qop
+    ops = ops_of(h)
+    assert ops.count("QLinearConv") == 3 and "Conv" not in ops
+    assert "Relu" not in ops  # each ReLU folded into its Conv's output grid
+    for node in (n for n in h.op_nodes() if h.op(n) == "QLinearConv"):
+        x, sx, zx, w, sw, zw, sy, zy, b = h.in_values(node)
+        assert h.type_of(x).dtype == np.uint8 and h.types(node)[0].dtype == np.uint8
+        wq = h.const_value(w)
+        assert wq.dtype == np.int8 and np.abs(wq).max() == 63
+        assert h.const_value(sw).shape == (wq.shape[0],) and not h.const_value(zw).any()
+        assert h.const_value(b).dtype == np.int32
+        assert h.const_value(zy) == 0 and h.const_value(zy).dtype == np.uint8  # ReLU range
+    # uint8 flows from layer to layer, through MaxPool and Flatten.
+    assert producer(h, "block2.conv", 0) == "block1.conv"
+    pool = producer(h, "block3.conv", 0)
+    assert h.op(pool) == "MaxPool" and producer(h, pool, 0) == "block2.conv"
+    # QuantizeLinear and DequantizeLinear only where float begins and ends: the input, and
+    # the QDQ Gemm head (uint8 in, its weight and int32 bias fused into QGemm).
+    assert ops.count("QuantizeLinear") == 1 and producer(h, "block1.conv", 0) == "x_quantize"
+    head = producer(h, "logits", 0)
+    assert h.op(head) == "DequantizeLinear"
+    assert h.op(producer(h, head, 0)) == "Flatten" and h.type_of(h.in_values(head)[0]).dtype \
+        == np.uint8
+    assert ops.count("DequantizeLinear") == 3
+    assert h.const_value(h.in_values(producer(h, "logits", 2))[0]).dtype == np.int32
+    assert "quantized    4 of 4 layers" in report.notes
+    assert sorted(ops) == sorted(["QuantizeLinear", "QLinearConv", "QLinearConv", "MaxPool",
+                                  "QLinearConv", "MaxPool", "Flatten", "DequantizeLinear",
+                                  "DequantizeLinear", "DequantizeLinear", "Gemm"])
+
+
+def test_qoperator_keeps_the_qdq_layers_and_grids(cnn_int8, cnn_qop):
+    _, qdq, _ = cnn_int8
+    _, qop, _ = cnn_qop
+    for conv in ("block1.conv", "block2.conv", "block3.conv"):
+        (relu, _), = qdq.users(Value(conv))
+        (quant, _), = qdq.users(Value(relu))
+        want = [qdq.const_value(v) for v in qdq.in_values(quant)[1:]]
+        got = [qop.const_value(v) for v in qop.in_values(conv)[6:8]]
+        assert [float(a) for a in got] == [float(a) for a in want]
+        np.testing.assert_array_equal(qop.const_value(qop.in_values(conv)[3]),
+                                      qdq.const_value(qdq.in_values(producer(qdq, conv, 1))[0]))
+    np.testing.assert_array_equal(
+        qop.const_value(qop.in_values(producer(qop, "logits", 1))[0]),
+        qdq.const_value(qdq.in_values(producer(qdq, "logits", 1))[0]))
+
+
+def test_qoperator_interpreter_is_onnxruntime_unoptimized(cnn_qop):
+    _, h, _ = cnn_qop
+    model = to_bytes(h)
+    exact = unfused_session(model)
+    for seed in range(4):
+        feeds = {"x": digits_like(h, 1, seed=20 + seed)}
+        want = run(h, feeds)["logits"]
+        got = exact.run(None, feeds)[0]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_qoperator_fused_run_agrees_within_a_step(cnn_qop):
+    _, h, _ = cnn_qop
+    fused = session(to_bytes(h), threads=1)
+    # One step of the head's input grid moves the logits by at most s_x * max_o sum|W[o]|.
+    head = producer(h, "logits", 0)
+    s_x = float(h.const_value(h.in_values(head)[1]))
+    wq, ws, _ = (h.const_value(v) for v in h.in_values(producer(h, "logits", 1)))
+    step = s_x * float(np.max(np.abs(wq * ws[:, None]).sum(axis=1)))
+    for seed in range(8):
+        feeds = {"x": digits_like(h, 1, seed=40 + seed)}
+        want = run(h, feeds)["logits"]
+        got = fused.run(None, feeds)[0]
+        # 7-bit weights: onnxruntime's 16-bit pair sums do not saturate, so it is this close.
+        assert np.abs(got - want).max() <= step
+
+
+def test_qoperator_close_to_fp32_and_runs_int8_kernels(cnn_qop):
+    g, h, _ = cnn_qop
+    fp32, int8 = to_bytes(g), to_bytes(h)
+    x = digits_like(g, 16, seed=9)
+    errors = []
+    for k in range(len(x)):
+        want = run_onnxruntime(fp32, {"x": x[k:k + 1]})["logits"]
+        got = run_onnxruntime(int8, {"x": x[k:k + 1]})["logits"]
+        errors.append(np.sqrt(np.mean((got - want) ** 2) / np.mean(want**2)))
+    assert np.mean(errors) < 0.05
+    feeds = {"x": x[:1]}
+    assert runtime_weight_dequantize(int8, feeds) == []
+    ran = [op for _, op in executed_ops(int8, feeds)]
+    assert ran.count("QLinearConv") == 3 and "QGemm" in ran
+    assert not {"Conv", "FusedConv", "Gemm", "DequantizeLinear"} & set(ran)
+
+
+def pooled_model():
+    # A padded MaxPool and a Reshape between two int8 convs: both run on uint8.
+    b = GraphBuilder("pooled", seed=1)
+    x = b.input("x", (1, 2, 7, 7))
+    h = nn.relu(nn.conv2d(x, 4, 3, padding=1, name="c1"))
+    h = nn.max_pool2d(h, 3, stride=2, padding=1, name="pool")
+    h = nn.relu(nn.conv2d(h, 6, 3, padding=1, name="c2"))
+    b.output(nn.linear(nn.flatten(h), 3, name="fc"), "y")
+    return b.build()
+
+
+def test_qoperator_padded_maxpool_on_uint8():
+    g = pooled_model()
+    data = np.random.default_rng(4).standard_normal((8, 2, 7, 7)).astype(np.float32)
+    h = quantize_int8(g, calibration=data, prefer="size", weight_range="reduced",
+                      max_error=1.0, format="qoperator")
+    pool = producer(h, "c2", 0)
+    assert h.op(pool) == "MaxPool" and h.types(pool)[0].dtype == np.uint8
+    assert h.op(producer(h, "c1", 0)) == "QuantizeLinear"  # a signed input: zero point > 0
+    model = to_bytes(h)
+    for k in range(3):
+        feeds = {"x": data[k:k + 1]}
+        want = run(h, feeds)["y"]
+        np.testing.assert_allclose(unfused_session(model).run(None, feeds)[0], want, rtol=0,
+                                   atol=1e-5 * np.abs(want).max())
+    assert runtime_weight_dequantize(model, {"x": data[:1]}) == []
+
+
+def test_qoperator_refusals_and_idempotence(cnn_qop):
+    _, h, _ = cnn_qop
+    report = PassReport("quantize-int8")
+    again = quantize_int8(h, calibration=digits_like(h), prefer="size", format="qoperator",
+                          report=report)
+    assert ops_of(again) == ops_of(h)
+    with pytest.raises(UsageError, match="unknown int8 format"):
+        quantize_int8(h, calibration=digits_like(h), format="qlinear")
+    with pytest.raises(UsageError, match="does not apply to --dynamic"):
+        quantize_int8(h, format="qoperator", dynamic=True)
+
+
+# ----- the dynamic form -----------------------------------------------------------------------
+
+
+def inference(name: str):
+    g, _ = run_pipeline(load(name).build(), resolve(pipeline="inference"))
+    return g
+
+
+@pytest.fixture(scope="module")
+def mlp_dynamic():
+    g = inference("mlp")
+    report = PassReport("quantize-int8")
+    h = quantize_int8(g, dynamic=True, prefer="size", weight_range="reduced", report=report)
+    return g, h, report
+
+
+def test_dynamic_gemms_become_dynamic_quantize_and_matmul_integer(mlp_dynamic):
+    g, h, report = mlp_dynamic
+    ops = ops_of(h)
+    assert "Gemm" not in ops and ops.count("DynamicQuantizeLinear") == 3
+    assert ops.count("MatMulInteger") == 3 and "DequantizeLinear" not in ops
+    for layer in ("fc1", "fc2", "logits"):
+        gemm_w = g.const_value(g.in_values(layer)[1])  # (N, K), transB=1
+        add = layer  # the layer's id now names its output: y = acc * (s_x * s_w) + b
+        assert h.op(add) == "Add"
+        np.testing.assert_array_equal(h.const_value(h.in_values(add)[1]),
+                                      g.const_value(g.in_values(layer)[2]))  # float bias
+        mul = producer(h, add, 0)
+        cast, scale = producer(h, mul, 0), producer(h, mul, 1)
+        assert h.op(cast) == "Cast" and h.op(scale) == "Mul"
+        mmi = producer(h, cast, 0)
+        a, w, za, zw = h.in_values(mmi)
+        assert h.op(a.node) == "DynamicQuantizeLinear" and za == Value(a.node, 2)
+        wq = h.const_value(w)
+        assert wq.dtype == np.int8 and wq.shape == gemm_w.T.shape and np.abs(wq).max() == 63
+        assert h.const_value(zw).shape == (wq.shape[1],) and not h.const_value(zw).any()
+        xs, ws = h.in_values(scale)
+        assert xs == Value(a.node, 1)
+        np.testing.assert_allclose(wq * h.const_value(ws), gemm_w.T,
+                                   atol=float(h.const_value(ws).max()) / 2 * 1.0001)
+    assert h.outputs == [Value("logits")] and h.output_names() == g.output_names()
+    assert "error        not measured" in " ".join(report.notes)
+    assert "quantized    3 of 3 layers" in report.notes
+
+
+def test_dynamic_interpreter_is_onnxruntime_unoptimized(mlp_dynamic):
+    _, h, _ = mlp_dynamic
+    exact = unfused_session(to_bytes(h))
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        feeds = {"x": rng.uniform(0, 16, (1, 64)).astype(np.float32)}
+        want = run(h, feeds)["logits"]
+        np.testing.assert_allclose(exact.run(None, feeds)[0], want, rtol=0,
+                                   atol=1e-6 * np.abs(want).max())
+
+
+def test_dynamic_fuses_close_to_fp32_no_weight_dequantize(mlp_dynamic):
+    g, h, _ = mlp_dynamic
+    model = to_bytes(h)
+    rng = np.random.default_rng(8)
+    feeds = {"x": rng.uniform(0, 16, (1, 64)).astype(np.float32)}
+    ran = [op for _, op in executed_ops(model, feeds)]
+    assert ran.count("DynamicQuantizeMatMul") == 3
+    assert not {"MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear", "Gemm"} & set(ran)
+    assert runtime_weight_dequantize(model, feeds) == []
+    errors = []
+    for _ in range(16):
+        feeds = {"x": rng.uniform(0, 16, (1, 64)).astype(np.float32)}
+        want = run_onnxruntime(to_bytes(g), feeds)["logits"]
+        got = run_onnxruntime(model, feeds)["logits"]
+        # The fused kernel and the interpreter: 7-bit weights keep the products exact.
+        np.testing.assert_allclose(got, run(h, feeds)["logits"], rtol=0,
+                                   atol=1e-5 * np.abs(want).max())
+        errors.append(np.sqrt(np.mean((got - want) ** 2) / np.mean(want**2)))
+    assert np.mean(errors) < 0.05
+
+
+def test_dynamic_leaves_convs_and_measures_error_with_data():
+    g = inference("cnn")
+    report = PassReport("quantize-int8")
+    h = quantize_int8(g, calibration=digits_like(g), dynamic=True, prefer="size",
+                      report=report)
+    assert ops_of(h).count("Conv") == 3 and ops_of(h).count("MatMulInteger") == 1
+    covered = [n for n in report.notes if "dynamic quantization covers Gemm/MatMul" in n]
+    assert [n.split()[0] for n in covered] == ["block1.conv", "block2.conv", "block3.conv"]
+    assert [n.split()[0] for n in report.notes if " int8: output error " in n] == ["logits"]
+    assert "quantized    1 of 1 layers" in report.notes
+
+
+def test_dynamic_speed_is_timed_on_random_inputs():
+    g = inference("mlp")
+    report = PassReport("quantize-int8")
+    h = quantize_int8(g, dynamic=True, rounds=3, report=report)
+    assert any(n.startswith("latency      on random inputs") for n in report.notes)
+    kept = ops_of(h).count("MatMulInteger")
+    slow = [n for n in report.notes if "x fp32 time" in n]
+    # Which layers pay depends on the CPU; the report accounts for every layer either way.
+    assert f"quantized    {kept} of 3 layers" in report.notes
+    assert kept + len([n for n in slow if not n.startswith("all layers")]) == 3 or \
+        any(n.startswith("all layers fp32") for n in slow)
+
+
+def test_dynamic_matmul_and_idempotence():
+    b = GraphBuilder("proj", seed=2)
+    x = b.input("x", (2, 3, 8))
+    w = b.param("w", (8, 5))
+    b.output(b.op("MatMul", x, w, name="proj"), "y")
+    g = b.build()
+    h = quantize_int8(g, dynamic=True, prefer="size")
+    assert ops_of(h) == ["DynamicQuantizeLinear", "MatMulInteger", "Cast", "Mul", "Mul"]
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)}
+    np.testing.assert_allclose(unfused_session(to_bytes(h)).run(None, feeds)[0],
+                               run(h, feeds)["y"], rtol=0, atol=1e-6)
+    assert "DynamicQuantizeMatMul" in [op for _, op in executed_ops(to_bytes(h), feeds)]
+    assert ops_of(quantize_int8(h, dynamic=True, prefer="size")) == ops_of(h)
+
+
+def test_cli_dynamic_needs_no_calibration(tmp_path, capsys):
+    from graphc.cli import main
+
+    out = tmp_path / "m.onnx"
+    assert main(["compile", "mlp", "--pipeline", "inference", "--passes", "quantize-int8",
+                 "--dynamic", "--prefer", "size", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "quantized    3 of 3 layers" in printed and "error        not measured" in printed
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("DynamicQuantizeLinear") == 3 and ops.count("MatMulInteger") == 3
+    assert main(["compile", "mlp", "--format", "qoperator", "-o", str(out)]) == 2
+    assert "--format only apply to quantize-int8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", ["qdq", "qoperator"])
+def test_an_int8_gemm_before_an_fp32_layer_still_fuses(form):
+    # onnxruntime's QDQ selector fuses nothing for Gemm -> Relu -> (not a QuantizeLinear):
+    # the ReLU is written as LeakyRelu(alpha=0), which it does not take for a clip.
+    g = outlier_model()
+    data = np.random.default_rng(3).standard_normal((32, 16)).astype(np.float32)
+    h = quantize_int8(g, calibration=data, prefer="size", fp32_layers=["y"], format=form)
+    relu = h.users(Value("fc1"))[0][0]
+    assert h.op(relu) == "LeakyRelu" and h.attrs(relu)["alpha"] == 0.0
+    feeds = {"x": data[:1]}
+    assert runtime_weight_dequantize(to_bytes(h), feeds) == []
+    assert [op for _, op in executed_ops(to_bytes(h), feeds)] == [
+        "QuantizeLinear", "QGemm", "LeakyRelu", "Gemm"]
+    np.testing.assert_allclose(run(h, feeds)["y"], unfused_session(to_bytes(h)).run(None, feeds)[0],
+                               rtol=0, atol=1e-5)

@@ -92,24 +92,31 @@ def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
     flags = {"--calibrate": args.calibrate, "--calibration": args.calibration,
              "--per-tensor": args.per_tensor, "--prefer": args.prefer,
              "--weight-range": args.weight_range, "--max-error": args.max_error,
-             "--fp32-layers": args.fp32_layers}
+             "--fp32-layers": args.fp32_layers, "--format": args.format,
+             "--dynamic": args.dynamic}
     if "quantize-int8" not in names:
         given = [flag for flag, value in flags.items() if value not in (None, False)]
         if given:
             raise UsageError(f"{', '.join(given)} only apply to quantize-int8",
                              expected="--passes quantize-int8", got=f"passes: {names or 'none'}")
         return {}
-    if args.calibrate is None:
+    if args.calibrate is None and not args.dynamic:
         raise UsageError("quantize-int8 needs calibration data", where="--calibrate",
                          expected="--calibrate digits or --calibrate FILE.npz", got="nothing",
-                         hint="Activation ranges are measured on real inputs.")
-    options: dict[str, Any] = {"calibration": calibration_data(args.calibrate, graph, weights)}
+                         hint="Activation ranges are measured on real inputs; --dynamic "
+                              "measures them on every call instead.")
+    options: dict[str, Any] = {}
+    if args.calibrate is not None:
+        options["calibration"] = calibration_data(args.calibrate, graph, weights)
     for key, value in (("method", args.calibration), ("prefer", args.prefer),
-                       ("weight_range", args.weight_range), ("max_error", args.max_error)):
+                       ("weight_range", args.weight_range), ("max_error", args.max_error),
+                       ("format", args.format)):
         if value is not None:
             options[key] = value
     if args.per_tensor:
         options["per_channel"] = False
+    if args.dynamic:
+        options["dynamic"] = True
     if args.fp32_layers:
         options["fp32_layers"] = [s.strip() for s in args.fp32_layers.split(",") if s.strip()]
     return {"quantize-int8": options}
@@ -209,4 +216,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "(default 0.05)")
     q.add_argument("--fp32-layers", metavar="NODES",
                    help="comma-separated layers to keep in fp32")
+    q.add_argument("--format", metavar="FORM",
+                   help="qdq (default: QuantizeLinear/DequantizeLinear around float ops) or "
+                        "qoperator (QLinearConv, uint8 passed between int8 layers)")
+    q.add_argument("--dynamic", action="store_true",
+                   help="quantize Gemm/MatMul inputs on every call (DynamicQuantizeLinear + "
+                        "MatMulInteger): no calibration data needed; Conv stays fp32")
     p.set_defaults(func=cmd_compile)
