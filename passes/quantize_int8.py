@@ -62,6 +62,7 @@ from graphc.compress import calibrate
 from graphc.compress.calibrate import Grid
 from graphc.compress.int8 import Layer, build, find_layers, needed_values
 from graphc.compress.int8_forms import build_dynamic, to_qoperator
+from graphc.compress.qat import fake_quant_grids
 from graphc.errors import GraphcError, UsageError, unknown
 from graphc.ir import Graph, Value
 from graphc.rewrite import PassReport
@@ -149,19 +150,13 @@ def _error(model: bytes, batches: Sequence[Mapping[str, np.ndarray]],
 def _grids(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np.ndarray]],
            method: str, percentile: float) -> dict[Value, Grid]:
     """Measure the range of every value a layer quantizes; return its uint8 grid."""
-    from graphc.onnxio.export import to_bytes
-
-    values = needed_values(g, layers)
-    probe = g.copy()
-    probe.outputs = list(values) + list(g.outputs)
-    names = probe.output_names()[:len(values)]
-    ranges = calibrate.collect_ranges(_runner(to_bytes(probe), names), batches, names,
-                                      method=method, percentile=percentile)
-    return {v: calibrate.activation_grid(*ranges[n]) for v, n in zip(values, names, strict=True)}
+    ranges = calibrate.measure_ranges(g, batches, needed_values(g, layers), method=method,
+                                      percentile=percentile)
+    return {v: calibrate.activation_grid(*r) for v, r in ranges.items()}
 
 
 def _check_options(prefer: str, weight_range: str, format: str, dynamic: bool,
-                   calibration: Any) -> None:
+                   calibration: Any, trained: bool) -> None:
     if prefer not in PREFER:
         raise unknown("preference", prefer, PREFER, cls=UsageError, where="--prefer")
     if weight_range not in WEIGHT_RANGES:
@@ -173,7 +168,10 @@ def _check_options(prefer: str, weight_range: str, format: str, dynamic: bool,
         raise UsageError(f"--format {format} does not apply to --dynamic", where="--format",
                          expected="no --format with --dynamic", got=format,
                          hint="The dynamic form is DynamicQuantizeLinear + MatMulInteger.")
-    if calibration is None and not dynamic:
+    if trained and dynamic:
+        raise UsageError("--dynamic does not apply to a quantization-aware trained model",
+                         expected="the static form its training simulated", got="--dynamic")
+    if calibration is None and not dynamic and not trained:
         raise UsageError("quantize-int8 needs calibration data", expected="--calibrate digits "
                          "or --calibrate FILE.npz", got="none",
                          hint="Activation ranges are measured on real inputs; --dynamic "
@@ -239,11 +237,18 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
     from graphc.compress.latency import cpu_info
     from graphc.onnxio.export import to_bytes
 
-    _check_options(prefer, weight_range, format, dynamic, calibration)
+    trained = any(g.op(n) == "FakeQuantizeLinear" for n in g.op_nodes())
+    _check_options(prefer, weight_range, format, dynamic, calibration, trained)
     notes = report.notes if report is not None else []
     if weight_range == "auto":
         weight_range = "full" if cpu_info().vnni else "reduced"
     qmax = 127 if weight_range == "full" else 63
+    trained_grids: dict[Value, Grid] = {}
+    trained_scales: dict[str, np.ndarray] = {}
+    if trained:
+        # A QAT graph: its fake quantization says the grids; write them, do not recalibrate.
+        g, trained_grids, trained_scales = fake_quant_grids(g)
+        qmax = 127  # the weights stay where training put them (within the int8 grid)
     layers = [la for la in find_layers(g, report) if la.node not in fp32_layers]
     for name in fp32_layers:
         if report is not None:
@@ -263,15 +268,20 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
 
         notes.append(f"dynamic      activations uint8 on each call's range; {weights}")
     else:
-        grids = _grids(g, layers, batches, method, percentile)
+        grids = trained_grids or _grids(g, layers, batches, method, percentile)
+        scales = trained_scales or None
 
         def make(chosen: Sequence[Layer]) -> Graph:
-            h = build(g, chosen, grids, per_channel=per_channel, qmax=qmax)
+            h = build(g, chosen, grids, per_channel=per_channel, qmax=qmax, weight_scales=scales)
             return to_qoperator(h) if format == "qoperator" else h
 
-        samples = len(batches) * g.type_of(Value(g.inputs[0])).shape[0]
-        notes.append(f"calibration  {samples} samples, {method}; {weights}, activations uint8, "
-                     f"{format} form")
+        if trained:
+            notes.append(f"trained      the grids and weight scales of quantization-aware "
+                         f"training; activations uint8, {format} form")
+        else:
+            samples = len(batches) * g.type_of(Value(g.inputs[0])).shape[0]
+            notes.append(f"calibration  {samples} samples, {method}; {weights}, activations "
+                         f"uint8, {format} form")
     fp32 = to_bytes(g)
     kept: list[Layer] = []
     single: dict[str, bytes] = {}

@@ -120,3 +120,20 @@ def test_resume_refuses_qat_flag(tmp_path, capsys, flag):
     capsys.readouterr()
     assert main(["train", "mlp", "--resume", str(ck), flag]) == 2
     assert "--qat cannot be given with --resume" in capsys.readouterr().err
+
+
+def test_quantize_int8_writes_what_qat_simulated():
+    from graphc.passes.quantize_int8 import quantize_int8
+    from graphc.rewrite import PassReport
+
+    g = folded_cnn()
+    qat, _ = prepare(g, batches(g), qmax=63)
+    report = PassReport("quantize-int8")
+    int8 = quantize_int8(qat, prefer="size", report=report)  # no calibration: the grids are set
+    assert not [n for n in int8.op_nodes() if int8.op(n) == "FakeQuantizeLinear"]
+    assert "quantized    4 of 4 layers" in report.notes
+    for feeds in batches(g, 3, seed=7):
+        want, got = run(qat, feeds)["logits"], run(int8, feeds)["logits"]
+        # Only the bias can differ (float in training, int32 on the s_x * s_w grid in the
+        # file, half a step of ~1e-5 at most); on these inputs no rounding flips because of it.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())

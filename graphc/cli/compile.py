@@ -100,7 +100,8 @@ def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
             raise UsageError(f"{', '.join(given)} only apply to quantize-int8",
                              expected="--passes quantize-int8", got=f"passes: {names or 'none'}")
         return {}
-    if args.calibrate is None and not args.dynamic:
+    trained = weights is not None and weights.checkpoint.data.get("qat")
+    if args.calibrate is None and not args.dynamic and not trained:
         raise UsageError("quantize-int8 needs calibration data", where="--calibrate",
                          expected="--calibrate digits or --calibrate FILE.npz", got="nothing",
                          hint="Activation ranges are measured on real inputs; --dynamic "
@@ -157,6 +158,10 @@ def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namesp
     from graphc.compress.latency import cpu_info, measure
     from graphc.onnxio.export import to_onnx
 
+    if any(fp32.op(n) == "FakeQuantizeLinear" for n in fp32.op_nodes()):
+        from graphc.compress.qat import fake_quant_grids
+
+        fp32 = fake_quant_grids(fp32)[0]  # a QAT model: compare with its float weights
     reference = to_onnx(fp32, opset, dynamic_batch=args.dynamic_batch).SerializeToString(
         deterministic=True)
     print(f"  int8         size {format_size(len(data))} vs {format_size(len(reference))} fp32 "

@@ -137,8 +137,10 @@ def _qdq(g: Graph, value: Value, grid: Grid, name: str) -> tuple[str, Value]:
 
 
 def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
-          per_channel: bool = True, qmax: int = 127) -> Graph:
-    """Return ``g`` with ``layers`` in QDQ int8 form on the activation ``grids``."""
+          per_channel: bool = True, qmax: int = 127,
+          weight_scales: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Return ``g`` with ``layers`` in QDQ int8 form on the activation ``grids``; weights on
+    ``max|W| / qmax`` per channel, or on ``weight_scales`` by layer (those QAT trained on)."""
     h = g.copy()
     dq_of: dict[Value, Value] = {}
     for layer in layers:
@@ -161,6 +163,8 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
         w = h.const_value(values[1])
         axis = layer.weight_axis if per_channel else None
         scales = calibrate.weight_scales(w, axis, qmax)
+        if weight_scales is not None and node in weight_scales:
+            scales = np.asarray(weight_scales[node], np.float32).reshape(scales.shape)
         wq = h.add_const(f"{values[1].node}.int8", calibrate.quantize_weight(w, scales, axis, qmax),
                          trainable=True)
         ws = h.add_const(f"{values[1].node}.scale", scales if per_channel else scales.reshape(()))
