@@ -67,7 +67,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  parameters   {graph.num_params():,}")
     print(f"  file size    {format_size(len(data))}")
     print("  checker      ok (onnx.checker, full_check)")
-    if args.verify:
+    if args.verify and cut < len(names):
+        verify_int8(original, graph, fp32, data, verify_feeds(loaded, options))
+    elif args.verify:
         expected = run(original, loaded.feeds)
         got = run_onnxruntime(data, loaded.feeds)
         scale = max(float(np.max(np.abs(v))) for v in expected.values())
@@ -149,6 +151,45 @@ def calibration_data(spec: str, graph: Any, weights: Any) -> np.ndarray:
         return next(iter(arrays.values()))
     raise UsageError(f"{spec} has several arrays and none is called {name!r}", where="--calibrate",
                      expected=f"one array, or one named {name!r}", got=sorted(arrays))
+
+
+def verify_feeds(loaded: Loaded, options: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Inputs to verify an int8 file on: the first calibration samples (inputs like the ones it
+    was calibrated for; random ones would fall off its grids), else the model's example inputs."""
+    data = options.get("quantize-int8", {}).get("calibration")
+    if data is None or len(loaded.feeds) != 1:
+        return loaded.feeds
+    (name, example), = loaded.feeds.items()
+    return {name: np.asarray(data[:len(example)], example.dtype).reshape(example.shape)}
+
+
+def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
+                feeds: dict[str, np.ndarray]) -> None:
+    """Print how the int8 file computes: on onnxruntime without fusion (the ops as written)
+    and fused (as it will run), both against the interpreter, and against the fp32 model."""
+    from graphc.interpret import run
+    from graphc.onnxio.runtime import max_abs_diff, session
+
+    expected = run(graph, feeds)
+    scale = max(float(np.max(np.abs(v))) for v in expected.values())
+    names = list(expected)
+
+    def on_ort(optimize: bool) -> dict[str, np.ndarray]:
+        sess = session(data, threads=1, optimize=optimize)
+        return dict(zip(names, sess.run(None, feeds), strict=True))
+
+    print(f"  verify       max abs diff {max_abs_diff(expected, on_ort(False)):.3g} (int8 file on "
+          f"onnxruntime without fusion vs the interpreter: the ops as written; output scale "
+          f"{scale:.3g})")
+    fused = on_ort(True)
+    print(f"               max abs diff {max_abs_diff(expected, fused):.3g} (fused int8 kernels, "
+          "as the file will run, vs the interpreter: may differ by quantization steps)")
+    want = run(original, feeds)
+    rms = np.sqrt(sum(float(np.sum((np.asarray(fused[n], np.float64) - want[n]) ** 2))
+                      for n in names) / max(sum(float(np.sum(np.square(want[n], dtype=np.float64)))
+                                                for n in names), 1e-30))
+    print(f"               relative RMS {rms:.3g} (fused int8 vs the original model on the "
+          "interpreter: the quantization error)")
 
 
 def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namespace,

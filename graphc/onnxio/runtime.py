@@ -25,11 +25,14 @@ from graphc.onnxio.export import to_bytes, to_onnx
 
 
 def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None,
-            config: Mapping[str, str] | None = None, profile: str | None = None) -> Any:
+            config: Mapping[str, str] | None = None, profile: str | None = None,
+            optimize: bool = True) -> Any:
     """Return an onnxruntime CPU ``InferenceSession`` for a model, its bytes or a graph, with
     ``threads`` intra-op threads (default: onnxruntime's) and session ``config`` entries;
     ``profile`` turns on onnxruntime's profiling, written by ``end_profiling()`` to
-    ``<profile>_<timestamp>.json`` (give an absolute prefix: a relative one lands in the cwd)."""
+    ``<profile>_<timestamp>.json`` (give an absolute prefix: a relative one lands in the cwd);
+    ``optimize=False`` turns graph optimizations off, so onnxruntime runs every op as written
+    (no int8 fusion: the reference run of a quantized file)."""
     import onnxruntime as ort
 
     if isinstance(model, Graph):
@@ -43,6 +46,8 @@ def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None,
         options.inter_op_num_threads = 1
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if profile:
         options.enable_profiling = True
         options.profile_file_prefix = profile
