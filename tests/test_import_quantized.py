@@ -338,18 +338,29 @@ def test_qdq_file_fused_run_is_within_a_step_per_layer(quantized, model, types, 
         np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
 
 
-def test_qdq_parameters_are_the_float_weights_left(quantized):
-    # Fully quantized: int8 weights, int32 biases and zero points are integers, scales are
-    # settings; nothing is trainable.
+def quantized_weights(g) -> list[str]:
+    """The integer constants read as a DequantizeLinear's x: the int8 weights, int32 biases."""
+    return [v.node for n in g.op_nodes() if g.op(n) == "DequantizeLinear"
+            for v in g.in_values(n)[:1] if g.op(v.node) == CONST]
+
+
+def test_qdq_parameters_are_the_weights_in_any_precision(quantized):
+    # Fully quantized: the int8 weights and int32 biases are the parameters; zero points and
+    # scales are settings. The count is the float model's (what graphc's quantize-int8 reports).
     g = from_onnx(quantized("cnn", "U8S8", True), batch=2)
     consts = [n for n in g.nx if g.op(n) == CONST]
-    assert g.num_params() == 0 and not any(g.nx.nodes[n]["trainable"] for n in consts)
+    weights = quantized_weights(g)
+    assert sorted(g.params()) == sorted(weights)
+    assert {str(g.type_of(Value(n)).dtype) for n in weights} == {"int8", "int32"}
     assert {str(g.type_of(Value(n)).dtype) for n in consts} == {"int8", "int32", "uint8",
                                                                   "float32"}
-    # Only the convolutions quantized: the Gemm's float weight and bias stay parameters.
+    float_model = from_onnx(cnn(), batch=2)
+    assert g.num_params() == float_model.num_params()
+    # Only the convolutions quantized: the Gemm's float weight and bias are parameters too.
     partial = from_onnx(quantized("cnn", "U8S8", True, op_types_to_quantize=["Conv"]), batch=2)
-    assert partial.params() == ["fc.weight", "fc.bias"]
-    assert partial.num_params() == 10 * 128 + 10
+    assert sorted(partial.params()) == sorted([*quantized_weights(partial), "fc.weight",
+                                               "fc.bias"])
+    assert partial.num_params() == float_model.num_params()
 
 
 @pytest.mark.parametrize(("model", "types", "per_channel"), [("cnn", "U8S8", True),
@@ -411,9 +422,12 @@ def test_quantize_dynamic_file_matches_onnxruntime(tmp_path):
     g = from_onnx(exposed, batch=4)
     assert {g.op(n) for n in g.op_nodes()} == {
         "Reshape", "DynamicQuantizeLinear", "MatMulInteger", "Cast", "Mul", "Add", "Relu"}
-    # The float biases are the parameters; the weight scales (multiplied by
-    # DynamicQuantizeLinear's scale) are settings.
-    assert g.params() == ["fc1.bias", "fc2.bias", "fc3.bias"]
+    # The int8 weights (MatMulInteger's b) and the float biases are the parameters; the weight
+    # scales (multiplied by DynamicQuantizeLinear's scale) are settings.
+    int8 = [v.node for n in g.op_nodes() if g.op(n) == "MatMulInteger"
+            for v in g.in_values(n)[1:2]]
+    assert sorted(g.params()) == sorted([*int8, "fc1.bias", "fc2.bias", "fc3.bias"])
+    assert g.num_params() == from_onnx(mlp(), batch=4).num_params()
     for x in inputs("mlp", 6, seed=50) + inputs("mlp", 2, seed=51, spread=3.0):
         want = ort_run(exposed, x, optimized=False)
         assert_exact(run(g, {"x": x}), want)
@@ -475,7 +489,8 @@ def test_qlinear_file_matches_onnxruntime_and_round_trips(activation, weight, pe
     assert [g.op(n) for n in g.op_nodes()] == ["QuantizeLinear", "QLinearConv", "MaxPool",
                                                "Reshape", "QLinearMatMul", "DequantizeLinear"]
     assert g.type_of(Value("hq")).dtype == activation
-    assert g.num_params() == 0
+    # The parameters are QLinearConv's w and bias and QLinearMatMul's b.
+    assert sorted(g.params()) == ["b1", "w1", "w2"]
     exported = to_onnx(g)
     onnx.checker.check_model(exported, full_check=True)
     rng = np.random.default_rng(60)

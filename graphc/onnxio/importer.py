@@ -39,9 +39,10 @@ external data whose path leaves the model's folder (loading and the opset check 
 Float initializers are trainable parameters, except those used only as BatchNormalization
 statistics or as settings (Dropout ratio, Clip bounds, Pad values, Reshape shapes, quantization
 scales: of QuantizeLinear, DequantizeLinear and the QLinear ops, and a weight scale multiplied by
-DynamicQuantizeLinear's scale); ``Constant`` nodes and integer initializers (int8 weights, int32
-biases, zero points) are not trainable. So a quantized model counts as parameters only the float
-weights it still has: none for a fully quantized QDQ file, the float biases for a dynamic one.
+DynamicQuantizeLinear's scale); ``Constant`` nodes are not. Integer initializers are parameters
+where they are quantized weights or biases (int8 weights, int32 biases: the input of a
+DequantizeLinear, QLinearConv's w and bias, QLinearMatMul's or MatMulInteger's b), as graphc's own
+quantize-int8 counts them, and settings elsewhere (zero points).
 
 >>> import numpy as np
 >>> from onnx import TensorProto, helper
@@ -83,6 +84,12 @@ SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Slice", "Size", "Consta
              "Expand", "Range")
 # Input ports that take statistics or settings, not learned weights: a float initializer used
 # only at these ports is not trainable.
+# Input ports where an integer initializer is a quantized weight or bias: a parameter of the
+# model (counted like graphc's own quantize-int8 counts them), unlike zero points.
+QUANTIZED_WEIGHT_PORTS = {
+    ("DequantizeLinear", 0), ("QLinearConv", 3), ("QLinearConv", 8), ("QLinearMatMul", 3),
+    ("MatMulInteger", 1), ("ConvInteger", 1),
+}
 SETTING_PORTS = {
     ("BatchNormalization", 3), ("BatchNormalization", 4),
     ("Dropout", 1), ("Dropout", 2),
@@ -238,9 +245,11 @@ class _Importer:
         return np.asarray(array)
 
     def _trainable(self, name: str, array: np.ndarray) -> bool:
-        """A float initializer is trainable unless it only feeds statistics or settings."""
+        """A float initializer is trainable unless it only feeds statistics or settings; an
+        integer one is a parameter where it is a quantized weight or bias."""
         if np.dtype(array.dtype) not in FLOAT_DTYPES:
-            return False
+            return any((node.op_type, port) in QUANTIZED_WEIGHT_PORTS
+                       for node, port in self.consumers.get(name, []))
         return self._feeds_weights(name, set())
 
     def _feeds_weights(self, name: str, seen: set[str]) -> bool:
