@@ -11,14 +11,50 @@ array([[0.5]], dtype=float32)
 
 from __future__ import annotations
 
-from graphc.dsl import GraphBuilder, Tensor
-from graphc.errors import GraphcError
-from graphc.interpret import run
-from graphc.ir import Graph, Value
-from graphc.onnxio.export import save, to_bytes, to_onnx
-from graphc.onnxio.importer import from_onnx, run_onnx
-from graphc.onnxio.runtime import compare, run_onnxruntime
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from graphc.version import __version__
+
+# The public names, each from the module that defines it. They are imported on first use
+# (PEP 562), so that `import graphc` and `graphc --version` cost no networkx, onnx or numpy.
+_LAZY = {
+    "GraphBuilder": "graphc.dsl",
+    "Tensor": "graphc.dsl",
+    "GraphcError": "graphc.errors",
+    "run": "graphc.interpret",
+    "Graph": "graphc.ir",
+    "Value": "graphc.ir",
+    "save": "graphc.onnxio.export",
+    "to_bytes": "graphc.onnxio.export",
+    "to_onnx": "graphc.onnxio.export",
+    "from_onnx": "graphc.onnxio.importer",
+    "run_onnx": "graphc.onnxio.importer",
+    "compare": "graphc.onnxio.runtime",
+    "run_onnxruntime": "graphc.onnxio.runtime",
+}
+
+if TYPE_CHECKING:
+    from graphc.dsl import GraphBuilder, Tensor
+    from graphc.errors import GraphcError
+    from graphc.interpret import run
+    from graphc.ir import Graph, Value
+    from graphc.onnxio.export import save, to_bytes, to_onnx
+    from graphc.onnxio.importer import from_onnx, run_onnx
+    from graphc.onnxio.runtime import compare, run_onnxruntime
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'graphc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Graph",

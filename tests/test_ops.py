@@ -131,6 +131,33 @@ def test_relu_and_leaky_relu_kink_conventions_come_from_the_formula() -> None:
     assert sp.diff(leaky.expr, x).subs(x, 0) == alpha
 
 
+FORMULA_CASES = [case for case in CASES if case.values[0].formula is not None]
+
+
+@pytest.mark.parametrize(("op", "example"), FORMULA_CASES)
+def test_numpy_reference_is_the_formula_lambdified(op: ops.OpDef, example: ops.Example) -> None:
+    # The reference evaluates the formula's rule with numpy (no sympy at run time); it must
+    # compute exactly what sympy's lambdify of the formula's expression computes.
+    import sympy as sp
+
+    formula = op.formula
+    attrs = op.full_attrs(example.attrs)
+    fn = sp.lambdify([*formula.args, *(sp.Symbol(p, real=True) for p in formula.params)],
+                     formula.expr, modules="numpy")
+    inputs = list(example.inputs)
+    want = np.asarray(fn(*inputs, *(attrs[p] for p in formula.params)), inputs[0].dtype)
+    got = op.ref(inputs, attrs)[0]
+    np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape))
+
+
+def test_onnx_dtype_numbers_are_onnx_s() -> None:
+    from graphc.ops.base import ONNX_DTYPES, onnx_dtype
+
+    for dtype, number in ONNX_DTYPES.items():
+        assert onnx.helper.np_dtype_to_tensor_dtype(dtype) == number, dtype
+    assert onnx_dtype(np.uint16) == onnx.TensorProto.UINT16
+
+
 def test_attributes_newer_than_the_opset_are_refused_at_export() -> None:
     from graphc.errors import ExportError
     from graphc.ops.base import rng_array

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from graphc.errors import OpError, ShapeError, unknown
+
+if TYPE_CHECKING:
+    import onnx
+
+    from graphc.ops.elementwise import Formula
 
 DTYPE_SHORT = {
     np.dtype(np.float32): "f32",
@@ -28,6 +31,33 @@ DTYPE_SHORT = {
     np.dtype(np.bool_): "bool",
 }
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
+# ONNX's TensorProto.DataType numbers of the dtypes above (fixed by the ONNX spec), so that the
+# op set can name them (Cast's ``to``) without importing onnx: onnx and its ml_dtypes cost most
+# of a second at start-up, and only lowering to ONNX needs them.
+ONNX_DTYPES = {
+    np.dtype(np.float32): 1,
+    np.dtype(np.uint8): 2,
+    np.dtype(np.int8): 3,
+    np.dtype(np.int32): 6,
+    np.dtype(np.int64): 7,
+    np.dtype(np.bool_): 9,
+    np.dtype(np.float16): 10,
+    np.dtype(np.float64): 11,
+}
+
+
+def onnx_dtype(dtype: Any) -> int:
+    """Return ONNX's data type number of a numpy dtype (``TensorProto.FLOAT`` is 1).
+
+    >>> onnx_dtype(np.float32), onnx_dtype("int64")
+    (1, 7)
+    """
+    dtype = np.dtype(dtype)
+    if dtype in ONNX_DTYPES:
+        return ONNX_DTYPES[dtype]
+    from onnx import helper
+
+    return helper.np_dtype_to_tensor_dtype(dtype)
 
 
 class TensorType(NamedTuple):
@@ -121,6 +151,8 @@ class LowerCtx:
     def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str,
              **attrs: Any) -> None:
         """Emit one ONNX node; attributes are written in name order."""
+        from onnx import helper
+
         self.nodes.append(
             helper.make_node(op_type, list(inputs), list(outputs), name=name,
                              **dict(sorted(attrs.items())))
@@ -128,18 +160,11 @@ class LowerCtx:
 
     def const(self, base: str, array: np.ndarray) -> str:
         """Emit an initializer holding ``array`` and return its (fresh) name."""
+        from onnx import numpy_helper
+
         name = self.fresh(base)
         self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
         return name
-
-
-@dataclass(frozen=True)
-class Formula:
-    """An elementwise op as a sympy expression of its input and attribute symbols."""
-
-    args: tuple[Any, ...]
-    params: tuple[str, ...]
-    expr: Any
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,30 @@
 """Elementwise ops, each declared as a sympy formula.
 
-The numpy reference is the formula lambdified once; the derivative (for gradients and for the
-symbolic backprop) is taken from the same formula. Kinks are declared with ``Piecewise`` so the
-derivative at the kink follows the course's convention (ReLU'(0) = 0, LeakyReLU'(0) = alpha);
-``Max(x, 0)`` would give 0.5 there.
+A formula is written once as ``rule(m, *inputs, **attributes)`` over a math module ``m``: with
+``m = sympy`` it is the op's sympy expression, from which the derivative (for gradients and for
+the symbolic backprop) is taken; with ``m = NUMPY_MATH`` the same rule computes the op on arrays,
+which is its numpy reference (``tests/test_ops.py`` checks it equals sympy's ``lambdify`` of the
+expression). sympy is imported here, on the first use of an expression or a derivative: compiling
+and running a graph never imports it (it costs most of a second at start-up).
+
+Kinks are declared with ``Piecewise`` so the derivative at the kink follows the course's
+convention (ReLU'(0) = 0, LeakyReLU'(0) = alpha); ``Max(x, 0)`` would give 0.5 there.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import sympy as sp
-from onnx import helper
 
 from graphc.ops.base import (
     Attr,
     Example,
-    Formula,
     LowerCtx,
     NodeView,
     OpDef,
@@ -27,11 +32,56 @@ from graphc.ops.base import (
     broadcast_shapes,
     elementwise_flops,
     need_float,
+    onnx_dtype,
     rng_array,
     same_dtype,
 )
 
-_ARGS = sp.symbols("x y", real=True)
+
+def _numpy_piecewise(*pieces: tuple[Any, Any]) -> Any:
+    # What sympy's lambdify prints for Piecewise: the first true condition's value.
+    return np.select([cond for _, cond in pieces], [value for value, _ in pieces],
+                     default=np.nan)
+
+
+# The functions formulas may call, computed by numpy (sympy's names).
+NUMPY_MATH = SimpleNamespace(exp=np.exp, log=np.log, sqrt=np.sqrt, tanh=np.tanh,
+                             Piecewise=_numpy_piecewise)
+
+
+@dataclass(frozen=True)
+class Formula:
+    """An elementwise op's formula ``rule(m, *inputs, **attributes)`` over a math module ``m``.
+
+    ``expr`` is the sympy expression over the input symbols ``args`` (``x``, ``y``) and the
+    attribute symbols named in ``params``; both are built on first use.
+
+    >>> f = Formula(lambda m, x, alpha: m.Piecewise((x, x > 0), (alpha * x, True)), 1, ("alpha",))
+    >>> f.expr
+    Piecewise((x, x > 0), (alpha*x, True))
+    >>> f.numpy([np.array([-2.0, 3.0])], {"alpha": 0.5})
+    array([-1.,  3.])
+    """
+
+    rule: Callable[..., Any]
+    nin: int
+    params: tuple[str, ...]
+
+    @cached_property
+    def args(self) -> tuple[Any, ...]:
+        import sympy as sp
+
+        return tuple(sp.symbols("x y", real=True)[:self.nin])
+
+    @cached_property
+    def expr(self) -> Any:
+        import sympy as sp
+
+        return self.rule(sp, *self.args, **{p: sp.Symbol(p, real=True) for p in self.params})
+
+    def numpy(self, inputs: list[np.ndarray], attrs: dict[str, Any]) -> Any:
+        """Return the formula computed on arrays, with the attributes' values."""
+        return self.rule(NUMPY_MATH, *inputs, **{p: attrs[p] for p in self.params})
 
 
 def _infer(in_types: list[TensorType], attrs: dict[str, Any], consts: list) -> list[TensorType]:
@@ -48,28 +98,24 @@ def _infer_float(in_types: list[TensorType], attrs: dict[str, Any], consts: list
 def elementwise(
     name: str,
     doc: str,
-    formula: Callable[..., Any],
+    rule: Callable[..., Any],
     nin: int = 1,
     attrs: dict[str, Attr] | None = None,
     examples: tuple[Example, ...] = (),
     lower: Callable[[LowerCtx, NodeView], None] | None = None,
     floats_only: bool = False,
 ) -> OpDef:
-    """Return the OpDef of an elementwise op given as ``formula(*args, **attr_symbols)``."""
+    """Return the OpDef of an elementwise op given as ``rule(m, *args, **attributes)``."""
     attrs = attrs or {}
-    args = _ARGS[:nin]
-    params = tuple(sorted(attrs))
-    param_syms = {p: sp.Symbol(p, real=True) for p in params}
-    expr = formula(*args, **param_syms)
-    fn = sp.lambdify([*args, *param_syms.values()], expr, modules="numpy")
+    formula = Formula(rule, nin, tuple(sorted(attrs)))
 
     def ref(inputs: list[np.ndarray], full: dict[str, Any]) -> list[np.ndarray]:
         shape = np.broadcast_shapes(*(x.shape for x in inputs))
-        out = fn(*inputs, *(full[p] for p in params))
+        out = formula.numpy(inputs, full)
         return [np.broadcast_to(np.asarray(out, dtype=inputs[0].dtype), shape).copy()]
 
     return OpDef(
-        vjp=_formula_vjp(args, params, expr),
+        vjp=_formula_vjp(formula),
         name=name,
         doc=doc,
         inputs=("A", "B") if nin == 2 else ("X",),
@@ -80,20 +126,28 @@ def elementwise(
         examples=examples,
         lower=lower,
         flops=elementwise_flops(1),
-        formula=Formula(args, params, expr),
+        formula=formula,
     )
 
 
-def _formula_vjp(args: tuple[Any, ...], params: tuple[str, ...], expr: Any
-                 ) -> Callable[..., list[Any]]:
+@functools.cache
+def _derivatives(formula: Formula) -> tuple[Any, ...]:
+    import sympy as sp
+
+    return tuple(sp.diff(formula.expr, a) for a in formula.args)
+
+
+def _formula_vjp(formula: Formula) -> Callable[..., list[Any]]:
     """Return the vjp of an elementwise op from its formula: dA = unbroadcast(dY * df/dA).
 
     The local derivative is sympy's, lowered to IR ops; sigmoid, tanh and exp use their
     derivative written in terms of their output (Y * (1 - Y), ...), as sympy proves it.
     """
-    derivatives = [sp.diff(expr, a) for a in args]
 
     def vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+        import sympy as sp
+
+        args, params = formula.args, formula.params
         dy = grads[0]
         dtype = ctx.out_types[0].dtype
         values = {s: sp.Float(str(np.float32(ctx.attrs[p])))
@@ -102,7 +156,7 @@ def _formula_vjp(args: tuple[Any, ...], params: tuple[str, ...], expr: Any
         in_terms_of_y = derivative_in_terms_of_output(ctx.g.op(ctx.node)) \
             if len(args) == 1 else None
         out = []
-        for k, d in enumerate(derivatives):
+        for k, d in enumerate(_derivatives(formula)):
             if in_terms_of_y is not None:
                 d = in_terms_of_y
                 local_env = {sp.Symbol("Y", real=True): ctx.outputs[0]}
@@ -122,7 +176,7 @@ def _formula_vjp(args: tuple[Any, ...], params: tuple[str, ...], expr: Any
 
 # The ONNX op of each sympy relation and function that derivative formulas contain.
 @functools.cache
-def derivative_in_terms_of_output(op: str) -> sp.Expr | None:
+def derivative_in_terms_of_output(op: str) -> Any:
     """Return dy/dx of a unary elementwise op as a polynomial in its output ``Y``, or None.
 
     The polynomial is found from a few samples and then proved by sympy: sigmoid gives
@@ -131,6 +185,8 @@ def derivative_in_terms_of_output(op: str) -> sp.Expr | None:
     >>> derivative_in_terms_of_output("Sigmoid")
     Y*(1 - Y)
     """
+    import sympy as sp
+
     formula = next((o.formula for o in OPS if o.name == op), None)
     if formula is None or len(formula.args) != 1 or formula.params:
         return None
@@ -153,12 +209,14 @@ def derivative_in_terms_of_output(op: str) -> sp.Expr | None:
     return _readable(poly)
 
 
-def _readable(poly: sp.Expr) -> sp.Expr:
+def _readable(poly: Any) -> Any:
     """Return the simplest-looking of a polynomial's expanded and factored forms.
 
     Fewest operations first, then fewest minus signs, then factored: sigmoid' reads
     ``Y*(1 - Y)`` and tanh' ``1 - Y**2``.
     """
+    import sympy as sp
+
     factored = sp.factor(poly)
     candidates = [sp.expand(poly), factored]
     if factored.is_Mul and factored.args[0] == -1:
@@ -190,6 +248,8 @@ def _lower_piecewise(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
     0/1 mask, which onnxruntime runs several times faster than Where (ReLU' is ``cast(x > 0)``).
     A branch that is an expression takes Where.
     """
+    import sympy as sp
+
     result: Any = 0.0
     for value, cond in reversed(e.args):
         if cond is sp.true:
@@ -198,7 +258,7 @@ def _lower_piecewise(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
         mask = _lower_expr(ctx, cond, env, dtype)
         if value.is_Number and isinstance(result, float):
             step = float(value) - result
-            part = ctx.op("Cast", mask, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+            part = ctx.op("Cast", mask, to=onnx_dtype(dtype))
             if step != 1.0:
                 part = ctx.op("Mul", part, ctx.const(step, dtype))
             result = part if result == 0.0 else ctx.op("Add", part, ctx.const(result, dtype))
@@ -210,6 +270,8 @@ def _lower_piecewise(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
 
 
 def _lower_expr(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
+    import sympy as sp
+
     if e in env:
         return env[e]
     if e.is_Number or e is sp.true or e is sp.false:
@@ -273,57 +335,56 @@ def _lower_heaviside(ctx: LowerCtx, view: NodeView) -> None:
                           np.array(view.full_attrs["threshold"], dtype=dtype))
     mask = ctx.fresh(view.name + "_ge")
     ctx.node("GreaterOrEqual", [view.inputs[0], threshold], [mask], view.name + "/ge")
-    ctx.node("Cast", [mask], view.outputs, view.name,
-             to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+    ctx.node("Cast", [mask], view.outputs, view.name, to=onnx_dtype(dtype))
 
 
-def _sigmoid(x: Any) -> Any:
-    return 1 / (1 + sp.exp(-x))
+def _sigmoid(m: Any, x: Any) -> Any:
+    return 1 / (1 + m.exp(-x))
 
 
 OPS: list[OpDef] = [
-    elementwise("Add", "Add two tensors with numpy broadcasting.", lambda a, b: a + b, 2,
+    elementwise("Add", "Add two tensors with numpy broadcasting.", lambda m, a, b: a + b, 2,
                 examples=_binary_examples()),
-    elementwise("Sub", "Subtract B from A with numpy broadcasting.", lambda a, b: a - b, 2,
+    elementwise("Sub", "Subtract B from A with numpy broadcasting.", lambda m, a, b: a - b, 2,
                 examples=_binary_examples()),
-    elementwise("Mul", "Multiply two tensors with numpy broadcasting.", lambda a, b: a * b, 2,
+    elementwise("Mul", "Multiply two tensors with numpy broadcasting.", lambda m, a, b: a * b, 2,
                 examples=_binary_examples()),
-    elementwise("Div", "Divide A by B with numpy broadcasting.", lambda a, b: a / b, 2,
+    elementwise("Div", "Divide A by B with numpy broadcasting.", lambda m, a, b: a / b, 2,
                 examples=_binary_examples(positive_b=True)),
-    elementwise("Pow", "Raise A to the power B with numpy broadcasting.", lambda a, b: a**b, 2,
+    elementwise("Pow", "Raise A to the power B with numpy broadcasting.", lambda m, a, b: a**b, 2,
                 examples=tuple(
                     Example((np.abs(e.inputs[0]) + np.float32(0.5), e.inputs[1]), e.attrs,
                             e.consts, e.name)
                     for e in _binary_examples())),
-    elementwise("Neg", "Negate: -x.", lambda x: -x, examples=_unary_examples()),
-    elementwise("Exp", "Exponential: e^x.", sp.exp, examples=_unary_examples(),
+    elementwise("Neg", "Negate: -x.", lambda m, x: -x, examples=_unary_examples()),
+    elementwise("Exp", "Exponential: e^x.", lambda m, x: m.exp(x), examples=_unary_examples(),
                 floats_only=True),
-    elementwise("Log", "Natural logarithm (x > 0).", sp.log,
+    elementwise("Log", "Natural logarithm (x > 0).", lambda m, x: m.log(x),
                 examples=_unary_examples(0.1, 4.0), floats_only=True),
-    elementwise("Sqrt", "Square root (x >= 0).", sp.sqrt,
+    elementwise("Sqrt", "Square root (x >= 0).", lambda m, x: m.sqrt(x),
                 examples=_unary_examples(0.0, 4.0), floats_only=True),
     elementwise("Sigmoid", "Logistic sigmoid: 1 / (1 + e^-x).", _sigmoid,
                 examples=_unary_examples(-8.0, 8.0), floats_only=True),
-    elementwise("Tanh", "Hyperbolic tangent.", sp.tanh, examples=_unary_examples(),
+    elementwise("Tanh", "Hyperbolic tangent.", lambda m, x: m.tanh(x), examples=_unary_examples(),
                 floats_only=True),
     elementwise("Abs", "Absolute value |x| (derivative sign(x), 0 at 0).",
-                lambda x: sp.Piecewise((x, x > 0), (-x, x < 0), (0, True)),
+                lambda m, x: m.Piecewise((x, x > 0), (-x, x < 0), (0, True)),
                 examples=_unary_examples()),
     elementwise("Relu", "Rectified linear unit: x if x > 0 else 0 (derivative 0 at 0).",
-                lambda x: sp.Piecewise((x, x > 0), (0, True)), examples=_unary_examples(),
+                lambda m, x: m.Piecewise((x, x > 0), (0, True)), examples=_unary_examples(),
                 floats_only=True),
     elementwise("LeakyRelu", "Leaky ReLU: x if x > 0 else alpha * x (derivative alpha at 0).",
-                lambda x, alpha: sp.Piecewise((x, x > 0), (alpha * x, True)),
+                lambda m, x, alpha: m.Piecewise((x, x > 0), (alpha * x, True)),
                 attrs={"alpha": Attr("float", 0.01)},
                 examples=(*_unary_examples(), *_unary_examples(alpha=0.2)), floats_only=True),
     elementwise("Heaviside",
                 "Step function: 1 if x >= threshold else 0 (the McCulloch-Pitts neuron).",
-                lambda x, threshold: sp.Piecewise((1, x >= threshold), (0, True)),
+                lambda m, x, threshold: m.Piecewise((1, x >= threshold), (0, True)),
                 attrs={"threshold": Attr("float", 0.0)},
                 examples=(*_unary_examples(), *_unary_examples(threshold=0.5)),
                 lower=_lower_heaviside, floats_only=True),
     elementwise("Sign", "Sign: 1 if x > 0, -1 if x < 0, else 0 (derivative 0).",
-                lambda x: sp.Piecewise((1, x > 0), (-1, x < 0), (0, True)),
+                lambda m, x: m.Piecewise((1, x > 0), (-1, x < 0), (0, True)),
                 # No float 0 in the examples: the finite-difference test would see Sign's jump
                 # there; the integer examples (which it skips) hold the zeros.
                 examples=(

@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from graphc.errors import OpError, ShapeError
 from graphc.ops.base import (
@@ -28,6 +26,7 @@ from graphc.ops.base import (
     elementwise_flops,
     normalize_axis,
     normalized_indices,
+    onnx_dtype,
     rng_array,
     same_dtype,
     type_of,
@@ -229,9 +228,11 @@ WHERE = OpDef(
 
 def _cast_dtype(to: int) -> np.dtype:
     """Return the numpy dtype of ONNX data type ``to``, or raise OpError naming the supported."""
-    supported = {helper.np_dtype_to_tensor_dtype(d): d for d in ALL_DTYPES}
+    supported = {onnx_dtype(d): d for d in ALL_DTYPES}
     if to in supported:
         return supported[to]
+    import onnx
+
     names = onnx.TensorProto.DataType
     got = f"{names.Name(to)} ({to})" if to in names.values() else str(to)
     raise OpError("Cast attribute to names a data type graphc does not support",
@@ -252,7 +253,7 @@ def _cast_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np
 
 
 def _to(dtype: Any) -> int:
-    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    return onnx_dtype(dtype)
 
 
 def _cast_examples() -> tuple[Example, ...]:

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from onnx import helper
 
 from graphc.errors import OpError, ShapeError
 from graphc.ops.base import (
@@ -32,6 +31,7 @@ from graphc.ops.base import (
     need_broadcast_to,
     need_float,
     normalize_axis,
+    onnx_dtype,
     optional_inputs,
     rng_array,
 )
@@ -424,8 +424,7 @@ def _groupnorm_lower(ctx: LowerCtx, view: NodeView) -> None:
     # as stash_type=1 prescribes for GroupNormalization-21.
     if dtype != np.float32:
         src = ctx.fresh(f"{name}_float")
-        ctx.node("Cast", [x], [src], name=f"{name}/cast", to=helper.np_dtype_to_tensor_dtype(
-            np.dtype(np.float32)))
+        ctx.node("Cast", [x], [src], name=f"{name}/cast", to=onnx_dtype(np.float32))
         x = src
     grouped_shape = ctx.const(f"{name}_grouped_shape", np.array([0, groups, -1], np.int64))
     grouped = ctx.fresh(f"{name}_grouped")
@@ -441,7 +440,7 @@ def _groupnorm_lower(ctx: LowerCtx, view: NodeView) -> None:
     if dtype != np.float32:
         back = ctx.fresh(f"{name}_normalized_{dtype}")
         ctx.node("Cast", [ungrouped], [back], name=f"{name}/cast_back",
-                 to=helper.np_dtype_to_tensor_dtype(dtype))
+                 to=onnx_dtype(dtype))
         ungrouped = back
     if rank > 2:
         channel_shape = ctx.const(f"{name}_channel_shape",

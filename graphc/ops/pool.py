@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import helper
 
 from graphc.errors import OpError, ShapeError
 from graphc.ops.base import (
@@ -31,6 +30,7 @@ from graphc.ops.base import (
     TensorType,
     need_float,
     need_rank,
+    onnx_dtype,
     rng_array,
 )
 from graphc.ops.conv import _WINDOW_ATTRS, _padded, _tap, _Window, _window, _work
@@ -188,7 +188,7 @@ def _tiled_max_grad(ctx: Any, win: _Window, dy: Any) -> Any:
     n, c, h, w = ctx.in_types[0].shape
     (kh, kw), (oh, ow) = win.kernel, win.out
     dtype = np.dtype(ctx.in_types[0].dtype)
-    to = helper.np_dtype_to_tensor_dtype(dtype)
+    to = onnx_dtype(dtype)
     rows, cols = np.indices((h, w))
     window = (rows // kh) * ow + cols // kw
     matrix = (np.arange(oh * ow)[:, None] == window.reshape(1, -1)).astype(dtype)

@@ -45,7 +45,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import helper
 
 from graphc.errors import GraphcError, OpError, ShapeError
 from graphc.ops.base import (
@@ -59,6 +58,7 @@ from graphc.ops.base import (
     elementwise_flops,
     need_float,
     normalize_axis,
+    onnx_dtype,
     optional_inputs,
     rng_array,
 )
@@ -294,7 +294,7 @@ def _lower_dynamic(ctx: LowerCtx, view: NodeView) -> None:
 
 def as_float(ctx: Any, value: Any) -> Any:
     """Add a Cast of ``value`` to float32."""
-    return ctx.op("Cast", value, to=helper.np_dtype_to_tensor_dtype(F32))
+    return ctx.op("Cast", value, to=onnx_dtype(F32))
 
 
 def ir_like_x(ctx: Any, value: Any, x_shape: tuple[int, ...], grain: Grain) -> Any:
@@ -346,7 +346,7 @@ def _dequantize_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
                  "export, straight-through gradient).")
     x_shape, p_shape = ctx.in_types[0].shape, ctx.in_types[1].shape
     grain = grain_of("DequantizeLinear", x_shape, p_shape, ctx.attrs)
-    i32 = helper.np_dtype_to_tensor_dtype(np.dtype(np.int32))
+    i32 = onnx_dtype(np.int32)
     d = ctx.op("Cast", x, to=i32)
     if zp is not None:
         d = ctx.op("Sub", d, ir_like_x(ctx, ctx.op("Cast", zp, to=i32), x_shape, grain))

@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-from onnx import helper
 
 from graphc.errors import ExportError
-from graphc.ops.base import Attr, LowerCtx, NodeView, TensorType
+from graphc.ops.base import Attr, LowerCtx, NodeView, TensorType, onnx_dtype
 
 F32 = np.dtype(np.float32)
 # The last opset whose QuantizeLinear/DequantizeLinear onnxruntime 1.32 has a kernel for.
@@ -94,7 +93,7 @@ def emit_quantize(ctx: LowerCtx, view: NodeView, inputs: list[str], out: str, dt
     zf = ""
     if z:
         zf = _emit(ctx, base + "_zp", "Cast", [_like_x(ctx, base + "_zp_x", z, x_shape, grain)],
-                   to=helper.np_dtype_to_tensor_dtype(F32))
+                   to=onnx_dtype(F32))
         lo, hi = _emit(ctx, base + "_lo", "Sub", [lo, zf]), _emit(ctx, base + "_hi", "Sub",
                                                                   [hi, zf])
     v = _emit(ctx, base + "_nan", "Where", [_emit(ctx, base + "_isnan", "IsNaN", [v]), lo, v])
@@ -102,7 +101,7 @@ def emit_quantize(ctx: LowerCtx, view: NodeView, inputs: list[str], out: str, dt
               [_emit(ctx, base + "_min", "Min", [_emit(ctx, base + "_max", "Max", [v, lo]), hi])])
     if zf:
         v = _emit(ctx, base + "_add", "Add", [v, zf])
-    ctx.node("Cast", [v], [out], name, to=helper.np_dtype_to_tensor_dtype(dtype))
+    ctx.node("Cast", [v], [out], name, to=onnx_dtype(dtype))
 
 
 def emit_dequantize(ctx: LowerCtx, view: NodeView, inputs: list[str], x_type: TensorType,
@@ -115,11 +114,11 @@ def emit_dequantize(ctx: LowerCtx, view: NodeView, inputs: list[str], x_type: Te
                  **_explicit(view, ("axis", "block_size")))
         return
     base = name
-    i32 = helper.np_dtype_to_tensor_dtype(np.dtype(np.int32))
+    i32 = onnx_dtype(np.int32)
     d = x if np.dtype(x_type.dtype) == np.int32 else _emit(ctx, base + "_x", "Cast", [x], to=i32)
     if z:
         zi = _emit(ctx, base + "_zp", "Cast", [_like_x(ctx, base + "_zp_x", z, x_type.shape,
                                                        grain)], to=i32)
         d = _emit(ctx, base + "_sub", "Sub", [d, zi])
-    f = _emit(ctx, base + "_float", "Cast", [d], to=helper.np_dtype_to_tensor_dtype(F32))
+    f = _emit(ctx, base + "_float", "Cast", [d], to=onnx_dtype(F32))
     ctx.node("Mul", [f, _like_x(ctx, base + "_scale", s, x_type.shape, grain)], [out], name)

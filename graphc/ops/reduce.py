@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import helper
 
 from graphc.errors import ExportError, ShapeError
 from graphc.ops.base import (
@@ -26,6 +25,7 @@ from graphc.ops.base import (
     OpDef,
     TensorType,
     normalize_axis,
+    onnx_dtype,
     optional_inputs,
     rng_array,
 )
@@ -221,7 +221,7 @@ def first_max_grad(ctx: Any, y: Any, dy: Any, axes: list[int], x: Any = None) ->
     """
     x = ctx.inputs[0] if x is None else x
     shape, dtype = ctx.type(x).shape, np.dtype(ctx.type(x).dtype)
-    to = helper.np_dtype_to_tensor_dtype(dtype)
+    to = onnx_dtype(dtype)
     kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
     sub = tuple(d if i in axes else 1 for i, d in enumerate(shape))
     count = int(np.prod(sub, dtype=np.int64))
