@@ -16,7 +16,6 @@ import numpy as np
 
 from graphc.interpret import run
 from graphc.ir import CONST, INPUT, Graph
-from graphc.onnxio.runtime import run_onnxruntime
 
 
 def random_feeds(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -66,6 +65,9 @@ def assert_same_outputs(before: Graph, after: Graph, feeds: Mapping[str, np.ndar
     """Fail unless both graphs give the same outputs (names, shapes, dtypes, values) on the
     interpreter and on onnxruntime: exactly with ``rtol=0``, else within ``rtol`` of each
     output's largest magnitude. Boolean outputs must always be equal."""
+    # onnxruntime (and onnx) only here: the CLI's random_feeds must not pay for them.
+    from graphc.onnxio.runtime import run_onnxruntime
+
     for runner in (run, run_onnxruntime):
         want = runner(before, feeds)
         got = runner(after, feeds)

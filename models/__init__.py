@@ -10,15 +10,18 @@ input name -> array). ``MODELS`` lists them in the order ``graphc show`` and the
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from graphc.errors import GraphcError, unknown
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MODELS = [
     "backprop_example",
@@ -39,6 +42,19 @@ def load(name: str) -> ModuleType:
     if name not in MODELS:
         raise unknown("model", name, MODELS, where="model zoo")
     return importlib.import_module(f"graphc.models.{name}")
+
+
+def summary(name: str) -> str:
+    """Return the first line of zoo model ``name``'s docstring, read from its file: listing the
+    zoo imports no model (nor the DSL, networkx and numpy that a model needs).
+
+    >>> summary("mlp_tiny")
+    'A 2-2-1 sigmoid MLP: the smallest network on which backprop shows every step.'
+    """
+    if name not in MODELS:
+        raise unknown("model", name, MODELS, where="model zoo")
+    source = Path(__file__).with_name(f"{name}.py").read_text(encoding="utf-8")
+    return (ast.get_docstring(ast.parse(source)) or "").strip().split("\n")[0]
 
 
 def load_file(path: str | Path) -> ModuleType:
@@ -64,5 +80,7 @@ def load_file(path: str | Path) -> ModuleType:
 
 def random_images(shape: tuple[int, ...], seed: int = 0) -> dict[str, np.ndarray]:
     """Return ``{"x": ...}``: seeded standard-normal images of ``shape`` (float32)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     return {"x": rng.standard_normal(shape, dtype=np.float32)}

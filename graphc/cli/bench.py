@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from graphc.cli.common import format_size
 from graphc.errors import GraphcError, UsageError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # Standard-normal noise is a sound input for float tensors; for integer inputs (token ids,
 # indices, masks) the valid values are known only to the model, so they are refused.
-FLOAT_TYPES = (np.float16, np.float32, np.float64)
+FLOAT_TYPES = ("float16", "float32", "float64")
 # The smallest difference called faster or slower. On the project's shared machines the
 # same int8 ResNet-18 comparisons run twice moved by up to 3% (1.02x, then 1.05x), and the
 # same small file twice differed by up to 2%: a smaller difference does not survive a rerun.
@@ -56,6 +57,7 @@ class BenchFile:
 def _inputs(model: Any, label: str) -> list[Input]:
     """Return the inputs of an onnx ModelProto that are not initializers (old files list
     their initializers among the inputs)."""
+    import numpy as np
     import onnx
 
     weights = {t.name for t in model.graph.initializer}
@@ -95,7 +97,7 @@ def read_file(path: str, label: str) -> BenchFile:
     inputs = _inputs(model, label)
     for inp in inputs:
         where = f"{label}, input {inp.name!r}"
-        if inp.dtype.type not in FLOAT_TYPES:
+        if inp.dtype.name not in FLOAT_TYPES:
             raise GraphcError("cannot make random values for an integer or boolean input",
                               where=where, expected="float16, float32 or float64",
                               got=str(inp.dtype),
@@ -179,10 +181,13 @@ def choose_batches(files: list[BenchFile], wanted: list[int] | None) -> list[int
 def random_feeds(inputs: list[Input], batch: int, seed: int) -> dict[str, np.ndarray]:
     """Return seeded standard-normal inputs with the first dimension set to ``batch``.
 
+    >>> import numpy as np
     >>> x = Input("x", np.dtype("float32"), ("N", 3))
     >>> random_feeds([x], 2, seed=0)["x"].shape
     (2, 3)
     """
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     return {i.name: rng.standard_normal((batch, *i.dims[1:]) if i.dims else ())
             .astype(i.dtype) for i in inputs}

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from graphc.cli.common import Loaded
 from graphc.errors import GraphcError, UsageError
 
@@ -57,6 +55,8 @@ def load_data(name: str, classes: Sequence[int] | None = None) -> tuple[Any, Any
     """Return ``(train, test)`` of data set ``name`` as images (training and evaluation reshape
     them to the model's input, so image augmentation also serves an MLP); with ``classes``,
     only those classes, relabeled ``0..M-1`` in the given order."""
+    import numpy as np
+
     from graphc.train.data import Dataset, load_digits
 
     check_data(name, "--data")
@@ -97,6 +97,7 @@ def _check_fits(graph: Any, data: Any, name: str) -> None:
 def onnx_accuracy(model: bytes, data: Any) -> float:
     """Return the accuracy of an ONNX classifier (first input, first output) on ``data``,
     run on onnxruntime in chunks of the file's batch size (all at once for a dynamic batch)."""
+    import numpy as np
     import onnx
     from onnx import helper
 

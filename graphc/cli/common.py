@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from graphc.errors import GraphcError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def load_module(spec: str, verb: str = "compile") -> ModuleType:

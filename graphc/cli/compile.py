@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from graphc.cli.checkpoints import (
     DATA_SETS,
@@ -19,11 +17,16 @@ from graphc.cli.checkpoints import (
 from graphc.cli.common import Loaded, format_size, load_model
 from graphc.errors import UsageError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # Enough to measure each activation's range and each layer's error; more only costs time.
 CALIBRATION_SAMPLES = 256
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from graphc.files import write_atomic
     from graphc.interpret import run
     from graphc.onnxio.export import check, default_opset, to_onnx
@@ -128,6 +131,8 @@ def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
 def calibration_data(spec: str, graph: Any, weights: Any) -> np.ndarray:
     """The inputs of ``--calibrate``: the digits training split (the checkpoint's classes), or
     the arrays of an .npz file (one array, or one named after the model's input)."""
+    import numpy as np
+
     from graphc.ir import Value
     from graphc.train.loop import fit_data
 
@@ -156,6 +161,8 @@ def calibration_data(spec: str, graph: Any, weights: Any) -> np.ndarray:
 def verify_feeds(loaded: Loaded, options: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     """Inputs to verify an int8 file on: the first calibration samples (inputs like the ones it
     was calibrated for; random ones would fall off its grids), else the model's example inputs."""
+    import numpy as np
+
     data = options.get("quantize-int8", {}).get("calibration")
     if data is None or len(loaded.feeds) != 1:
         return loaded.feeds
@@ -167,6 +174,8 @@ def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
                 feeds: dict[str, np.ndarray]) -> None:
     """Print how the int8 file computes: on onnxruntime without fusion (the ops as written)
     and fused (as it will run), both against the interpreter, and against the fp32 model."""
+    import numpy as np
+
     from graphc.interpret import run
     from graphc.onnxio.runtime import max_abs_diff, session
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import numpy as np
-
 from graphc.cli.common import load_model
 from graphc.errors import UsageError
 
@@ -15,6 +13,8 @@ from graphc.errors import UsageError
 def parse_point(text: str | None) -> dict[str, Any]:
     """Parse ``x=-2,y=5,w=[0.5,-0.3]`` into a dict of names to numbers or nested lists."""
     import ast
+
+    import numpy as np
 
     point: dict[str, Any] = {}
     if not text:
@@ -44,11 +44,7 @@ def parse_point(text: str | None) -> dict[str, Any]:
 
 
 def cmd_grad(args: argparse.Namespace) -> int:
-    from graphc.files import write_atomic
-    from graphc.onnxio.export import check
-    from graphc.onnxio.runtime import run_onnxruntime
     from graphc.symbolic.chain_rule import backprop
-    from graphc.symbolic.codegen import gradient_onnx
 
     loaded = load_model(args.model, args.seed)
     point: dict[str, Any] = {k: v for k, v in loaded.feeds.items()}
@@ -93,6 +89,14 @@ def cmd_grad(args: argparse.Namespace) -> int:
         backend = result.draw(args.draw)
         print(f"\ndrew {args.draw} ({backend})")
     if args.onnx:
+        # onnx and onnxruntime only for --onnx: they would double the start-up of the rest.
+        import numpy as np
+
+        from graphc.files import write_atomic
+        from graphc.onnxio.export import check
+        from graphc.onnxio.runtime import run_onnxruntime
+        from graphc.symbolic.codegen import gradient_onnx
+
         model = gradient_onnx(result)
         check(model)
         data = model.SerializeToString(deterministic=True)

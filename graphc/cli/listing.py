@@ -20,12 +20,11 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from graphc.models import MODELS, load
+    from graphc.models import MODELS, summary
 
     width = max(len(n) for n in MODELS)
     for name in MODELS:
-        doc = (load(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name.ljust(width)}  {doc}")
+        print(f"{name.ljust(width)}  {summary(name)}")
     return 0
 
 

@@ -7,9 +7,7 @@ import argparse
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from graphc.cli.checkpoints import (
     check_data,
@@ -24,6 +22,9 @@ from graphc.cli.checkpoints import (
 )
 from graphc.cli.common import build_at, check_writable, load_module
 from graphc.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
