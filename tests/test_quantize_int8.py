@@ -466,3 +466,153 @@ def test_an_int8_gemm_before_an_fp32_layer_still_fuses(form):
         "QuantizeLinear", "QGemm", "LeakyRelu", "Gemm"]
     np.testing.assert_allclose(run(h, feeds)["y"], unfused_session(to_bytes(h)).run(None, feeds)[0],
                                rtol=0, atol=1e-5)
+
+
+# ----- speed: each layer timed on its own -----------------------------------------------------
+
+
+def cnn_grids(g):
+    from graphc.compress.int8 import find_layers
+    from graphc.passes.quantize_int8 import _batches, _grids
+
+    layers = {la.node: la for la in find_layers(g)}
+    return layers, _grids(g, list(layers.values()), _batches(g, digits_like(g)), "minmax", 99.99)
+
+
+def quantize_params(model, node_op: str) -> list[tuple[float, int]]:
+    # (scale, zero point) of each QuantizeLinear / QLinearConv output grid in an ONNX model.
+    from onnx import numpy_helper
+
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type == node_op:
+            s, z = node.input[1:3] if node_op == "QuantizeLinear" else node.input[6:8]
+            found.append((float(init[s]), int(init[z])))
+    return found
+
+
+def test_one_layer_model_is_the_layer_alone():
+    from graphc.passes.quantize_int8 import _one_layer
+
+    g = folded("cnn")
+    layers, grids = cnn_grids(g)
+    h, one = _one_layer(g, layers["block2.conv"])
+    assert h.inputs == ["block1.relu"] and h.type_of(Value("block1.relu")) == g.type_of(
+        Value("block1.relu"))
+    assert [(n, h.op(n)) for n in h.op_nodes()] == [("block2.conv", "Conv"),
+                                                     ("block2.relu", "Relu")]
+    assert h.outputs == [Value("block2.relu")] and one.out_point == Value("block2.relu")
+    assert h.attrs("block2.conv") == g.attrs("block2.conv")
+    for port in (1, 2):  # the same weight and bias
+        np.testing.assert_array_equal(h.const_value(h.in_values("block2.conv")[port]),
+                                      g.const_value(g.in_values("block2.conv")[port]))
+    # A Gemm alone: no ReLU (its out point is none), float in and out.
+    head, one = _one_layer(g, layers["logits"])
+    assert ops_of(head) == ["Gemm"] and one.out_point is None
+    # With a uint8 grid the input is uint8, dequantized first (as inside an int8 chain).
+    grid = grids[Value("block1.relu")]
+    h8, _ = _one_layer(g, layers["block2.conv"], grid)
+    (name,) = h8.inputs
+    assert h8.type_of(Value(name)).dtype == np.uint8
+    dq = h8.in_values("block2.conv")[0].node
+    assert h8.op(dq) == "DequantizeLinear"
+    assert float(h8.const_value(h8.in_values(dq)[1])) == np.float32(grid.scale)
+    assert int(h8.const_value(h8.in_values(dq)[2])) == grid.zero_point
+
+
+@pytest.mark.parametrize("form", ["qdq", "qoperator"])
+def test_one_layer_int8_model_is_fused_on_the_graphs_grids(form):
+    import onnx
+
+    from graphc.compress.int8 import build
+    from graphc.compress.int8_forms import to_qoperator
+    from graphc.passes.quantize_int8 import _layer_models
+
+    g = folded("cnn")
+    layers, grids = cnn_grids(g)
+
+    def make(h, chosen, on):
+        q = build(h, chosen, on, qmax=63)
+        return to_qoperator(q) if form == "qoperator" else q
+
+    layer = layers["block2.conv"]
+    in_grid, out_grid = grids[Value("block1.relu")], grids[Value("block2.relu")]
+    (fp32, int8), feeds = _layer_models(g, layer, make, grids, False, False)
+    assert feeds["block1.relu"].min() >= in_grid.lo and feeds["block1.relu"].max() <= in_grid.hi
+    assert [op for _, op in executed_ops(fp32, feeds)].count("Conv") == 1
+    ran = [op for _, op in executed_ops(int8, feeds)]
+    assert "QLinearConv" in ran and "Conv" not in ran and "FusedConv" not in ran
+    assert runtime_weight_dequantize(int8, feeds) == []
+    model = onnx.load_model_from_string(int8)
+    grid_of = [(float(np.float32(gr.scale)), gr.zero_point) for gr in (in_grid, out_grid)]
+    if form == "qdq":
+        assert quantize_params(model, "QuantizeLinear") == grid_of  # the input's, the output's
+    else:
+        assert quantize_params(model, "QuantizeLinear") == grid_of[:1]
+        assert quantize_params(model, "QLinearConv") == grid_of[1:]
+    # Inside an int8 chain: uint8 in and out, no QuantizeLinear or DequantizeLinear left.
+    (fp32, int8), feeds = _layer_models(g, layer, make, grids, True, True)
+    assert feeds["block1.relu.uint8"].dtype == np.uint8 and "block1.relu" in feeds
+    ran = [op for _, op in executed_ops(int8, feeds)]
+    assert "QLinearConv" in ran and not {"QuantizeLinear", "DequantizeLinear"} & set(ran)
+    assert [op for _, op in executed_ops(fp32, feeds)].count("Conv") == 1  # fp32 stays fp32
+    model = onnx.load_model_from_string(int8)
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def fake_measure(ratios, calls):
+    """A stand-in for graphc.compress.latency.measure: the int8 model (the second) takes
+    ``ratios[its graph name]`` of fp32 time in every round."""
+    import onnx
+
+    from graphc.compress.latency import Timing
+
+    def measure(models, feeds, *, rounds=21, **_):
+        name = onnx.load_model_from_string(models[1]).graph.name
+        calls.append((name, dict(feeds)))
+        r = ratios[name]
+        return [Timing("fp32", 1e-3, 1e-3, 1e-3, 1.0, 1.0, 1.0, 10, rounds),
+                Timing("int8", r * 1e-3, r * 1e-3, r * 1e-3, r, r, r, 10, rounds)]
+
+    return measure
+
+
+def test_speed_is_decided_by_each_layers_own_timing(monkeypatch):
+    import graphc.compress.latency as latency
+
+    g = folded("cnn")
+    ratios = {"cnn.block1.conv": 0.5, "cnn.block2.conv": 1.3, "cnn.block3.conv": 0.99,
+              "cnn.logits": 0.6, "cnn": 0.8}
+    calls: list = []
+    monkeypatch.setattr(latency, "measure", fake_measure(ratios, calls))
+    report = PassReport("quantize-int8")
+    h = quantize_int8(g, calibration=digits_like(g), weight_range="reduced", report=report)
+    # One timing per layer, in order, then the whole model with the layers kept.
+    assert [name for name, _ in calls] == ["cnn.block1.conv", "cnn.block2.conv",
+                                           "cnn.block3.conv", "cnn.logits", "cnn"]
+    notes = [n for n in report.notes if "time" in n or n.startswith("latency")]
+    assert notes == [
+        "latency      each layer alone, then the model, at batch 1; 15 interleaved rounds, "
+        "1 thread",
+        "block1.conv  int8: 0.50x the fp32 layer's time on this CPU (float in, uint8 out)",
+        # block1.conv is int8 before it: its input is uint8, its output is read by block3.
+        "block2.conv  fp32: 1.30x fp32 time in int8 on this CPU (uint8 in, uint8 out)",
+        # A tie (under 1.0 but not under the margin) stays fp32.
+        "block3.conv  fp32: 0.99x fp32 time in int8 on this CPU (float in, uint8 out)",
+        "logits       int8: 0.60x the fp32 layer's time on this CPU (float in, float out)"]
+    assert calls[1][1]["block1.relu.uint8"].dtype == np.uint8
+    assert "quantized    2 of 4 layers" in report.notes
+    assert h.op(producer(h, "block1.conv", 1)) == "DequantizeLinear"
+    assert h.op(producer(h, "logits", 1)) == "DequantizeLinear"
+    for fp32 in ("block2.conv", "block3.conv"):
+        assert h.op(producer(h, fp32, 1)) == "Const"
+    # The whole model slower: nothing is quantized, whatever the layers said alone.
+    ratios["cnn"] = 1.02
+    calls.clear()
+    report = PassReport("quantize-int8")
+    h = quantize_int8(g, calibration=digits_like(g), weight_range="reduced", report=report)
+    assert calls[-1][0] == "cnn"
+    assert "all layers fp32: the int8 model took 1.02x fp32 time on this CPU" in report.notes
+    assert "quantized    0 of 4 layers" in report.notes
+    assert "QuantizeLinear" not in ops_of(h)
