@@ -616,3 +616,23 @@ def test_speed_is_decided_by_each_layers_own_timing(monkeypatch):
     assert "all layers fp32: the int8 model took 1.02x fp32 time on this CPU" in report.notes
     assert "quantized    0 of 4 layers" in report.notes
     assert "QuantizeLinear" not in ops_of(h)
+
+
+def test_a_layer_kept_fp32_runs_in_fp32_on_onnxruntime():
+    # onnxruntime quantizes a float Conv between a DequantizeLinear and a QuantizeLinear by
+    # itself; the layer graphc keeps in fp32 must run as a float Conv and compute what the
+    # interpreter computes.
+    from graphc.compress.latency import executed_ops
+
+    g = folded("cnn")
+    h = quantize_int8(g, calibration=digits_like(g), prefer="size", weight_range="reduced",
+                      fp32_layers=["block2.conv"])
+    assert h.op(producer(h, "block2.conv", 1)) == "Const"
+    feeds = {"x": digits_like(g, 1, seed=3)}
+    ran = executed_ops(to_bytes(h), feeds)
+    int8_convs = sorted(name.split("_token")[0] for name, op in ran if op == "QLinearConv")
+    assert int8_convs == ["block1.conv", "block3.conv"]
+    assert any(op in ("Conv", "FusedConv") and "block2" in name for name, op in ran)
+    want = run(h, feeds)["logits"]
+    got = session(to_bytes(h), threads=1).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())

@@ -188,8 +188,38 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
             _set_input(h, node, layer.bias_port, bdq)
         if h.op(node) in ("Gemm", "MatMul"):
             _keep_fusable(h, node)
+    chosen = {layer.node for layer in layers}
+    for node in [n for n in h.op_nodes() if n not in chosen]:
+        _keep_float(h, node)
     h.remove_dead()
     return h
+
+
+def _keep_float(h: Graph, node: str) -> None:
+    """Keep a layer left in fp32 in fp32 on onnxruntime, when it reads a dequantized value.
+
+    Trap (onnxruntime 1.32, measured on the digits CNN with its second Conv kept fp32): a float
+    Conv or Gemm between a DequantizeLinear and a QuantizeLinear (reached through its ReLU and
+    MaxPool / Reshape, which onnxruntime's QDQ propagation looks through) has its float weight
+    quantized by onnxruntime itself (WeightBiasQuantization: per tensor, full range) and runs
+    as QLinearConv: the layer graphc kept in fp32 runs in int8, off the interpreter by up to 33
+    quantization steps. A ReLU after it becomes LeakyRelu(alpha=0), without one an identity
+    LeakyRelu(alpha=1) follows it: the same numbers, and onnxruntime's QDQ selectors and
+    propagation stop there."""
+    if h.op(node) not in ("Conv", "Gemm", "MatMul"):
+        return
+    values = h.in_values(node)
+    if len(values) < 2 or h.op(values[0].node) != "DequantizeLinear" or \
+            h.const_value(values[1]) is None or Value(node) in h.outputs:
+        return
+    users = h.users(Value(node))
+    if len(users) == 1 and h.op(users[0][0]) == "Relu" and Value(users[0][0]) not in h.outputs:
+        relu = users[0][0]
+        h.nx.nodes[relu]["op"] = "LeakyRelu"
+        h.nx.nodes[relu]["attrs"] = ops.get("LeakyRelu").check_attrs({"alpha": 0.0})
+        return
+    barrier = h.add_node("LeakyRelu", [Value(node)], {"alpha": 1.0}, name=f"{node}_fp32")
+    h.replace_all_uses(Value(node), barrier, keep={barrier.node})
 
 
 def _keep_fusable(h: Graph, node: str) -> None:
