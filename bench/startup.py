@@ -86,10 +86,12 @@ def commands(out_dir: str) -> list[Command]:
     return found
 
 
-def run_once(command: Command, env: dict[str, str]) -> float:
+def run_once(command: Command, env: dict[str, str], cwd: str) -> float:
     """Return the wall time of one run of ``command``; stop the benchmark if it fails."""
     start = time.perf_counter()
-    done = subprocess.run(command.argv, env=env, stdout=subprocess.DEVNULL,
+    # Not in the repository root: `python -c` would import the graphc/ folder found there
+    # before the one PYTHONPATH or the installation names.
+    done = subprocess.run(command.argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -105,7 +107,7 @@ def child_env(cache_dir: str | None) -> dict[str, str]:
     return env
 
 
-def measure(cases: list[Command], env: dict[str, str], repeats: int, warmup: int
+def measure(cases: list[Command], env: dict[str, str], cwd: str, repeats: int, warmup: int
             ) -> dict[str, list[float]]:
     """Run the cases round-robin; return each case's times over the timed rounds."""
     times: dict[str, list[float]] = {c.label: [] for c in cases}
@@ -113,7 +115,7 @@ def measure(cases: list[Command], env: dict[str, str], repeats: int, warmup: int
         timed = r >= warmup
         harness.log(f"round {r + 1 - warmup}/{repeats}" if timed else "warm-up round")
         for case in cases:
-            t = run_once(case, env)
+            t = run_once(case, env, cwd)
             if timed:
                 times[case.label].append(t)
     return times
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="graphc-startup-") as tmp:
         cache = None if args.no_bytecode_cache else str(Path(tmp) / "pycache")
         cases = commands(tmp)
-        times = measure(cases, child_env(cache), repeats, warmup)
+        times = measure(cases, child_env(cache), tmp, repeats, warmup)
     print(heading("Start-up", args.quick, level=3))
     print()
     print(table(cases, times))
