@@ -71,6 +71,10 @@ def test_calibration_from_an_npz_file(tmp_path, capsys):
      "unknown preference 'fast'"),
     (["--passes", "quantize-int8", "--dynamic", "--format", "qoperator"],
      "--format qoperator does not apply to --dynamic"),
+    (["--passes", "quantize-int8", "--calibrate", "digits", "--calibration", "kl"],
+     "--calibration: unknown calibration method 'kl'"),
+    (["--passes", "quantize-int8", "--calibrate", "digits", "--max-error", "0"],
+     "--max-error must be positive"),
 ])
 def test_usage_errors(tmp_path, capsys, argv, message):
     target = tmp_path / "m.onnx"

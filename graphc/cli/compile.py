@@ -15,7 +15,7 @@ from graphc.cli.checkpoints import (
     print_accuracy,
 )
 from graphc.cli.common import Loaded, format_size, load_model
-from graphc.errors import UsageError
+from graphc.errors import UsageError, unknown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +105,20 @@ def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
             raise UsageError(f"{', '.join(given)} only apply to quantize-int8",
                              expected="--passes quantize-int8", got=f"passes: {names or 'none'}")
         return {}
+    from graphc.compress.calibrate import METHODS
+    from graphc.passes.quantize_int8 import FORMATS, PREFER, WEIGHT_RANGES
+
+    # Checked before any data is read or any pass runs: a typo is a usage error at once.
+    for flag, what, value, known in (
+            ("--calibration", "calibration method", args.calibration, METHODS),
+            ("--prefer", "preference", args.prefer, PREFER),
+            ("--weight-range", "weight range", args.weight_range, WEIGHT_RANGES),
+            ("--format", "int8 format", args.format, FORMATS)):
+        if value is not None and value not in known:
+            raise unknown(what, value, known, cls=UsageError, where=flag)
+    if args.max_error is not None and not args.max_error > 0:
+        raise UsageError("--max-error must be positive", where="--max-error",
+                         expected="a relative error > 0, e.g. 0.05", got=args.max_error)
     trained = weights is not None and weights.checkpoint.data.get("qat")
     if args.calibrate is None and not args.dynamic and not trained:
         raise UsageError("quantize-int8 needs calibration data", where="--calibrate",
