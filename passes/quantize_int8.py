@@ -370,8 +370,17 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
     if trained:
         # A QAT graph: its fake quantization says the grids; write them, do not recalibrate.
         g, trained_grids, trained_scales = fake_quant_grids(g)
+        if not per_channel and any(np.size(s) > 1 for s in trained_scales.values()):
+            raise UsageError("--per-tensor does not apply to a model trained per channel",
+                             where="--per-tensor", expected="the per-channel weight scales "
+                             "its quantization-aware training learned on", got="--per-tensor")
         qmax = 127  # the weights stay where training put them (within the int8 grid)
-    layers = [la for la in find_layers(g, report) if la.node not in fp32_layers]
+    candidates = find_layers(g, report)
+    unknown_layers = [n for n in fp32_layers if n not in {la.node for la in candidates}]
+    if unknown_layers:
+        raise unknown("layer", unknown_layers[0], [la.node for la in candidates],
+                      cls=UsageError, where="--fp32-layers")
+    layers = [la for la in candidates if la.node not in fp32_layers]
     for name in fp32_layers:
         if report is not None:
             report.refuse(name, "kept fp32 (fp32_layers)")

@@ -100,10 +100,11 @@ def test_qat_from_the_cli_trains_with_fixed_grids_and_compiles(tmp_path, capsys)
     assert "qat            3 activation grids" in out  # the inputs of the three Gemms
     ck = load_checkpoint(qat)
     assert ck.data["qat"]["zero_points"]
-    scales = {k: v for k, v in ck.state.items() if k.endswith(".scale")}
-    assert len(scales) == 3 + 3  # 3 activation grids, 3 Gemm weights
-    # The grids are not trained: the saved scales are the calibrated ones.
-    assert all(k in ck.config.freeze for k in scales)
+    # The grids are fixed, not trained: the scales are constants kept in the record, 3 of
+    # activations and 3 of Gemm weights (per channel), nothing is frozen by name.
+    scales = ck.data["qat"]["scales"]
+    assert len(scales) == 3 + 3
+    assert not any(k.endswith(".scale") for k in ck.state) and ck.config.freeze == ()
     recorded = ck.history[-1].test_accuracy
     assert main(["compile", "mlp", "--weights", str(qat), "--pipeline", "inference",
                  "--accuracy", "digits", "-o", str(tmp_path / "q.onnx")]) == 0
@@ -137,3 +138,16 @@ def test_quantize_int8_writes_what_qat_simulated():
         # Only the bias can differ (float in training, int32 on the s_x * s_w grid in the
         # file, half a step of ~1e-5 at most); on these inputs no rounding flips because of it.
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_qat_options_that_do_not_fit_are_refused():
+    from graphc.errors import UsageError
+    from graphc.passes.quantize_int8 import quantize_int8
+
+    g = folded_cnn()
+    qat, _ = prepare(g, batches(g))
+    with pytest.raises(UsageError, match="--per-tensor does not apply"):
+        quantize_int8(qat, prefer="size", per_channel=False)
+    with pytest.raises(UsageError, match="unknown layer 'block9.conv'.*block1.conv"):
+        quantize_int8(g, calibration=np.zeros((2, 1, 8, 8), np.float32),
+                      fp32_layers=["block9.conv"])

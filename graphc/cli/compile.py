@@ -85,7 +85,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(f"               max abs diff {max_abs_diff(before, got):.3g} (compiled vs "
                   "original file, both on onnxruntime)")
     if cut < len(names):
-        print_int8_summary(fp32, data, opset, args, loaded.feeds)
+        print_int8_summary(fp32, data, opset, args, loaded.feeds, weights)
     if test_set is not None:
         print_accuracy(data, args.accuracy, test_set, weights)
     return 0
@@ -216,7 +216,7 @@ def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
 
 
 def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namespace,
-                       feeds: dict[str, np.ndarray]) -> None:
+                       feeds: dict[str, np.ndarray], weights: Any = None) -> None:
     """Print size, latency and (with --calibrate digits) accuracy of the int8 file against
     the fp32 file the same pipeline writes without quantize-int8, both on onnxruntime."""
     from graphc.compress.latency import cpu_info, measure
@@ -235,7 +235,7 @@ def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namesp
     print(f"               time {t.ratio:.2f}x fp32 at batch {feeds[first].shape[0]} (median of 21 "
           f"interleaved runs, 1 thread; {cpu_info().describe()})")
     if args.calibrate in DATA_SETS:
-        _, test_set = load_data(args.calibrate)
+        _, test_set = load_data(args.calibrate, weights.classes if weights else None)
         before, after = onnx_accuracy(reference, test_set), onnx_accuracy(data, test_set)
         print(f"               accuracy {100 * after:.2f}% vs {100 * before:.2f}% fp32 on the "
               f"{args.calibrate} test split ({len(test_set)} images, onnxruntime)")

@@ -155,10 +155,6 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     record = {"data": args.data, "classes": classes, "init": args.init, "new_head": new_head}
     if args.qat:
         build, state = _with_fake_quant(build, state, train_set, config, record)
-        # The grids stay as calibrated (fixed-range QAT): the scales are saved, not trained.
-        # Learned step sizes without LSQ's gradient scaling diverge on the digits CNN.
-        scales = tuple(n for n in state if n.endswith(".scale") and n not in init_state)
-        config = replace(config, freeze=(*config.freeze, *scales))
         details.append(f"  qat            {len(record['qat']['zero_points'])} activation grids "
                        f"(minmax on 256 training images), weights int8 [-{record['qat']['qmax']}, "
                        f"{record['qat']['qmax']}] per channel, BatchNorm folded")

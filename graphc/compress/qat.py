@@ -4,10 +4,10 @@
 puts its QuantizeLinear / DequantizeLinear pairs: on every quantizable layer's input, on each
 Conv's output point (after its ReLU), and on every weight (int8, one scale per output channel).
 Training then sees the rounding and clipping of the shipped model; gradients pass through the
-rounding by the straight-through estimator (inside the grid's range) and reach the scales
-(learned step sizes, LSQ), so the scales are trainable parameters saved in the checkpoint. The
-zero points are integers: they stay as calibrated and are recorded in the checkpoint's data
-(``record``), so that ``qat_graph`` rebuilds the same graph for compiling.
+rounding by the straight-through estimator (inside the grid's range). The grids stay as
+calibrated (fixed-range QAT: learned step sizes without LSQ's gradient scaling diverged on the
+digits CNN), so the scales and zero points are constants, recorded in the checkpoint's data
+(``record``) so that ``qat_graph`` rebuilds the same graph for compiling.
 
 ``fake_quant_grids`` reads a trained graph back: the float graph without its fake quantization,
 the activation grids and the weight scales, which is what quantize-int8 needs to write the int8
@@ -35,7 +35,7 @@ FAKE = "FakeQuantizeLinear"
 
 def _fake(g: Graph, value: Value, scale: Any, zero: Any, name: str, attrs: dict[str, Any]
           ) -> Value:
-    s = g.add_const(f"{name}.scale", scale, trainable=True)
+    s = g.add_const(f"{name}.scale", scale)
     z = g.add_const(f"{name}.zero_point", zero)
     return g.add_node(FAKE, [value, s, z], attrs, name=f"{name}_fake_quantize")
 
@@ -87,14 +87,17 @@ def prepare(g: Graph, batches: Sequence[Mapping[str, np.ndarray]], *, method: st
     values = needed_values(g, layers)
     ranges = calibrate.measure_ranges(g, batches, values, method=method)
     grids = {v: calibrate.activation_grid(*r) for v, r in ranges.items()}
+    qat = insert_fake_quant(g, grids, per_channel=per_channel, qmax=qmax)
     record = {"per_channel": per_channel, "qmax": qmax,
-              "zero_points": {g.value_name(v): grids[v].zero_point for v in values}}
-    return insert_fake_quant(g, grids, per_channel=per_channel, qmax=qmax), record
+              "zero_points": {g.value_name(v): grids[v].zero_point for v in values},
+              "scales": {s.node: np.asarray(qat.const_value(s)).tolist()
+                         for n in qat.op_nodes() if qat.op(n) == FAKE
+                         for s in qat.in_values(n)[1:2]}}
+    return qat, record
 
 
 def qat_graph(g: Graph, record: Mapping[str, Any]) -> Graph:
-    """Rebuild the QAT graph of ``g`` from a checkpoint's record (its scales then come from
-    the checkpoint's state)."""
+    """Rebuild the QAT graph of ``g`` from a checkpoint's record (grids and weight scales)."""
     values = needed_values(g, find_layers(g))
     zero_points = record["zero_points"]
     missing = [g.value_name(v) for v in values if g.value_name(v) not in zero_points]
@@ -103,7 +106,17 @@ def qat_graph(g: Graph, record: Mapping[str, Any]) -> Graph:
                           expected=f"zero points of {', '.join(missing)}",
                           got=sorted(zero_points), hint="Use the model the checkpoint trained.")
     grids = {v: Grid(1.0, int(zero_points[g.value_name(v)])) for v in values}
-    return insert_fake_quant(g, grids, per_channel=record["per_channel"], qmax=record["qmax"])
+    qat = insert_fake_quant(g, grids, per_channel=record["per_channel"], qmax=record["qmax"])
+    for name, value in record["scales"].items():
+        old = qat.const_value(Value(name)) if name in qat.nx else None
+        if old is None or np.shape(value) != old.shape:
+            raise GraphcError("the checkpoint's QAT record does not fit the model",
+                              where=name, expected=f"a scale of shape {getattr(old, 'shape', '?')}",
+                              got=np.shape(value), hint="Use the model the checkpoint trained.")
+        array = np.asarray(value, np.float32)
+        array.flags.writeable = False
+        qat.nx.nodes[name]["value"] = array
+    return qat
 
 
 def fake_quant_grids(g: Graph) -> tuple[Graph, dict[Value, Grid], dict[str, np.ndarray]]:
