@@ -81,14 +81,15 @@ from typing import Any
 import numpy as np
 
 from graphc.compress import calibrate
-from graphc.compress.calibrate import Grid
+from graphc.compress.calibrate import Grid, calibration_batches
 from graphc.compress.int8 import (
     GRID_PRESERVING,
     Layer,
-    _grid_source,
     build,
     find_layers,
+    grid_source,
     needed_values,
+    relative_rms,
 )
 from graphc.compress.int8_forms import build_dynamic, to_qoperator
 from graphc.compress.qat import fake_quant_grids
@@ -108,39 +109,6 @@ TIMING_SEED = 0
 # load and 0.987 without; a tie that passes by chance can make the whole-model check reject
 # every layer, and a gain under 2% of one layer is not worth the risk.
 LAYER_MARGIN = 0.98
-
-
-def _batches(g: Graph, calibration: Any) -> list[dict[str, np.ndarray]]:
-    """Split calibration data (an array for a one-input model, else a mapping from input
-    names to arrays with one sample per row) into feeds of the graph's own batch size."""
-    if not isinstance(calibration, Mapping):
-        if len(g.inputs) != 1:
-            raise UsageError("calibration data for a model with several inputs needs names",
-                             expected=f"a mapping with {', '.join(g.inputs)}",
-                             got="one array")
-        calibration = {g.inputs[0]: calibration}
-    data = {}
-    for name in g.inputs:
-        ttype = g.type_of(Value(name))
-        if name not in calibration:
-            raise UsageError("the calibration data has no values for an input",
-                             where=f"input {name!r}", expected=sorted(g.inputs),
-                             got=sorted(calibration))
-        array = np.asarray(calibration[name], ttype.dtype)
-        per_sample = int(np.prod(ttype.shape[1:]))
-        if array.shape[1:] != ttype.shape[1:]:
-            if array.ndim == 0 or array.size != len(array) * per_sample:
-                raise UsageError("the calibration data does not fit the model's input",
-                                 where=f"input {name!r}", expected=f"(N, {ttype.shape[1:]})",
-                                 got=array.shape)
-            array = array.reshape(len(array), *ttype.shape[1:])
-        data[name] = array
-    count = min(len(a) for a in data.values())
-    b = g.type_of(Value(g.inputs[0])).shape[0] if g.inputs else 1
-    if count < b:
-        raise UsageError("too little calibration data", expected=f"at least {b} samples (one "
-                         "batch of the model)", got=count)
-    return [{n: a[k:k + b] for n, a in data.items()} for k in range(0, count - b + 1, b)]
 
 
 def _random_feeds(g: Graph) -> dict[str, np.ndarray]:
@@ -166,19 +134,12 @@ def _runner(model: bytes, names: Sequence[str] | None = None) -> Any:
     return lambda feeds: dict(zip(outputs, sess.run(outputs, dict(feeds)), strict=True))
 
 
-def _rel_rms(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> float:
-    num = sum(float(np.sum((np.asarray(a, np.float64) - b) ** 2)) for a, b in zip(got, want,
-                                                                                  strict=True))
-    den = sum(float(np.sum(np.asarray(b, np.float64) ** 2)) for b in want)
-    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
-
-
 def _error(model: bytes, batches: Sequence[Mapping[str, np.ndarray]],
            reference: Sequence[dict[str, np.ndarray]]) -> float:
     """The model's output error: relative RMS per batch, averaged (so that one sample with
     large outputs does not hide the error on all the others)."""
     run = _runner(model)
-    errors = [_rel_rms(list(run(feeds).values()), list(ref.values()))
+    errors = [relative_rms(list(run(feeds).values()), list(ref.values()))
               for feeds, ref in zip(batches, reference, strict=True)]
     return float(np.mean(errors))
 
@@ -191,15 +152,26 @@ def _grids(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np.
     return {v: calibrate.activation_grid(*r) for v, r in ranges.items()}
 
 
-def _check_options(prefer: str, weight_range: str, format: str, dynamic: bool,
-                   calibration: Any, trained: bool) -> None:
-    if prefer not in PREFER:
-        raise unknown("preference", prefer, PREFER, cls=UsageError, where="--prefer")
-    if weight_range not in WEIGHT_RANGES:
-        raise unknown("weight range", weight_range, WEIGHT_RANGES, cls=UsageError,
-                      where="--weight-range")
-    if format not in FORMATS:
-        raise unknown("int8 format", format, FORMATS, cls=UsageError, where="--format")
+def check_choices(*, method: str = "minmax", prefer: str = "speed", weight_range: str = "auto",
+                  format: str = "qdq", max_error: float = 0.05) -> None:
+    """Refuse an option value the pass does not know (the CLI calls this before reading any
+    data, so that a typo is a usage error at once)."""
+    for flag, what, value, known in (
+            ("--calibration", "calibration method", method, calibrate.METHODS),
+            ("--prefer", "preference", prefer, PREFER),
+            ("--weight-range", "weight range", weight_range, WEIGHT_RANGES),
+            ("--format", "int8 format", format, FORMATS)):
+        if value not in known:
+            raise unknown(what, value, known, cls=UsageError, where=flag)
+    if not max_error > 0:
+        raise UsageError("--max-error must be positive", where="--max-error",
+                         expected="a relative error > 0, e.g. 0.05", got=max_error)
+
+
+def _check_options(method: str, prefer: str, weight_range: str, format: str, max_error: float,
+                   dynamic: bool, calibration: Any, trained: bool) -> None:
+    check_choices(method=method, prefer=prefer, weight_range=weight_range, format=format,
+                  max_error=max_error)
     if dynamic and format != "qdq":
         raise UsageError(f"--format {format} does not apply to --dynamic", where="--format",
                          expected="no --format with --dynamic", got=format,
@@ -289,7 +261,7 @@ def _layer_models(g: Graph, layer: Layer, form: Form, grids: Mapping[Value, Grid
     from graphc.onnxio.export import to_bytes
 
     x = g.in_values(layer.node)[0]
-    grid = grids.get(_grid_source(g, x, grids))
+    grid = grids.get(grid_source(g, x, grids))
     fp32, _ = _one_layer(g, layer)
     small, one = _one_layer(g, layer, grid if u8_in else None)
     on = {small.in_values(layer.node)[0]: grid} if grid is not None else {}
@@ -326,7 +298,7 @@ def _keep_fast(g: Graph, form: Form, grids: Mapping[Value, Grid], kept: list[Lay
     fast: list[Layer] = []
     for layer in kept:
         points = dict.fromkeys(la.out_point for la in fast if la.out_point is not None)
-        u8_in = not dynamic and _grid_source(g, g.in_values(layer.node)[0], points) in points
+        u8_in = not dynamic and grid_source(g, g.in_values(layer.node)[0], points) in points
         u8_out = (not dynamic and layer.out_point is not None
                   and _only_read_by(g, layer.out_point, candidates))
         models, layer_feeds = _layer_models(g, layer, form, grids, u8_in, u8_out)
@@ -360,7 +332,8 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
     from graphc.onnxio.export import to_bytes
 
     trained = any(g.op(n) == "FakeQuantizeLinear" for n in g.op_nodes())
-    _check_options(prefer, weight_range, format, dynamic, calibration, trained)
+    _check_options(method, prefer, weight_range, format, max_error, dynamic, calibration,
+                   trained)
     notes = report.notes if report is not None else []
     if weight_range == "auto":
         weight_range = "full" if cpu_info().vnni else "reduced"
@@ -390,7 +363,7 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
         layers = [la for la in layers if g.op(la.node) != "Conv"]
     if not layers:
         return g.copy()
-    batches = _batches(g, calibration) if calibration is not None else []
+    batches = calibration_batches(g, calibration) if calibration is not None else []
     weights = (f"weights int8 [-{qmax}, {qmax}] "
                f"{'per channel' if per_channel else 'per tensor'}")
     grids: Mapping[Value, Grid] = {}

@@ -8,7 +8,7 @@ import pytest
 
 from graphc.cli import main
 from graphc.compress.calibrate import activation_grid, weight_scales
-from graphc.compress.int8 import _grid_source, build, find_layers, needed_values
+from graphc.compress.int8 import build, find_layers, grid_source, needed_values
 from graphc.compress.qat import fake_quant_grids, prepare, qat_graph
 from graphc.interpret import run
 from graphc.ir import Value
@@ -62,7 +62,7 @@ def test_grids_read_back_and_rebuild_from_the_record():
     points = {v: None for v in needed_values(g, find_layers(g))}
     for v, grid in grids.items():
         # pool2 and flatten1 share their input's grid (MaxPool and Flatten keep the grid).
-        source = plain.value_name(_grid_source(plain, v, points))
+        source = plain.value_name(grid_source(plain, v, points))
         assert grid.zero_point == record["zero_points"][source]
     # Rebuilt from the record (scales 1 until a checkpoint's state fills them): same structure.
     again = qat_graph(g, record)

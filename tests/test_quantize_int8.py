@@ -472,11 +472,13 @@ def test_an_int8_gemm_before_an_fp32_layer_still_fuses(form):
 
 
 def cnn_grids(g):
+    from graphc.compress.calibrate import calibration_batches
     from graphc.compress.int8 import find_layers
-    from graphc.passes.quantize_int8 import _batches, _grids
+    from graphc.passes.quantize_int8 import _grids
 
     layers = {la.node: la for la in find_layers(g)}
-    return layers, _grids(g, list(layers.values()), _batches(g, digits_like(g)), "minmax", 99.99)
+    batches = calibration_batches(g, digits_like(g))
+    return layers, _grids(g, list(layers.values()), batches, "minmax", 99.99)
 
 
 def quantize_params(model, node_op: str) -> list[tuple[float, int]]:

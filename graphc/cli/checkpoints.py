@@ -182,6 +182,23 @@ def need_all(path: str, names: Any, state: Any, spec: str) -> None:
                 hint="Use a checkpoint written by `graphc train` for this model.")
 
 
+def folded(graph: Any, state: Any = None) -> Any:
+    """``graph`` with ``state``'s weights (if any) and its BatchNormalization folded: the form
+    quantization-aware training trains and ships."""
+    from graphc.pipeline import run_pipeline
+    from graphc.train.step import apply_state
+
+    return run_pipeline(apply_state(graph, state or {}), ["fold-batchnorm"])[0]
+
+
+def qat_model(graph: Any, record: Any, state: Any = None) -> Any:
+    """The graph of a quantization-aware trained model: ``graph`` folded (``folded``) with the
+    fake quantization of ``record`` (what ``graphc.compress.qat.prepare`` recorded)."""
+    from graphc.compress.qat import qat_graph
+
+    return qat_graph(folded(graph, state), record)
+
+
 def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
     """``compile --weights``: MODEL ``spec``'s graph with the weights of checkpoint ``path``,
     its head rebuilt for the checkpoint's class count if that differs."""
@@ -195,11 +212,8 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
     ck = read_checkpoint(path, spec, "--weights")
     graph, head = fit_head(loaded.graph, ck.state, seed)
     if ck.data.get("qat"):
-        # A QAT checkpoint holds the folded model with its fake quantization and scales.
-        from graphc.compress.qat import qat_graph
-        from graphc.pipeline import run_pipeline
-
-        graph = qat_graph(run_pipeline(graph, ["fold-batchnorm"])[0], ck.data["qat"])
+        # A QAT checkpoint holds the folded model; its record, the fake quantization's grids.
+        graph = qat_model(graph, ck.data["qat"])
         head = ", ".join([head, "quantization-aware"] if head else ["quantization-aware"])
     need_all(path, model_state(graph), ck.state, spec)
     graph = apply_state(graph, ck.state)

@@ -15,7 +15,7 @@ from graphc.cli.checkpoints import (
     print_accuracy,
 )
 from graphc.cli.common import Loaded, format_size, load_model
-from graphc.errors import UsageError, unknown
+from graphc.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,20 +105,13 @@ def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
             raise UsageError(f"{', '.join(given)} only apply to quantize-int8",
                              expected="--passes quantize-int8", got=f"passes: {names or 'none'}")
         return {}
-    from graphc.compress.calibrate import METHODS
-    from graphc.passes.quantize_int8 import FORMATS, PREFER, WEIGHT_RANGES
+    from graphc.passes.quantize_int8 import check_choices
 
     # Checked before any data is read or any pass runs: a typo is a usage error at once.
-    for flag, what, value, known in (
-            ("--calibration", "calibration method", args.calibration, METHODS),
-            ("--prefer", "preference", args.prefer, PREFER),
-            ("--weight-range", "weight range", args.weight_range, WEIGHT_RANGES),
-            ("--format", "int8 format", args.format, FORMATS)):
-        if value is not None and value not in known:
-            raise unknown(what, value, known, cls=UsageError, where=flag)
-    if args.max_error is not None and not args.max_error > 0:
-        raise UsageError("--max-error must be positive", where="--max-error",
-                         expected="a relative error > 0, e.g. 0.05", got=args.max_error)
+    given = {"method": args.calibration, "prefer": args.prefer,
+             "weight_range": args.weight_range, "format": args.format,
+             "max_error": args.max_error}
+    check_choices(**{k: v for k, v in given.items() if v is not None})
     trained = weights is not None and weights.checkpoint.data.get("qat")
     if args.calibrate is None and not args.dynamic and not trained:
         raise UsageError("quantize-int8 needs calibration data", where="--calibrate",
@@ -190,6 +183,7 @@ def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
     and fused (as it will run), both against the interpreter, and against the fp32 model."""
     import numpy as np
 
+    from graphc.compress.int8 import relative_rms
     from graphc.interpret import run
     from graphc.onnxio.runtime import max_abs_diff, session
 
@@ -208,9 +202,7 @@ def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
     print(f"               max abs diff {max_abs_diff(expected, fused):.3g} (fused int8 kernels, "
           "as the file will run, vs the interpreter: may differ by quantization steps)")
     want = run(original, feeds)
-    rms = np.sqrt(sum(float(np.sum((np.asarray(fused[n], np.float64) - want[n]) ** 2))
-                      for n in names) / max(sum(float(np.sum(np.square(want[n], dtype=np.float64)))
-                                                for n in names), 1e-30))
+    rms = relative_rms([fused[n] for n in names], [want[n] for n in names])
     print(f"               relative RMS {rms:.3g} (fused int8 vs the original model on the "
           "interpreter: the quantization error)")
 

@@ -13,11 +13,13 @@ from graphc.cli.checkpoints import (
     check_data,
     classes_text,
     fit_head,
+    folded,
     head_classes,
     load_data,
     model_name,
     need_all,
     parse_classes,
+    qat_model,
     read_checkpoint,
 )
 from graphc.cli.common import build_at, check_writable, load_module
@@ -161,35 +163,26 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     return _Plan(name, build, train_set, test_set, config, record, state, notes, details)
 
 
-def _folded(graph: Any, state: dict[str, np.ndarray]) -> Any:
-    """``graph`` with ``state``'s weights and its BatchNormalization folded (what ships)."""
-    from graphc.pipeline import run_pipeline
-    from graphc.train.step import apply_state
-
-    folded, _ = run_pipeline(apply_state(graph, state), ["fold-batchnorm"])
-    return folded
-
-
 def _with_fake_quant(build: Any, state: dict[str, np.ndarray], train_set: Any, config: Any,
                      record: dict[str, Any]) -> tuple[Any, dict[str, np.ndarray]]:
     """``--qat``: calibrate the folded model on training images, then train its graph with
-    fake quantization; the checkpoint's record keeps the zero points to rebuild it."""
+    fake quantization; the checkpoint's record keeps the grids to rebuild it."""
+    from graphc.compress.calibrate import calibration_batches
     from graphc.compress.latency import cpu_info
-    from graphc.compress.qat import prepare, qat_graph
+    from graphc.compress.qat import prepare
     from graphc.ir import Value
     from graphc.train.loop import fit_data, model_state
 
-    graph = _folded(build(config.batch), state)
+    graph = folded(build(config.batch), state)
     shape = graph.type_of(Value(graph.inputs[0])).shape
     x = fit_data(train_set, shape, "--qat")[:max(256, shape[0])]
-    batches = [{graph.inputs[0]: x[k:k + shape[0]]} for k in range(0, len(x) - shape[0] + 1,
-                                                                      shape[0])]
-    qat, qat_record = prepare(graph, batches, qmax=127 if cpu_info().vnni else 63)
+    qat, qat_record = prepare(graph, calibration_batches(graph, x),
+                              qmax=127 if cpu_info().vnni else 63)
     record["qat"] = qat_record
     start = dict(state)
 
     def build_qat(batch: int) -> Any:
-        return qat_graph(_folded(build(batch), start), qat_record)
+        return qat_model(build(batch), qat_record, start)
 
     return build_qat, model_state(qat)
 
@@ -227,12 +220,10 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
         return fit_head(graph, ck.state, config.seed)[0] if refit else graph
 
     if record.get("qat"):
-        from graphc.compress.qat import qat_graph
-
         plain = build
 
         def build(batch: int) -> Any:
-            return qat_graph(_folded(plain(batch), {}), record["qat"])
+            return qat_model(plain(batch), record["qat"])
 
     details = [f"  resumed        {args.resume} after epoch {ck.epoch}"]
     return _Plan(model_name(args.model), build, train_set, test_set, config, record, ck.state,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from graphc.errors import UsageError, unknown
+from graphc.ir import Graph, Value
 
 METHODS = ("minmax", "percentile", "entropy")
 HISTOGRAM_BINS = 2048
@@ -238,3 +239,36 @@ def measure_ranges(g: Any, batches: Sequence[Mapping[str, np.ndarray]], values: 
 
     ranges = collect_ranges(run, batches, names, method=method, percentile=percentile)
     return {v: ranges[n] for v, n in zip(values, names, strict=True)}
+
+
+def calibration_batches(g: Graph, calibration: Any) -> list[dict[str, np.ndarray]]:
+    """Split calibration data (an array for a one-input model, else a mapping from input
+    names to arrays with one sample per row) into feeds of the graph's own batch size."""
+    if not isinstance(calibration, Mapping):
+        if len(g.inputs) != 1:
+            raise UsageError("calibration data for a model with several inputs needs names",
+                             expected=f"a mapping with {', '.join(g.inputs)}",
+                             got="one array")
+        calibration = {g.inputs[0]: calibration}
+    data = {}
+    for name in g.inputs:
+        ttype = g.type_of(Value(name))
+        if name not in calibration:
+            raise UsageError("the calibration data has no values for an input",
+                             where=f"input {name!r}", expected=sorted(g.inputs),
+                             got=sorted(calibration))
+        array = np.asarray(calibration[name], ttype.dtype)
+        per_sample = int(np.prod(ttype.shape[1:]))
+        if array.shape[1:] != ttype.shape[1:]:
+            if array.ndim == 0 or array.size != len(array) * per_sample:
+                raise UsageError("the calibration data does not fit the model's input",
+                                 where=f"input {name!r}", expected=f"(N, {ttype.shape[1:]})",
+                                 got=array.shape)
+            array = array.reshape(len(array), *ttype.shape[1:])
+        data[name] = array
+    count = min(len(a) for a in data.values())
+    b = g.type_of(Value(g.inputs[0])).shape[0] if g.inputs else 1
+    if count < b:
+        raise UsageError("too little calibration data", expected=f"at least {b} samples (one "
+                         "batch of the model)", got=count)
+    return [{n: a[k:k + b] for n, a in data.items()} for k in range(0, count - b + 1, b)]

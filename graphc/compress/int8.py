@@ -100,7 +100,7 @@ def _out_point(g: Graph, node: str) -> Value:
     return Value(node)
 
 
-def _grid_source(g: Graph, value: Value, grids: Mapping[Value, Grid]) -> Value:
+def grid_source(g: Graph, value: Value, grids: Mapping[Value, Grid]) -> Value:
     """Follow grid-preserving ops back to a value that has a grid of its own."""
     while value not in grids and g.op(value.node) in GRID_PRESERVING:
         value = g.in_values(value.node)[0]
@@ -115,13 +115,13 @@ def needed_values(g: Graph, layers: Sequence[Layer]) -> list[Value]:
         if layer.out_point is not None and layer.out_point not in found:
             found.append(layer.out_point)
     for layer in layers:
-        x = _grid_source(g, g.in_values(layer.node)[0], dict.fromkeys(points))
+        x = grid_source(g, g.in_values(layer.node)[0], dict.fromkeys(points))
         if x not in found:
             found.append(x)
     return found
 
 
-def _set_input(g: Graph, node: str, port: int, value: Value) -> None:
+def set_input(g: Graph, node: str, port: int, value: Value) -> None:
     for src, keyed in list(g.nx.pred[node].items()):
         for key, d in list(keyed.items()):
             if d["port"] == port:
@@ -156,8 +156,8 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
         x = values[0]
         if h.op(x.node) != "DequantizeLinear":
             if x not in dq_of:
-                _, dq_of[x] = _qdq(h, x, grids[_grid_source(g, x, grids)], h.value_name(x))
-            _set_input(h, node, 0, dq_of[x])
+                _, dq_of[x] = _qdq(h, x, grids[grid_source(g, x, grids)], h.value_name(x))
+            set_input(h, node, 0, dq_of[x])
             x = dq_of[x]
         x_scale = float(h.const_value(h.in_values(x.node)[1]))
         w = h.const_value(values[1])
@@ -172,7 +172,7 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
                          if per_channel else np.int8(0))
         attrs = {"axis": layer.weight_axis} if per_channel else {}
         wdq = h.add_node("DequantizeLinear", [wq, ws, wz], attrs, name=f"{node}_weight")
-        _set_input(h, node, 1, wdq)
+        set_input(h, node, 1, wdq)
         if layer.bias_port is not None:
             b = h.const_value(values[layer.bias_port])
             bias_scales = (np.float64(x_scale) * scales.astype(np.float64)).astype(np.float32)
@@ -185,7 +185,7 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
                              np.zeros(bias_scales.shape, np.int32))
             battrs = {"axis": 0} if per_channel else {}
             bdq = h.add_node("DequantizeLinear", [bq, bs, bz], battrs, name=f"{node}_bias")
-            _set_input(h, node, layer.bias_port, bdq)
+            set_input(h, node, layer.bias_port, bdq)
         if h.op(node) in ("Gemm", "MatMul"):
             _keep_fusable(h, node)
     chosen = {layer.node for layer in layers}
@@ -244,3 +244,12 @@ def _keep_fusable(h: Graph, node: str) -> None:
     if len(after) == 1 and h.op(after[0][0]) != "QuantizeLinear":
         h.nx.nodes[relu]["op"] = "LeakyRelu"
         h.nx.nodes[relu]["attrs"] = ops.get("LeakyRelu").check_attrs({"alpha": 0.0})
+
+
+def relative_rms(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> float:
+    """Return ``||got - want|| / ||want||`` over all arrays (float64): a quantized model's
+    output error against its float model."""
+    num = sum(float(np.sum((np.asarray(a, np.float64) - b) ** 2)) for a, b in zip(got, want,
+                                                                                  strict=True))
+    den = sum(float(np.sum(np.asarray(b, np.float64) ** 2)) for b in want)
+    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))

@@ -26,7 +26,7 @@ import numpy as np
 
 from graphc.compress import calibrate
 from graphc.compress.calibrate import Grid
-from graphc.compress.int8 import _grid_source, _set_input, find_layers, needed_values
+from graphc.compress.int8 import find_layers, grid_source, needed_values, set_input
 from graphc.errors import GraphcError
 from graphc.ir import CONST, Graph, Value
 
@@ -61,17 +61,17 @@ def insert_fake_quant(g: Graph, grids: Mapping[Value, Grid], *, per_channel: boo
         x = values[0]
         if h.op(x.node) != FAKE:
             if x not in done:
-                grid = grids[_grid_source(g, x, grids)]
+                grid = grids[grid_source(g, x, grids)]
                 done[x] = _fake(h, x, np.float32(grid.scale), np.uint8(grid.zero_point),
                                 h.value_name(x), {})
-            _set_input(h, layer.node, 0, done[x])
+            set_input(h, layer.node, 0, done[x])
         w = h.const_value(values[1])
         axis = layer.weight_axis if per_channel else None
         scales = calibrate.weight_scales(w, axis, qmax)
         zeros = np.zeros(scales.shape, np.int8)
         attrs = {"axis": layer.weight_axis} if per_channel else {}
         fq = _fake(h, values[1], scales, zeros, values[1].node, attrs)
-        _set_input(h, layer.node, 1, fq)
+        set_input(h, layer.node, 1, fq)
     return h
 
 
