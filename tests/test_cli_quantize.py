@@ -61,6 +61,11 @@ def test_calibration_from_an_npz_file(tmp_path, capsys):
     err = fails(capsys, ["compile", "mlp", "--passes", "quantize-int8", "--calibrate", str(npz),
                          "-o", str(tmp_path / "m.onnx")], 1)
     assert "does not fit the model's input" in err
+    npz.write_bytes(b"not an archive")
+    err = fails(capsys, ["compile", "mlp", "--passes", "quantize-int8", "--calibrate", str(npz),
+                         "-o", str(tmp_path / "bad.onnx")], 2)
+    assert "--calibrate: cannot read" in err and "expected an .npz file of arrays" in err
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 @pytest.mark.parametrize(("argv", "message"), [

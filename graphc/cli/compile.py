@@ -154,8 +154,11 @@ def calibration_data(spec: str, graph: Any, weights: Any) -> np.ndarray:
         with np.load(spec, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as err:
-        raise UsageError(f"cannot read {spec!r}: {err}", where="--calibrate",
-                         expected="an .npz file written by numpy.savez") from None
+        # numpy's own message ends with a period and, for a file that is no archive, talks of
+        # pickles: show its first sentence as what was found.
+        raise UsageError(f"cannot read {spec!r}", where="--calibrate",
+                         expected="an .npz file of arrays written by numpy.savez",
+                         got=str(err).split(". ")[0].rstrip(".")) from None
     name = graph.inputs[0]
     if name in arrays:
         return arrays[name]
