@@ -21,7 +21,8 @@ The pieces: ``pin_to_one_core()``; a timed case (``Stages``, ``Case``) and ``run
 which runs the cases interleaved round-robin after warm-up rounds; the formatters ``fmt_s()``,
 ``fmt_n()``, ``fmt_e()``, ``fmt_bytes()``, ``plural()``, ``verdict()``; the markdown builders
 ``md_table()``, ``timing_row()``, ``timing_table()``, ``heading()``; ``machine_lines()``, the
-machine description at the end of a report; the command line (``arg_parser()``,
+machine description at the end of a report; ``run_graphc()`` and ``train_digits()``, which
+run graphc's own command line in this process; the command line (``arg_parser()``,
 ``parse_args()``, ``rounds()``); ``log()`` and ``import_optional()``.
 """
 
@@ -40,13 +41,16 @@ for _var in THREAD_VARS:
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import gc  # noqa: E402
 import importlib  # noqa: E402
+import io  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
 from typing import Any, Protocol  # noqa: E402
 
@@ -252,6 +256,35 @@ def cpu_name() -> str:
         except OSError:
             pass
     return name or platform.machine()
+
+
+# ----- graphc's command line, in this process -----------------------------------------------
+
+
+def run_graphc(argv: list[str], logfile: Path) -> str:
+    """Run ``graphc ARGV`` in this process; keep its output in ``logfile``; fail on an error."""
+    from graphc.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = main(argv)
+    text = out.getvalue()
+    logfile.write_text(f"$ graphc {' '.join(argv)}\n{text}", encoding="utf-8")
+    if status != 0:
+        raise RuntimeError(f"graphc {' '.join(argv)} failed (exit {status}):\n{text}")
+    return text
+
+
+def train_digits(name: str, epochs: int, work: Path) -> Path:
+    """Return a digits checkpoint of zoo model ``name``, trained now (or earlier in ``work``)."""
+    ckpt = work / f"{name}-digits-e{epochs}.ckpt"
+    if ckpt.exists():
+        log(f"{name}: reusing {ckpt}")
+        return ckpt
+    log(f"{name}: graphc train {name} --data digits --epochs {epochs} --seed 0")
+    run_graphc(["train", name, "--data", "digits", "--epochs", str(epochs), "--seed", "0",
+                "-o", str(ckpt)], work / f"{name}-train.log")
+    return ckpt
 
 
 # ----- the command line ---------------------------------------------------------------------

@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import io
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -64,7 +63,7 @@ from pathlib import Path
 # harness sets the thread-pool variables when imported: it must come before numpy (and
 # onnxruntime), which read them once. The split keeps isort from moving it below numpy.
 import harness
-from harness import fmt_bytes, log, md_table, verdict
+from harness import fmt_bytes, log, md_table, run_graphc, train_digits, verdict
 
 # isort: split
 
@@ -79,7 +78,6 @@ from onnxruntime.quantization import (
 )
 
 import graphc
-from graphc.cli import main as graphc_main
 from graphc.cli.bench import NOISE
 from graphc.cli.checkpoints import load_data, onnx_accuracy
 from graphc.cli.compile import CALIBRATION_SAMPLES, calibration_data
@@ -117,30 +115,6 @@ class Model:
 
 
 # ----- making the files ---------------------------------------------------------------------
-
-
-def run_graphc(argv: list[str], logfile: Path) -> str:
-    """Run ``graphc ARGV`` in this process; keep its output in ``logfile``; fail on an error."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        status = graphc_main(argv)
-    text = out.getvalue()
-    logfile.write_text(f"$ graphc {' '.join(argv)}\n{text}", encoding="utf-8")
-    if status != 0:
-        raise RuntimeError(f"graphc {' '.join(argv)} failed (exit {status}):\n{text}")
-    return text
-
-
-def train(name: str, epochs: int, work: Path) -> Path:
-    """Return a digits checkpoint of zoo model ``name``, trained now (or earlier in ``work``)."""
-    ckpt = work / f"{name}-digits-e{epochs}.ckpt"
-    if ckpt.exists():
-        log(f"{name}: reusing {ckpt}")
-        return ckpt
-    log(f"{name}: graphc train {name} --data digits --epochs {epochs} --seed 0")
-    run_graphc(["train", name, "--data", "digits", "--epochs", str(epochs), "--seed", "0",
-                "-o", str(ckpt)], work / f"{name}-train.log")
-    return ckpt
 
 
 def pass_notes(log_text: str) -> list[str]:
@@ -281,7 +255,7 @@ def resnet_rows(m: Model) -> list[list[str]]:
 
 def digits_part(name: str, epochs: int, rounds: int, work: Path) -> Model:
     m = Model(name)
-    ckpt = train(name, epochs, work)
+    ckpt = train_digits(name, epochs, work)
     compile_forms(m, ["--weights", str(ckpt)], "digits", work)
     graph = load(name).build()
     # The images of `--calibrate digits`: graphc compile's own function, so the same 256.
@@ -394,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 prefix="graphc-bench-quantize-")))
         # Training uses onnxruntime's threads; everything after it runs on one core.
         for name in DIGITS_MODELS:
-            train(name, epochs, work)
+            train_digits(name, epochs, work)
         core = harness.pin_to_one_core()
         digits = {name: digits_part(name, epochs, rounds, work) for name in DIGITS_MODELS}
         resnet = None if args.quick else resnet_part(rounds, work)

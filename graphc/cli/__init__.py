@@ -1,6 +1,6 @@
 """The ``graphc`` command line: ``main()`` and the parser.
 
-One module per command (``compile``, ``train``, ``grad``, ``show``, and ``listing`` for
+One module per command (``compile``, ``train``, ``prune``, ``grad``, ``show``, and ``listing`` for
 ``passes``, ``models`` and ``ops``); what they share is in ``common`` (loading MODEL, output
 paths) and ``checkpoints`` (data sets, checkpoints, accuracy). No command module imports another.
 
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from graphc.cli import bench, compile, grad, listing, show, train
+    from graphc.cli import bench, compile, grad, listing, prune, show, train
     from graphc.version import __version__
 
     # --debug is accepted before and after the subcommand; SUPPRESS keeps the subcommand's
@@ -42,6 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     compile.add_parser(sub, common)
     train.add_parser(sub, common)
+    prune.add_parser(sub, common)
     listing.add_passes_parser(sub, common)
     show.add_parser(sub, common)
     grad.add_parser(sub, common)

@@ -199,6 +199,19 @@ def qat_model(graph: Any, record: Any, state: Any = None) -> Any:
     return qat_graph(folded(graph, state), record)
 
 
+def pruned_model(graph: Any, record: Any) -> tuple[Any, str]:
+    """``graph`` with the channels a ``graphc prune`` checkpoint's record removed, and a few
+    words on it ("" when the record prunes no channels)."""
+    channels = (record.get("pruned") or {}).get("channels")
+    if not channels:
+        return graph, ""
+    from graphc.compress.channels import slice_channels
+
+    before = sum(len(v) for v in channels.values())
+    sliced = slice_channels(graph, channels)
+    return sliced, f"channels pruned ({before:,} kept in {len(channels)} groups)"
+
+
 def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
     """``compile --weights``: MODEL ``spec``'s graph with the weights of checkpoint ``path``,
     its head rebuilt for the checkpoint's class count if that differs."""
@@ -211,6 +224,9 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
                          hint="An .onnx file carries its own weights.")
     ck = read_checkpoint(path, spec, "--weights")
     graph, head = fit_head(loaded.graph, ck.state, seed)
+    graph, pruned = pruned_model(graph, ck.data)
+    if pruned:
+        head = ", ".join([head, pruned] if head else [pruned])
     if ck.data.get("qat"):
         # A QAT checkpoint holds the folded model; its record, the fake quantization's grids.
         graph = qat_model(graph, ck.data["qat"])

@@ -45,7 +45,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     test_set = None
     if args.accuracy is not None:
         test_set = accuracy_data(args.accuracy, original, weights)
-    options = quantize_options(args, original, names, weights)
+    options = {**quantize_options(args, original, names, weights), **prune_options(args, names)}
     # The passes before quantize-int8 give its fp32 reference (same folds, no int8).
     cut = names.index("quantize-int8") if "quantize-int8" in names else len(names)
     fp32, reports = run_pipeline(original, names[:cut])
@@ -84,6 +84,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
             before = run_onnxruntime(loaded.onnx_file.read_bytes(), loaded.feeds)
             print(f"               max abs diff {max_abs_diff(before, got):.3g} (compiled vs "
                   "original file, both on onnxruntime)")
+    sparse = weights.checkpoint.data.get("pruned", {}).get("sparse") if weights else None
+    if sparse and "prune-magnitude" not in names:
+        print(f"  note         {len(sparse)} weights of {args.weights} hold pruned zeros: add "
+              "--passes prune-magnitude to store them as a bitmask and the kept values")
     if cut < len(names):
         print_int8_summary(fp32, data, opset, args, loaded.feeds, weights)
     if test_set is not None:
@@ -133,6 +137,27 @@ def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
     if args.fp32_layers:
         options["fp32_layers"] = [s.strip() for s in args.fp32_layers.split(",") if s.strip()]
     return {"quantize-int8": options}
+
+
+def prune_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The options of prune-magnitude and prune-channels from the command line, refused for
+    a pass that is not run."""
+    chosen: dict[str, dict[str, Any]] = {"prune-magnitude": {}, "prune-channels": {}}
+    for flag, value, key, passes in (
+            ("--sparsity", args.sparsity, "sparsity", ("prune-magnitude",)),
+            ("--prune-amount", args.prune_amount, "amount", ("prune-channels",)),
+            ("--prune-method", args.prune_method, "method", ("prune-channels",)),
+            ("--round-to", args.round_to, "round_to", ("prune-channels",)),
+            ("--prune-scope", args.prune_scope, "scope", ("prune-magnitude", "prune-channels"))):
+        if value is None:
+            continue
+        run = [p for p in passes if p in names]
+        if not run:
+            raise UsageError(f"{flag} only applies to {' or '.join(passes)}",
+                             expected=f"--passes {passes[0]}", got=f"passes: {names or 'none'}")
+        for name in run:
+            chosen[name][key] = value
+    return {k: v for k, v in chosen.items() if v}
 
 
 def calibration_data(spec: str, graph: Any, weights: Any) -> np.ndarray:
@@ -262,6 +287,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--accuracy", metavar="DATA",
                    help="print the written file's test accuracy on onnxruntime: digits (the "
                         "checkpoint's --classes subset, if any)")
+    r = p.add_argument_group("pruning (with --passes prune-magnitude or prune-channels; "
+                             "`graphc prune` fine-tunes between steps)")
+    r.add_argument("--sparsity", type=float, metavar="S",
+                   help="prune-magnitude: zero this fraction of each weight's smallest |w| "
+                        "(default: keep the zeros there are and store them as a bitmask)")
+    r.add_argument("--prune-amount", type=float, metavar="A",
+                   help="prune-channels: remove this fraction of the channels (default 0.5)")
+    r.add_argument("--prune-method", metavar="NORM",
+                   help="prune-channels: rank channels by l1 (sum |w|, default) or l2 "
+                        "(sum w^2)")
+    r.add_argument("--round-to", type=int, metavar="N",
+                   help="prune-channels: round kept channel counts up to a multiple of N")
+    r.add_argument("--prune-scope", metavar="NAME",
+                   help="layer (the same share of every layer, default) or global")
     q = p.add_argument_group("int8 quantization (with --passes quantize-int8)")
     q.add_argument("--calibrate", metavar="DATA",
                    help="calibration inputs: digits (256 training images) or FILE.npz")
