@@ -12,6 +12,11 @@ a JSON string with the model, the epoch, the step count, the training configurat
 history and a description of the data. ``load_checkpoint`` reads it back with
 ``allow_pickle=False``.
 
+Pruning: ``config.penalty`` adds l1, l2 or group-lasso penalties on every Conv, Gemm and
+MatMul weight to the loss, and ``masks`` keeps pruned weights at exactly zero while the rest
+trains. A checkpoint's data lists its masked parameters in ``data["pruned"]["sparse"]`` (the mask
+is ``w != 0`` of the stored weight); ``sparse_masks`` reads it back and ``resume`` trains with it.
+
 >>> from graphc.train.data import make_blobs_dataset
 >>> from graphc.models import load
 >>> data = make_blobs_dataset(240, classes=3, features=2, seed=0)
@@ -47,7 +52,16 @@ from graphc.train.augment import Augment
 from graphc.train.data import Dataset, one_hot
 from graphc.train.optim import SGD, Adam, Optimizer, schedule_from_spec
 from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
-from graphc.train.step import FeatureAugment, StepSpec, apply_state, compile_step
+from graphc.train.step import (
+    FeatureAugment,
+    Penalty,
+    StepSpec,
+    apply_state,
+    compile_step,
+    layer_weights,
+    parse_penalty,
+    penalty_spec,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 BACKENDS = ("onnxruntime", "interpreter")
@@ -62,7 +76,10 @@ Build = Callable[[int], Graph]
 class TrainConfig:
     """How to train. ``lr`` None is 0.05 for SGD and 0.001 for Adam; ``schedule`` is
     ``constant``, ``cosine`` (over the epochs) or ``step:SIZE,GAMMA``; ``freeze`` holds glob
-    patterns of parameter names not to train, until epoch ``unfreeze_at`` (if given)."""
+    patterns of parameter names not to train, until epoch ``unfreeze_at`` (if given);
+    ``penalty`` holds ``KIND[:WEIGHT]`` specs (``l1``, ``l2``, ``group-l1``, ``group-l2``),
+    each added to the loss over every trained Conv, Gemm and MatMul weight, and is kept in the
+    canonical ``KIND:WEIGHT`` form (the default weight filled in)."""
 
     epochs: int = 30
     batch: int = 64
@@ -79,8 +96,17 @@ class TrainConfig:
     unfreeze_at: int | None = None
     backend: str = "onnxruntime"
     threads: int | None = None
+    penalty: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        kinds = [parse_penalty(spec) for spec in self.penalty]
+        twice = sorted({k for k, _ in kinds if [k2 for k2, _ in kinds].count(k) > 1})
+        if twice:
+            raise UsageError(f"penalty {twice[0].replace('_', '-')!r} is given twice",
+                             where="--penalty", expected="each kind of penalty once",
+                             got=" ".join(self.penalty))
+        # Frozen dataclass: the canonical specs are set once, here.
+        object.__setattr__(self, "penalty", tuple(penalty_spec(k, w) for k, w in kinds))
         if self.optimizer not in OPTIMIZERS:
             raise unknown("optimizer", self.optimizer, OPTIMIZERS, cls=UsageError)
         if self.backend not in BACKENDS:
@@ -256,10 +282,43 @@ def _runner(spec: StepSpec, state: Mapping[str, np.ndarray], steps: int,
     return runner
 
 
-def _compile(forward: Graph, config: TrainConfig, frozen: Sequence[str]) -> StepSpec:
+def penalties(forward: Graph, config: TrainConfig, frozen: Sequence[str] = ()
+              ) -> list[Penalty]:
+    """Return the penalties of ``config`` over ``forward``'s Conv, Gemm and MatMul weights
+    that are not ``frozen`` (a penalty on a constant would only shift the loss).
+
+    >>> from graphc.models import load
+    >>> penalties(load("mlp").build(), TrainConfig(penalty=("l1:0.001",)), ["fc3.weight"])
+    [Penalty(kind='l1', weight=0.001, params=('fc1.weight', 'fc2.weight'))]
+    """
+    chosen = tuple(w for w in layer_weights(forward) if w not in set(frozen))
+    if config.penalty and not chosen:
+        raise UsageError("the penalty has no weight to act on", where="--penalty",
+                         expected="a trained Conv, Gemm or MatMul weight",
+                         got="none" if not frozen else f"all of them frozen ({len(frozen)})")
+    return [Penalty(*parse_penalty(spec), chosen) for spec in config.penalty]
+
+
+def sparse_masks(state: Mapping[str, np.ndarray], data: Mapping[str, Any]
+                 ) -> dict[str, np.ndarray]:
+    """Return the masks of a pruned checkpoint: ``state[p] != 0`` for every parameter ``p``
+    that ``data["pruned"]["sparse"]`` lists (none if the record has no such list).
+
+    >>> sparse_masks({"w": np.array([0.5, 0.0])}, {"pruned": {"sparse": ["w"]}})
+    {'w': array([ True, False])}
+    """
+    names = (data.get("pruned") or {}).get("sparse") or []
+    require_all(names, state, "the checkpoint lists {count} pruned parameters it has no "
+                "values for", expected="a value for every parameter in pruned.sparse")
+    return {name: np.asarray(state[name]) != 0 for name in names}
+
+
+def _compile(forward: Graph, config: TrainConfig, frozen: Sequence[str],
+             masks: Mapping[str, np.ndarray]) -> StepSpec:
     features = [FeatureAugment.parse(s) for s in config.feature_augment]
     return compile_step(forward, config.make_optimizer(), loss=config.loss, frozen=frozen,
-                        features=features)
+                        features=features, penalties=penalties(forward, config, frozen),
+                        masks=masks)
 
 
 def _check_output(forward: Graph, data: Dataset, batch: int) -> None:
@@ -275,13 +334,17 @@ def _check_output(forward: Graph, data: Dataset, batch: int) -> None:
 def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConfig, *,
           state: Mapping[str, np.ndarray] | None = None, start_epoch: int = 0,
           steps: int = 0, history: Sequence[EpochLog] = (), progress: bool = True,
-          on_epoch: Callable[[TrainResult], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[TrainResult], None] | None = None,
+          masks: Mapping[str, np.ndarray] | None = None) -> TrainResult:
     """Train ``build(batch)``'s model and return the result.
 
     ``state`` starts from given weights (a checkpoint's: parameters, running statistics and
     optimizer state, all optional); ``start_epoch``, ``steps`` and ``history`` resume a run.
-    ``on_epoch`` is called after every epoch (to write a checkpoint).
+    ``on_epoch`` is called after every epoch (to write a checkpoint). ``masks`` maps
+    parameters to 0/1 arrays of their shape: the weights under a 0 are set to 0 before the
+    first step and stay exactly 0 (``compile_step``'s masks).
     """
+    masks = dict(masks or {})
     forward = build(config.batch)
     if len(forward.inputs) != 1:
         raise UsageError("training feeds the data to one model input",
@@ -291,6 +354,13 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
                               "graphc.train.step.compile_step and a runner yourself.")
     eval_forward = build(min(len(test_set), 256)) if len(test_set) else forward
     _check_output(forward, train_set, config.batch)
+    if masks:
+        # The stored weights are what the step computes with: w * mask, zero under the mask.
+        start = {**model_state(forward), **(state or {})}
+        state = {**(state or {}), **{
+            name: (np.asarray(start[name]) * np.asarray(mask)).astype(start[name].dtype)
+            for name, mask in masks.items()
+            if name in start and np.shape(mask) == np.shape(start[name])}}
     if state:
         forward = apply_state(forward, state)
         eval_forward = apply_state(eval_forward, state)
@@ -304,7 +374,7 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     frozen = frozen_params(forward, config.freeze)
     if config.unfreeze_at is not None and start_epoch >= config.unfreeze_at:
         frozen = []
-    spec = _compile(forward, config, frozen)
+    spec = _compile(forward, config, frozen, masks)
     if start_epoch:
         require_all([*model_state(forward), *spec.state], state or {},
                     f"cannot resume after epoch {start_epoch}: the state has no values for "
@@ -323,7 +393,7 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     for epoch in range(start_epoch, config.epochs):
         if config.unfreeze_at is not None and epoch == config.unfreeze_at and spec.frozen:
             forward = apply_state(forward, runner.state())
-            spec = _compile(forward, config, [])
+            spec = _compile(forward, config, [], masks)
             runner = _runner(spec, {**runner.state()}, runner.steps, config)
         started = time.perf_counter()
         lr = schedule(epoch)
@@ -422,8 +492,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"format {meta.get('format')!r}")
         config = meta["config"]
-        for key in ("feature_augment", "freeze"):
-            config[key] = tuple(config[key])
+        # A checkpoint written before an option existed lacks its key: the default applies.
+        for key in ("feature_augment", "freeze", "penalty"):
+            if key in config:
+                config[key] = tuple(config[key])
         return Checkpoint(arrays, str(meta["model"]), int(meta["epoch"]), int(meta["steps"]),
                           TrainConfig(**config), [EpochLog(**h) for h in meta["history"]],
                           dict(meta.get("data", {})))
@@ -438,11 +510,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def resume(checkpoint: Checkpoint, build: Build, train_set: Dataset, test_set: Dataset, *,
            epochs: int | None = None, progress: bool = True,
            on_epoch: Callable[[TrainResult], None] | None = None) -> TrainResult:
-    """Continue a checkpoint's run with its own configuration, up to ``epochs`` in all."""
+    """Continue a checkpoint's run with its own configuration, up to ``epochs`` in all (the
+    pruned parameters its data lists keep their zeros: ``sparse_masks``)."""
     config = checkpoint.config if epochs is None else replace(checkpoint.config, epochs=epochs)
     return train(build, train_set, test_set, config, state=checkpoint.state,
                  start_epoch=checkpoint.epoch, steps=checkpoint.steps,
-                 history=checkpoint.history, progress=progress, on_epoch=on_epoch)
+                 history=checkpoint.history, progress=progress, on_epoch=on_epoch,
+                 masks=sparse_masks(checkpoint.state, checkpoint.data))
 
 
 # ----- curves -------------------------------------------------------------------------------
