@@ -1,5 +1,11 @@
 """``graphc train``: train MODEL on a data set, fresh, resumed, or from another checkpoint
-(transfer learning), writing a checkpoint after every epoch."""
+(transfer learning, fine-tuning a pruned model), writing a checkpoint after every epoch.
+
+A checkpoint whose record lists pruned weights (``pruned.sparse``, as ``graphc prune`` writes)
+trains with masks ``w != 0`` on them, from ``--init`` or ``--resume``, so its zeros stay zeros;
+one with pruned channels (``pruned.channels``) trains its pruned architecture. The new
+checkpoint carries the same ``pruned`` record.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from graphc.cli.checkpoints import (
     model_name,
     need_all,
     parse_classes,
+    pruned_model,
     qat_model,
     read_checkpoint,
 )
@@ -38,6 +45,7 @@ TRAIN_OPTIONS = {
     "feature_augment": "--feature-augment", "seed": "--seed", "threads": "--threads",
     "backend": "--backend", "init": "--init", "new_head": "--new-head", "freeze": "--freeze",
     "unfreeze_at": "--unfreeze-at", "classes": "--classes", "qat": "--qat",
+    "penalty": "--penalty",
 }
 
 
@@ -55,6 +63,7 @@ class _Plan:
     notes: list[str]
     details: list[str]
     checkpoint: Any = None
+    masks: dict[str, np.ndarray] | None = None
 
 
 def _plan_fresh(args: argparse.Namespace) -> _Plan:
@@ -83,7 +92,8 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
               "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
               "augment": augment, "feature_augment": tuple(args.feature_augment or ()),
               "freeze": tuple(args.freeze or ()), "unfreeze_at": args.unfreeze_at,
-              "backend": args.backend, "threads": args.threads}
+              "backend": args.backend, "threads": args.threads,
+              "penalty": tuple(args.penalty or ())}
     config = TrainConfig(**{k: v for k, v in values.items() if v is not None})
     if config.optimizer == "adam" and args.momentum is not None:
         raise UsageError("--momentum is an SGD setting", expected="--optimizer sgd with "
@@ -109,8 +119,10 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     init_state: dict[str, np.ndarray] = {}
     new_head = False
     ours = head_classes(probe)
+    pruned: dict[str, Any] = {}
     if args.init:
         ck = read_checkpoint(args.init, args.model, "--init")
+        pruned = dict(ck.data.get("pruned") or {})
         theirs = head_classes(probe, ck.state)
         names = set(model_state(probe))
         init_state = {k: v for k, v in ck.state.items() if k in names}
@@ -126,6 +138,8 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
 
     def build(batch: int) -> Any:
         graph = probe if batch == config.batch else build_at(module, config.seed, batch)
+        # The pruned architecture first: its channel record names the original head.
+        graph = pruned_model(graph, {"pruned": pruned})[0]
         if new_head or (ours is not None and ours != wanted):
             graph = replace_head(graph, wanted, config.seed)
         return graph
@@ -133,6 +147,7 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     graph = build(config.batch)
     head = head_params(graph) if new_head else []
     init_state = {k: v for k, v in init_state.items() if k not in head}
+    masks = _sparse_masks(ck, pruned, head) if args.init else {}
     if args.init:
         need_all(args.init, [n for n in model_state(graph) if n not in head], init_state,
                   args.model)
@@ -155,12 +170,55 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
         details.append(f"  frozen         {' '.join(config.freeze)} ({len(frozen)} parameters"
                        f"{until})")
     record = {"data": args.data, "classes": classes, "init": args.init, "new_head": new_head}
+    if pruned:
+        record["pruned"] = pruned
+        details.append(_pruned_line(pruned, masks, graph))
     if args.qat:
         build, state = _with_fake_quant(build, state, train_set, config, record)
         details.append(f"  qat            {len(record['qat']['zero_points'])} activation grids "
                        f"(minmax on 256 training images), weights int8 [-{record['qat']['qmax']}, "
                        f"{record['qat']['qmax']}] per channel, BatchNorm folded")
-    return _Plan(name, build, train_set, test_set, config, record, state, notes, details)
+    return _Plan(name, build, train_set, test_set, config, record, state, notes, details,
+                 masks=masks)
+
+
+def _sparse_masks(ck: Any, pruned: dict[str, Any], head: list[str]
+                  ) -> dict[str, np.ndarray]:
+    """The masks of ``--init``'s pruned weights (``w != 0``), without a new head's; ``pruned``
+    then lists exactly the masked parameters (its other keys stay as they are)."""
+    from graphc.train.loop import sparse_masks
+
+    masks = {k: v for k, v in sparse_masks(ck.state, ck.data).items() if k not in head}
+    if masks:
+        pruned["sparse"] = sorted(masks)
+    else:
+        pruned.pop("sparse", None)
+    return masks
+
+
+def _pruned_line(pruned: dict[str, Any], masks: dict[str, np.ndarray], graph: Any) -> str:
+    parts = []
+    if masks:
+        zeros = sum(int(m.size - m.sum()) for m in masks.values())
+        total = sum(m.size for m in masks.values())
+        parts.append(f"{zeros:,} of {total:,} weights in {len(masks)} parameters held at 0")
+    if pruned.get("channels"):
+        parts.append(f"channels as pruned ({graph.num_params():,} parameters)")
+    return f"  pruned         {'; '.join(parts) or 'record kept'}"
+
+
+def _penalty_line(plan: _Plan, state: dict[str, np.ndarray]) -> str:
+    """The penalties, the weights they act on and what they add to the loss at the end."""
+    from graphc.train.loop import frozen_params, penalties
+
+    graph = plan.build(plan.config.batch)
+    frozen = frozen_params(graph, plan.config.freeze) if plan.config.unfreeze_at is None else []
+    chosen = penalties(graph, plan.config, frozen)
+    count = len(chosen[0].params)
+    adds = ", ".join(f"{p.value(state):.4g}" for p in chosen)
+    return (f"  penalty        {' '.join(plan.config.penalty)} on {count} weight"
+            f"{'s' if count != 1 else ''} (Conv, Gemm, MatMul): adds {adds} to the loss at the "
+            "end")
 
 
 def _with_fake_quant(build: Any, state: dict[str, np.ndarray], train_set: Any, config: Any,
@@ -217,7 +275,8 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
 
     def build(batch: int) -> Any:
         graph = probe if batch == config.batch else build_at(module, config.seed, batch)
-        return fit_head(graph, ck.state, config.seed)[0] if refit else graph
+        graph = fit_head(graph, ck.state, config.seed)[0] if refit else graph
+        return pruned_model(graph, record)[0]
 
     if record.get("qat"):
         plain = build
@@ -226,6 +285,11 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
             return qat_model(plain(batch), record["qat"])
 
     details = [f"  resumed        {args.resume} after epoch {ck.epoch}"]
+    if record.get("pruned"):
+        from graphc.train.loop import sparse_masks
+
+        details.append(_pruned_line(record["pruned"], sparse_masks(ck.state, record),
+                                    build(config.batch)))
     return _Plan(model_name(args.model), build, train_set, test_set, config, record, ck.state,
                  [], details, ck)
 
@@ -281,7 +345,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                      epochs=plan.config.epochs, on_epoch=save)
         else:
             result = training.train(plan.build, plan.train_set, plan.test_set, plan.config,
-                                     state=plan.state, on_epoch=save)
+                                     state=plan.state, on_epoch=save, masks=plan.masks)
     except KeyboardInterrupt:
         if last[0]:
             print(f"graphc: interrupted; {output} holds epoch {last[0]}: continue with "
@@ -298,6 +362,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{plan.train_set.classes} classes)")
     for line in plan.details:
         print(line)
+    if plan.config.penalty:
+        print(_penalty_line(plan, result.state))
     print(f"  test accuracy  {100 * result.test_accuracy:.2f}%")
     print(f"  checkpoint     {output}")
     if args.plot:
@@ -347,6 +413,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--new-head", action="store_true", default=None,
                    help="with --init: train a new head (automatic when the class counts "
                         "differ)")
+    p.add_argument("--penalty", action="append", metavar="KIND[:WEIGHT]",
+                   help="add a penalty on every Conv, Gemm and MatMul weight to the loss: l1 "
+                        "(default weight 0.001), l2 (sum of squares, 0.0001), group-l1 (0.001) "
+                        "or group-l2 (per output channel, 0.01); repeatable, one per kind")
     p.add_argument("--freeze", action="append", metavar="GLOB",
                    help="parameters not to train, e.g. 'block*' (repeatable)")
     p.add_argument("--unfreeze-at", type=int, metavar="EPOCH",
