@@ -25,8 +25,8 @@ says which. A grouped Conv keeps the same number of channels in each of its grou
 
 >>> from graphc.models import load
 >>> g = load("cnn").build()
->>> [(grp.key, grp.channels, grp.prunable) for grp in channel_groups(g)]
-[('block1.conv', 16, True), ('block2.conv', 32, True), ('block3.conv', 64, True), ('logits', 10, False)]
+>>> [(grp.key, grp.channels) for grp in channel_groups(g) if grp.prunable]
+[('block1.conv', 16), ('block2.conv', 32), ('block3.conv', 64)]
 >>> keep = plan(g, 0.5)
 >>> slice_channels(g, keep).type_of(g.outputs[0]).shape
 (1, 10)
