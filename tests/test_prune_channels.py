@@ -117,7 +117,8 @@ def test_residual_add_ties_its_inputs() -> None:
     producers = [m.node for m in grp.members if m.role == "producer"]
     assert producers == ["conv1", "conv2"] and grp.channels == 16 and grp.prunable
     assert {("bn1", "vectors"), ("bn2", "vectors"), ("add", "tie"), ("pool", "pass"),
-            ("fc", "consumer")} <= {(m.node, m.role) for m in grp.members}
+            ("logits", "consumer"), ("conv2", "consumer")} <= {
+                (m.node, m.role) for m in grp.members}
     assert not out.prunable
 
 
