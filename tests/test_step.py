@@ -2,9 +2,12 @@
 independent references: train-mode BatchNorm and its running averages against the course formulas
 in float64 numpy, the whole step's gradient against central finite differences of its own loss,
 inverted dropout against its expectation, onnxruntime against the interpreter over several steps,
-frozen parameters, penalties and feature-space augmentation."""
+frozen parameters, penalties (against numpy norms), weight masks (masked weights read as 0,
+their zeros kept exactly by SGD and Adam) and feature-space augmentation."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -19,7 +22,17 @@ from graphc.models import load
 from graphc.pipeline import run_pipeline
 from graphc.train.optim import SGD, Adam
 from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
-from graphc.train.step import FeatureAugment, Penalty, StepSpec, apply_state, compile_step
+from graphc.train.step import (
+    DEFAULT_PENALTY_WEIGHTS,
+    FeatureAugment,
+    Penalty,
+    StepSpec,
+    apply_state,
+    compile_step,
+    layer_weights,
+    parse_penalty,
+    penalty_spec,
+)
 
 RUNNERS = [pytest.param(InterpreterRunner, id="interpreter"),
            pytest.param(OrtRunner, id="onnxruntime")]
@@ -762,3 +775,106 @@ def test_onnxruntime_steps_are_deterministic_with_several_threads() -> None:
     for other in states[1:]:
         for name, value in states[0].items():
             assert value.tobytes() == other[name].tobytes(), name
+
+
+# ----- penalty specs and weight masks --------------------------------------------------------
+
+
+def test_penalty_specs_and_the_weights_they_act_on() -> None:
+    assert parse_penalty("l1:0.01") == ("l1", 0.01)
+    assert parse_penalty(" Group-L2 ") == ("group_l2", DEFAULT_PENALTY_WEIGHTS["group_l2"])
+    assert parse_penalty("group_l1:2e-3") == ("group_l1", 0.002)
+    assert penalty_spec("group_l2", 0.01) == "group-l2:0.01"
+    # Conv and Gemm weights, not biases, not BatchNorm's scale and shift.
+    assert layer_weights(tiny_cnn()) == ["conv.weight", "fc.weight"]
+    assert layer_weights(load("cnn").build()) == [
+        "block1.conv.weight", "block2.conv.weight", "block3.conv.weight", "fc.weight"]
+    for spec, message in [("l3", "unknown penalty 'l3'; expected one of 'group-l1', 'group-l2', "
+                                 "'l1', 'l2'"),
+                          ("l1:-1", "weight of penalty 'l1' must be a positive number; expected "
+                                    "a number > 0, e.g. l1:0.0001, got '-1'"),
+                          ("l2:0", "got '0'"), ("l2:inf", "got 'inf'"),
+                          ("l1:abc", "bad penalty 'l1:abc'; expected KIND or KIND:WEIGHT")]:
+        with pytest.raises(UsageError, match=re.escape(f"--penalty: {message}")
+                           if message.startswith(("unknown", "bad")) else re.escape(message)):
+            parse_penalty(spec)
+
+
+def test_penalty_value_is_the_numpy_norm() -> None:
+    rng = np.random.default_rng(1)
+    state = {"a": rng.standard_normal((3, 2, 2)), "b": rng.standard_normal((4, 5))}
+    rows = {k: v.reshape(len(v), -1) for k, v in state.items()}
+    want = {"l1": sum(np.abs(v).sum() for v in state.values()),
+            "l2": sum((v ** 2).sum() for v in state.values()),
+            "group_l1": sum(np.abs(r).sum(1).sum() for r in rows.values()),
+            "group_l2": sum(np.sqrt((r ** 2).sum(1) + 1e-12).sum() for r in rows.values())}
+    for kind, total in want.items():
+        assert Penalty(kind, 0.25, ("a", "b")).value(state) == pytest.approx(0.25 * total,
+                                                                            rel=1e-12)
+
+
+def test_mask_multiplies_the_weight_in_the_forward_and_its_gradient() -> None:
+    """The step reads w * mask: its loss is the numpy loss of the masked weights, the masked
+    entries get gradient 0 (SGD lr 1, no decay: they keep their value) and the others the
+    gradient of the model whose weight is w * mask."""
+    forward = two_layer()
+    rng = np.random.default_rng(4)
+    w = const(forward, "fc1.weight")
+    mask = rng.random(w.shape) < 0.5
+    masked = compile_step(forward, SGD(lr=1.0), masks={"fc1.weight": mask})
+    assert [n for n in masked.graph.op_nodes() if n.startswith("fc1.weight.masked")]
+    reference = compile_step(apply_state(forward, {"fc1.weight": w * mask}), SGD(lr=1.0))
+    x, target = rng.standard_normal((8, 6)), one_hot_rows(rng, 8, 3, float)
+    got = one_step(masked, {"x": x, "target": target})
+    want = one_step(reference, {"x": x, "target": target})
+    p = {n: const(forward, n) for n in forward.params()}
+    h = np.maximum(x @ (w * mask).T + p["fc1.bias"], 0)
+    assert float(got["loss"]) == pytest.approx(
+        cross_entropy_ref(h @ p["fc2.weight"].T + p["fc2.bias"], target), rel=1e-12)
+    new = got["fc1.weight.next"]
+    np.testing.assert_array_equal(new[~mask], w[~mask])
+    np.testing.assert_allclose(new[mask], want["fc1.weight.next"][mask], rtol=1e-12)
+    for name in ("fc1.bias", "fc2.weight", "fc2.bias"):
+        np.testing.assert_allclose(got[f"{name}.next"], want[f"{name}.next"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("runner_cls", RUNNERS)
+@pytest.mark.parametrize("optimizer", [
+    pytest.param(SGD(lr=0.1, momentum=0.9, weight_decay=0.01), id="sgd-momentum-decay"),
+    pytest.param(SGD(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True), id="nesterov"),
+    pytest.param(Adam(lr=0.05, weight_decay=0.01), id="adam-decay")])
+def test_masked_zero_weights_stay_exactly_zero(runner_cls: type[Runner],
+                                               optimizer: SGD | Adam) -> None:
+    """A weight at 0 under a 0 mask: gradient, momentum (Adam's moments) and decay are all 0,
+    so it stays exactly 0 through the steps, with penalties too; the rest trains."""
+    forward = tiny_cnn(dtype=np.float32)
+    rng = np.random.default_rng(7)
+    masks = {n: rng.random(const(forward, n).shape) < 0.6 for n in ("conv.weight", "fc.weight")}
+    start = apply_state(forward, {n: const(forward, n) * m for n, m in masks.items()})
+    spec = compile_step(start, optimizer, masks=masks,
+                        penalties=[Penalty("l1", 0.01, ("conv.weight", "fc.weight")),
+                                   Penalty("group_l2", 0.01, ("conv.weight", "fc.weight"))])
+    runner = runner_cls(spec, spec.initial)
+    for _ in range(6):
+        batch = {"x": rng.standard_normal((6, 2, 4, 4)).astype(np.float32),
+                 "target": one_hot_rows(rng, 6, 4, np.float32), **spec.dropout_masks(rng)}
+        runner.run(batch, 0.1)
+    state = runner.state()
+    for name, mask in masks.items():
+        assert np.all(state[name][~mask] == 0), name
+        assert np.all(state[name][mask] != const(start, name)[mask]), name
+        for slot in optimizer.state_shapes(mask.shape):
+            assert np.all(state[f"{name}.{slot}"][~mask] == 0), (name, slot)
+
+
+def test_bad_masks_are_refused() -> None:
+    w = const(two_layer(), "fc1.weight")
+    for masks, message in [
+        ({"fc9.weight": np.ones(3)}, "masks: unknown parameter 'fc9.weight'"),
+        ({"fc1.weight": np.ones((6, 10))}, "masks: the mask of 'fc1.weight' has the wrong "
+                                           "shape; expected (10, 6), got (6, 10)"),
+        ({"fc1.weight": np.full(w.shape, 0.5)}, "masks: the mask of 'fc1.weight' is not 0/1; "
+                                                "expected an array of 0 and 1 (or of bools), "
+                                                "got 60 other values, e.g. 0.5")]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            compile_step(two_layer(), SGD(lr=0.1), masks=masks)

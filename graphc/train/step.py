@@ -321,7 +321,7 @@ def _mask_weight(g: Graph, name: str, mask: Any) -> None:
         bad = array[(array != 0) & (array != 1)]
         raise UsageError(f"the mask of {name!r} is not 0/1", where="masks",
                          expected="an array of 0 and 1 (or of bools)",
-                         got=f"{bad.size} other values, e.g. {bad.flat[0]!r}")
+                         got=f"{bad.size} other values, e.g. {bad.flat[0].item()!r}")
     masked = g.add_node("Mul", [Value(name), g.add_const(f"{name}.mask", array, dtype=t.dtype)],
                         name=f"{name}.masked")
     g.replace_all_uses(Value(name), masked, keep=[masked.node])
