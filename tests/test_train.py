@@ -1,6 +1,7 @@
 """The training loop (graphc.train): it learns a small synthetic problem, both backends give
 the same run, checkpoints round-trip exactly and are written atomically, a resumed run equals
-an uninterrupted one bit for bit, and bad configurations are named."""
+an uninterrupted one bit for bit, masks keep pruned weights at zero (also when a pruned
+checkpoint is resumed), penalty specs are saved, and bad configurations are named."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from graphc.train.loop import (
     TrainConfig,
     TrainResult,
     load_checkpoint,
+    penalties,
     resume,
     save_checkpoint,
+    sparse_masks,
     train,
 )
 
@@ -306,6 +309,92 @@ def test_resume_can_extend_a_run(tmp_path: Path, blobs: tuple[Dataset, Dataset])
     assert [h.epoch for h in longer.history] == [1, 2]
     assert longer.history[0] == first.history[0]
     assert longer.steps == 2 * first.steps
+
+
+# ----- penalties and masks (pruning) -----------------------------------------------------------
+
+
+def random_masks(g: Graph, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {n: rng.random(g.const_value(Value(n)).shape) < 0.5 for n in ("fc1.weight",
+                                                                           "fc2.weight")}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masks_keep_pruned_weights_at_zero_through_training(blobs: tuple[Dataset, Dataset],
+                                                            optimizer: str) -> None:
+    """The weights under a 0 start at 0 (train() zeroes them) and stay exactly 0 through
+    epochs of SGD (momentum, weight decay) or Adam with an l1 penalty; the others train."""
+    train_set, test_set = blobs
+    start = spiral_mlp(16)
+    masks = random_masks(start, 0)
+    config = TrainConfig(epochs=3, batch=16, optimizer=optimizer, weight_decay=1e-3,
+                         penalty=("l1:0.01",))
+    result = train(spiral_mlp, train_set, test_set, config, masks=masks, progress=False)
+    for name, mask in masks.items():
+        w, w0 = result.state[name], start.const_value(Value(name))
+        assert w0[~mask].any(), name  # the initial weights were not 0 there
+        assert np.all(w[~mask] == 0), name
+        assert np.all(w[mask] != w0[mask]), name
+    # The test accuracy is that of the returned state (zeros included) in numpy.
+    h1 = np.maximum(test_set.x @ result.state["fc1.weight"].T + result.state["fc1.bias"], 0)
+    h2 = np.maximum(h1 @ result.state["fc2.weight"].T + result.state["fc2.bias"], 0)
+    logits = h2 @ result.state["fc3.weight"].T + result.state["fc3.bias"]
+    assert np.mean(np.argmax(logits, 1) == test_set.y) == pytest.approx(result.test_accuracy)
+
+
+def test_resume_of_a_pruned_checkpoint_keeps_its_zeros(tmp_path: Path,
+                                                       blobs: tuple[Dataset, Dataset]) -> None:
+    """``pruned.sparse`` of a checkpoint's data: resume() trains with masks w != 0."""
+    train_set, test_set = blobs
+    config = TrainConfig(epochs=1, batch=16, seed=2, schedule="constant")
+    first = train(spiral_mlp, train_set, test_set, config, progress=False)
+    state = dict(first.state)
+    w = state["fc2.weight"].copy()
+    w[np.abs(w) < np.median(np.abs(w))] = 0
+    state["fc2.weight"] = w
+    path = tmp_path / "pruned.npz"
+    save_checkpoint(path, "spiral_mlp", TrainResult(state, first.history, first.steps), config,
+                    data={"pruned": {"sparse": ["fc2.weight"], "method": "magnitude"}})
+    ckpt = load_checkpoint(path)
+    assert sparse_masks(ckpt.state, ckpt.data)["fc2.weight"].tolist() == (w != 0).tolist()
+    longer = resume(ckpt, spiral_mlp, train_set, test_set, epochs=3, progress=False)
+    assert np.all(longer.state["fc2.weight"][w == 0] == 0)
+    assert np.all(longer.state["fc2.weight"][w != 0] != w[w != 0])
+    assert np.count_nonzero(longer.state["fc1.weight"] == 0) == 0  # no mask there
+    with pytest.raises(GraphcError, match=r"the checkpoint lists 1 pruned parameters it has no "
+                                          r"values for; expected a value for every parameter in "
+                                          r"pruned.sparse, got none for fc9.weight"):
+        sparse_masks(ckpt.state, {"pruned": {"sparse": ["fc9.weight"]}})
+
+
+def test_penalty_configuration_is_canonical_and_saved(tmp_path: Path,
+                                                      short_run: tuple[TrainResult, TrainConfig]
+                                                      ) -> None:
+    config = TrainConfig(penalty=("L1", "group-l2:0.5", "l2:1e-4"))
+    assert config.penalty == ("l1:0.001", "group-l2:0.5", "l2:0.0001")
+    assert [p.kind for p in penalties(spiral_mlp(4), config)] == ["l1", "group_l2", "l2"]
+    assert penalties(spiral_mlp(4), config, ["fc1.weight"])[0].params == ("fc2.weight",
+                                                                          "fc3.weight")
+    result, _ = short_run
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, "regularized_mlp", result, config)
+    assert load_checkpoint(path).config == config
+    # A checkpoint written before --penalty existed has no "penalty" key: it loads.
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays[META_KEY]))
+    del meta["config"]["penalty"]
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert load_checkpoint(tmp_path / "old.npz").config == replace(config, penalty=())
+    with pytest.raises(UsageError, match=r"--penalty: penalty 'l1' is given twice; expected "
+                                         r"each kind of penalty once, got l1 l1:0.1"):
+        TrainConfig(penalty=("l1", "l1:0.1"))
+    with pytest.raises(UsageError, match=r"--penalty: the penalty has no weight to act on; "
+                                         r"expected a trained Conv, Gemm or MatMul weight, got "
+                                         r"all of them frozen"):
+        penalties(spiral_mlp(4), config, ["fc1.weight", "fc2.weight", "fc3.weight"])
 
 
 # ----- errors ----------------------------------------------------------------------------------

@@ -355,12 +355,16 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     eval_forward = build(min(len(test_set), 256)) if len(test_set) else forward
     _check_output(forward, train_set, config.batch)
     if masks:
-        # The stored weights are what the step computes with: w * mask, zero under the mask.
+        # The stored weights are what the step computes with: w * mask, zero under the mask;
+        # so is their optimizer state (a pruned checkpoint's momentum would not be).
         start = {**model_state(forward), **(state or {})}
-        state = {**(state or {}), **{
-            name: (np.asarray(start[name]) * np.asarray(mask)).astype(start[name].dtype)
-            for name, mask in masks.items()
-            if name in start and np.shape(mask) == np.shape(start[name])}}
+        state = dict(state or {})
+        for name, mask in masks.items():
+            slots = [k for k in state if k.startswith(f"{name}.")] if name in start else []
+            for key in [name, *slots]:
+                value = np.asarray(start[key])
+                if value.shape == np.shape(mask):
+                    state[key] = (value * np.asarray(mask)).astype(value.dtype)
     if state:
         forward = apply_state(forward, state)
         eval_forward = apply_state(eval_forward, state)

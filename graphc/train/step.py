@@ -16,7 +16,8 @@
 - **Masks** keep pruned weights at zero: a parameter with a 0/1 mask enters the forward as
   ``w * mask`` (a Mul by a constant), so a masked weight contributes nothing and its gradient is
   0; with a zero starting value, its momentum, Adam moments and weight decay stay 0 too, so the
-  update leaves it at exactly 0.
+  update leaves it at exactly 0. The new value is multiplied by the mask as well, so a masked
+  weight is 0 after the step whatever the state it starts from (a carried momentum).
 - **Backward** by ``graphc.autodiff`` and the **update** of every trainable parameter by the
   optimizer, with the learning rate ``lr`` and the 1-based step count ``step`` as inputs.
 
@@ -310,8 +311,8 @@ def _conv_im2col(g: Graph, node: str) -> None:
     g.replace_all_uses(Value(node), y)
 
 
-def _mask_weight(g: Graph, name: str, mask: Any) -> None:
-    """Make every user of parameter ``name`` read ``name * mask`` (a constant 0/1 array)."""
+def _mask_weight(g: Graph, name: str, mask: Any) -> Value:
+    """Make every user of parameter ``name`` read ``name * mask``; return the mask constant."""
     t = g.type_of(Value(name))
     array = np.asarray(mask)
     if array.shape != t.shape:
@@ -322,9 +323,10 @@ def _mask_weight(g: Graph, name: str, mask: Any) -> None:
         raise UsageError(f"the mask of {name!r} is not 0/1", where="masks",
                          expected="an array of 0 and 1 (or of bools)",
                          got=f"{bad.size} other values, e.g. {bad.flat[0].item()!r}")
-    masked = g.add_node("Mul", [Value(name), g.add_const(f"{name}.mask", array, dtype=t.dtype)],
-                        name=f"{name}.masked")
+    constant = g.add_const(f"{name}.mask", array, dtype=t.dtype)
+    masked = g.add_node("Mul", [Value(name), constant], name=f"{name}.masked")
     g.replace_all_uses(Value(name), masked, keep=[masked.node])
+    return constant
 
 
 def _dropout_train(g: Graph, node: str) -> tuple[str, float]:
@@ -412,7 +414,7 @@ def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_ent
     ``frozen`` names parameters that are not trained (they stay constants in the step);
     ``features`` inserts feature-space augmentation (at most one mixup); ``masks`` maps
     parameters to 0/1 arrays of their shape: the forward reads ``w * mask``, so a masked
-    weight that starts at 0 stays exactly 0 (penalties act on ``w`` itself).
+    weight is 0 after every step (penalties act on ``w`` itself).
     """
     g = forward.copy(f"{forward.name}_train")
     params = g.params()
@@ -448,8 +450,7 @@ def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_ent
             raise unknown("parameter", name, params, cls=UsageError, where="masks")
     # After the train-mode rewrites (Im2Col reads the weight itself) and before the penalties
     # (they act on the stored weight).
-    for name, mask in masks.items():
-        _mask_weight(g, name, mask)
+    mask_values = {name: _mask_weight(g, name, mask) for name, mask in masks.items()}
     b = GraphBuilder(g.name)
     b.graph = g
     pred = Tensor(b, g.outputs[0])
@@ -479,6 +480,10 @@ def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_ent
             state_in[slot] = g.add_input(f"{p}.{slot}", shape, g.type_of(Value(p)).dtype)
             initial[f"{p}.{slot}"] = np.zeros(shape, g.type_of(Value(p)).dtype)
         new_p, new_state = optimizer.update(g, Value(p), grad, state_in, lr, step)
+        if p in mask_values:
+            # From a zero weight with zero optimizer state the update is exactly 0 already; a
+            # resumed momentum or a nonzero start under the mask would move it: cut it here.
+            new_p = g.add_node("Mul", [new_p, mask_values[p]], name=f"{p}.update.masked")
         updates[p] = new_p
         for slot, value in new_state.items():
             updates[f"{p}.{slot}"] = value
