@@ -177,6 +177,9 @@ def test_resume_refuses_training_options(mlp_ckpt, capsys):
     line = fails(capsys, ["train", "mlp", "--resume", str(mlp_ckpt), "--momentum", "0"],
                  status=2)
     assert "--momentum cannot be given" in line
+    line = fails(capsys, ["train", "mlp", "--resume", str(mlp_ckpt), "--penalty", "l1"],
+                 status=2)
+    assert "--penalty cannot be given with --resume" in line
     line = fails(capsys, ["train", "cnn", "--resume", str(mlp_ckpt)], status=2)
     assert "is a checkpoint of model 'mlp'" in line and "expected a checkpoint of 'cnn'" in line
     line = fails(capsys, ["train", "mlp", "--resume", str(mlp_ckpt), "--epochs", "0"], status=2)
@@ -194,6 +197,69 @@ def test_resume_to_fewer_epochs_than_done(tmp_path, capsys):
     run_ok(capsys, ["train", "mlp", "--resume", str(path), "-o", str(copy)])
     assert_same_arrays(load_checkpoint(copy).state, load_checkpoint(path).state)
     assert load_checkpoint(copy).data == load_checkpoint(path).data
+
+
+# ----- penalties and pruned checkpoints ----------------------------------------------------
+
+
+def test_penalty_adds_its_value_to_every_step_loss(tmp_path, capsys):
+    """With a learning rate of 1e-30 the weights do not move (the biases, from 0, by ~1e-30),
+    so each step's loss with --penalty l1:0.01 is the plain loss plus 0.01 * sum |W| over the
+    three Gemm weights (biases excluded), computed here in numpy."""
+    options = ["--data", "digits", "--epochs", "2", "--batch", "256", "--lr", "1e-30",
+               "--schedule", "constant"]
+    plain, penalized = tmp_path / "plain.ckpt", tmp_path / "l1.ckpt"
+    run_ok(capsys, ["train", "mlp", *options, "-o", str(plain)])
+    out, _ = run_ok(capsys, ["train", "mlp", *options, "--penalty", "l1:0.01",
+                             "-o", str(penalized)])
+    a, b = load_checkpoint(plain), load_checkpoint(penalized)
+    assert b.config == replace(a.config, penalty=("l1:0.01",))
+    start = load("mlp").build(batch=256)
+    weights = [start.const_value(Value(f"fc{k}.weight")) for k in (1, 2, 3)]
+    for k, w in enumerate(weights, 1):
+        assert b.state[f"fc{k}.weight"].tobytes() == w.tobytes()
+    penalty = 0.01 * sum(float(np.abs(w.astype(np.float64)).sum()) for w in weights)
+    assert penalty > 1.0
+    for ha, hb in zip(a.history, b.history, strict=True):
+        assert hb.loss - ha.loss == pytest.approx(penalty, rel=1e-5)
+    assert (f"  penalty        l1:0.01 on 3 weights (Conv, Gemm, MatMul): adds {penalty:.4g} to "
+            "the loss at the end") in out.splitlines()
+
+
+def pruned_checkpoint(source: Path, path: Path) -> np.ndarray:
+    """Write ``source`` with half of fc1.weight (the smallest |w|) set to 0 and the record of
+    a pruned checkpoint; return the pruned weight."""
+    ck = load_checkpoint(source)
+    w = ck.state["fc1.weight"].copy()
+    w[np.abs(w) < np.median(np.abs(w))] = 0
+    training.save_checkpoint(path, ck.model, training.TrainResult(
+        {**ck.state, "fc1.weight": w}, ck.history, ck.steps), ck.config,
+        data={**ck.data, "pruned": {"sparse": ["fc1.weight"], "method": "magnitude"}})
+    return w
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fine_tuning_a_pruned_checkpoint_keeps_its_zeros(mlp_ckpt, tmp_path, capsys,
+                                                          optimizer):
+    pruned, tuned = tmp_path / "pruned.ckpt", tmp_path / "tuned.ckpt"
+    w = pruned_checkpoint(mlp_ckpt, pruned)
+    out, _ = run_ok(capsys, ["train", "mlp", "--data", "digits", "--epochs", "2", "--init",
+                             str(pruned), "--optimizer", optimizer, "--penalty", "l2",
+                             "-o", str(tuned)])
+    assert "  pruned         4,096 of 8,192 weights in 1 parameter held at 0" in out.splitlines()
+    ck = load_checkpoint(tuned)
+    got = ck.state["fc1.weight"]
+    assert np.all(got[w == 0] == 0)
+    assert np.all(got[w != 0] != w[w != 0])
+    assert not np.any(ck.state["fc2.weight"] == 0)
+    # The record goes forward with its other keys; --resume keeps the zeros too.
+    assert ck.data["pruned"] == {"sparse": ["fc1.weight"], "method": "magnitude"}
+    out, _ = run_ok(capsys, ["train", "mlp", "--resume", str(tuned), "--epochs", "3"])
+    assert "  pruned         4,096 of 8,192 weights in 1 parameter held at 0" in out.splitlines()
+    again = load_checkpoint(tuned)
+    assert again.epoch == 3 and again.data == ck.data
+    assert np.all(again.state["fc1.weight"][w == 0] == 0)
+    assert not np.array_equal(again.state["fc1.weight"], got)
 
 
 # ----- transfer learning --------------------------------------------------------------------
@@ -425,6 +491,14 @@ def test_model_file_without_a_batch_argument(tmp_path, capsys):
     (["--data", "digits", "--batch", "0"], "batch must be a positive integer"),
     (["--data", "digits", "--init", "missing.ckpt"], "'missing.ckpt' does not exist"),
     (["--data", "digits", "--plot", "curves.gif"], "--plot: cannot draw"),
+    (["--data", "digits", "--penalty", "l3"], "--penalty: unknown penalty 'l3'; expected one "
+                                              "of 'group-l1', 'group-l2', 'l1', 'l2', got 'l3'"),
+    (["--data", "digits", "--penalty", "l1:-1"], "--penalty: the weight of penalty 'l1' must be "
+                                                 "a positive number; expected a number > 0"),
+    (["--data", "digits", "--penalty", "l1:abc"], "--penalty: bad penalty 'l1:abc'; expected "
+                                                  "KIND or KIND:WEIGHT, e.g. l1:0.0001, got"),
+    (["--data", "digits", "--penalty", "l2", "--penalty", "l2:0.1"],
+     "--penalty: penalty 'l2' is given twice"),
 ])
 def test_usage_errors_are_one_line(tmp_path, capsys, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
