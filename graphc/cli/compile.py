@@ -298,7 +298,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="prune-channels: rank channels by l1 (sum |w|, default) or l2 "
                         "(sum w^2)")
     r.add_argument("--round-to", type=int, metavar="N",
-                   help="prune-channels: round kept channel counts up to a multiple of N")
+                   help="prune-channels: round kept channel counts up to a multiple of N "
+                        "(default 8)")
     r.add_argument("--prune-scope", metavar="NAME",
                    help="layer (the same share of every layer, default) or global")
     q = p.add_argument_group("int8 quantization (with --passes quantize-int8)")

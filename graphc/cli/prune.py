@@ -73,6 +73,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 100:
         raise UsageError("the accuracy floor is out of range", where="--min-accuracy",
                          expected="a percentage in 0..100, e.g. 98.5", got=args.min_accuracy)
+    if args.method == "magnitude" and args.round_to is not None:
+        raise UsageError("--round-to rounds channel counts", where="--round-to",
+                         expected="--method l1 or l2 with --round-to",
+                         got="--method magnitude", hint="Magnitude pruning keeps every "
+                         "channel; it removes single connections.")
     ck = read_checkpoint(args.weights, args.model, "--weights")
     if ck.data.get("qat"):
         raise UsageError(f"{args.weights} is quantization-aware trained", where="--weights",
@@ -87,7 +92,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                          finetune_epochs=args.finetune_epochs,
                          min_accuracy=None if args.min_accuracy is None
                          else args.min_accuracy / 100, scope=args.scope,
-                         round_to=args.round_to, train=train_config,
+                         **({"round_to": args.round_to} if args.round_to else {}),
+                         train=train_config,
                          latency_batch=args.latency_batch)
     module = load_module(args.model, "prune")
     probe = build_at(module, ck.config.seed, 1)
@@ -127,11 +133,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(f"pruned {name} on {data}{classes_text(ck.data.get('classes'))}: {result.stopped}")
     print(_table(result, config.latency_batch))
     if args.plot:
-        final = rebuild(build, result.record)(1)
-        after = model_state(apply_state(final, result.state))
+        after = model_state(apply_state(rebuild(build, result.record)(1), result.state))
         weights = [n for n in before if n in after and before[n].ndim > 1]
         plot_pruning(result, {n: before[n] for n in weights}, {n: after[n] for n in weights},
                      args.plot, title=f"{name}: {what}")
+    final = result.final
+    if final.latency_ratio > 1.05:
+        print(f"  warning     the pruned file runs {final.latency_ratio:.2f}x the dense file's "
+              f"time at batch {config.latency_batch} on onnxruntime: odd channel counts run "
+              "slowly; try --round-to 16")
     print(f"  checkpoint  {args.output} (step {result.kept} of {len(result.steps)})")
     if args.plot:
         print(f"  plot        {args.plot}")
@@ -191,9 +201,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--scope", default="layer", metavar="NAME",
                    help="layer (the same share of every layer, default) or global (ranked "
                         "across layers)")
-    p.add_argument("--round-to", type=int, default=1, metavar="N",
-                   help="round kept channel counts up to a multiple of N (16 suits "
-                        "onnxruntime's conv kernels)")
+    p.add_argument("--round-to", type=int, metavar="N",
+                   help="round kept channel counts up to a multiple of N (default 8: "
+                        "onnxruntime runs odd counts slowly; 1 keeps exact shares)")
     p.add_argument("--lr", type=float, metavar="LR",
                    help="fine-tuning learning rate (default: a tenth of the checkpoint's)")
     p.add_argument("--latency-batch", type=int, default=256, metavar="N",

@@ -59,7 +59,8 @@ class PruneConfig:
     training with ``train`` (a ``TrainConfig`` whose ``epochs`` is ignored), the accuracy floor
     ``min_accuracy`` (a fraction, None for none), ``scope`` (``layer``: the same share of every
     layer or group; ``global``: ranked across them), ``round_to`` (kept channel counts rounded up
-    to a multiple, e.g. 16 for onnxruntime's conv kernels) and the batch size ``latency_batch``
+    to a multiple: 8 by default, see ``graphc.passes.prune_channels``; magnitude pruning keeps
+    every channel) and the batch size ``latency_batch``
     at which each step's file is timed (0: not timed)."""
 
     method: str = "l1"
@@ -67,7 +68,7 @@ class PruneConfig:
     finetune_epochs: int = 3
     min_accuracy: float | None = None
     scope: str = "layer"
-    round_to: int = 1
+    round_to: int = 8
     train: TrainConfig = field(default_factory=TrainConfig)
     latency_batch: int = 256
     threads: int = 1
@@ -86,11 +87,6 @@ class PruneConfig:
             raise UsageError("the accuracy floor is out of range", where="--min-accuracy",
                              expected="a percentage in 0..100, e.g. 98.5",
                              got=f"{100 * self.min_accuracy:g}")
-        if self.method == "magnitude" and self.round_to != 1:
-            raise UsageError("--round-to rounds channel counts", where="--round-to",
-                             expected="--method l1 or l2 with --round-to",
-                             got="--method magnitude", hint="Magnitude pruning keeps every "
-                             "channel; it removes single connections.")
 
     @property
     def structured(self) -> bool:
@@ -358,7 +354,7 @@ def prune(build: Build, state: Mapping[str, np.ndarray], train_set: Dataset, tes
     removed = 0.0
     for k in range(1, config.steps + 1):
         share = goal.share(k, config.steps)
-        g = apply_state(current_build(config.train.batch), current)
+        g = apply_state(current_build(1), current)  # FLOPs per sample, as in ``base``
         masks: dict[str, np.ndarray] = {}
         if config.structured:
             from graphc.compress.channels import slice_channels
@@ -429,18 +425,28 @@ def plot_pruning(result: PruneResult, before: Mapping[str, np.ndarray],
     fig = plt.figure(figsize=(10, 2.8 * rows))
     points = [(0, result.base)] + [(s.step, s.tuned) for s in result.steps]
     base = result.base
-    ax = fig.add_subplot(rows, 2, 1)
+    ax = fig.add_subplot(rows, cols, 1)
     ax.plot([m.flops / base.flops for _, m in points], [100 * m.accuracy for _, m in points],
             marker="o")
     for step, m in points:
         ax.annotate(str(step), (m.flops / base.flops, 100 * m.accuracy), fontsize=8,
                     xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel="FLOPs (fraction of dense)", ylabel="test accuracy (%)")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))
     ax.invert_xaxis()
-    ax = fig.add_subplot(rows, 2, 2)
+    ax = fig.add_subplot(rows, cols, 2)
     ax.plot([1 - m.params / base.params for _, m in points],
             [100 * m.accuracy for _, m in points], marker="o")
     ax.set(xlabel="parameters removed (fraction)", ylabel="test accuracy (%)")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))
+    timed = [(m.flops / base.flops, m.latency_ratio) for _, m in points
+             if not math.isnan(m.latency_ratio)]
+    if timed:
+        ax = fig.add_subplot(rows, cols, 3)
+        ax.plot(*zip(*timed, strict=True), marker="o")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set(xlabel="FLOPs (fraction of dense)", ylabel="onnxruntime time / dense")
+        ax.invert_xaxis()
     for axis in fig.axes:
         axis.grid(alpha=0.3)
     for i, name in enumerate(layers):
