@@ -201,7 +201,9 @@ def _pruned_line(pruned: dict[str, Any], masks: dict[str, np.ndarray], graph: An
     if masks:
         zeros = sum(int(m.size - m.sum()) for m in masks.values())
         total = sum(m.size for m in masks.values())
-        parts.append(f"{zeros:,} of {total:,} weights in {len(masks)} parameters held at 0")
+        plural = "s" if len(masks) != 1 else ""
+        parts.append(f"{zeros:,} of {total:,} weights in {len(masks)} parameter{plural} held "
+                     "at 0")
     if pruned.get("channels"):
         parts.append(f"channels as pruned ({graph.num_params():,} parameters)")
     return f"  pruned         {'; '.join(parts) or 'record kept'}"
