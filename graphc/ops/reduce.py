@@ -1,5 +1,5 @@
 """Reductions: ReduceSum, ReduceMean and ReduceMax (the ops gradient graphs need to unbroadcast a
-gradient, sum bias gradients and take normalization statistics).
+gradient, sum bias gradients and take normalization statistics), and the running sum CumSum.
 
 All three are declared in their newest form, with ``axes`` as an optional constant int64 input
 (ReduceSum since opset 13, ReduceMean and ReduceMax since opset 18) and the attributes
@@ -7,6 +7,12 @@ All three are declared in their newest form, with ``axes`` as an optional consta
 ``noop_with_empty_axes=1``, which makes the op the identity. The output has the input's dtype.
 Below opset 18 ReduceMean and ReduceMax are lowered to their attribute form (``axes`` an
 attribute, no ``noop_with_empty_axes``; a no-op reduction becomes Identity).
+
+CumSum (opset 11+) sums along one ``axis`` (a scalar or one-element int32/int64 input) and keeps
+every partial sum: ``y[i] = x[0] + ... + x[i]``; ``exclusive=1`` leaves ``x[i]`` out of
+``y[i]`` (``y[0] = 0``), ``reverse=1`` sums from the end. Pruned weights stored as a bitmask use
+it to number the kept entries (graphc.compress.sparse); onnxruntime folds it when its input is
+constant.
 """
 
 from __future__ import annotations
@@ -283,4 +289,83 @@ REDUCE_MAX = OpDef(
 )
 
 
-OPS: list[OpDef] = [REDUCE_SUM, REDUCE_MEAN, REDUCE_MAX]
+CUMSUM_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64))
+
+
+def _cumsum_axis(axis_type: TensorType, axis: np.ndarray | None, rank: int) -> int | None:
+    if np.dtype(axis_type.dtype) not in (np.dtype(np.int32), np.dtype(np.int64)) or \
+            axis_type.size != 1 or len(axis_type.shape) > 1:
+        raise ShapeError("CumSum axis must be one int32 or int64 value",
+                         expected="a scalar or (1,) i64 or i32", got=str(axis_type))
+    return None if axis is None else normalize_axis(int(axis.reshape(-1)[0]), rank,
+                                                    "CumSum axis")
+
+
+def _cumsum_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+                  consts: list[np.ndarray | None]) -> list[TensorType]:
+    x = in_types[0]
+    if np.dtype(x.dtype) not in CUMSUM_DTYPES:
+        raise ShapeError("CumSum input must be float32, float64, int32 or int64",
+                         expected="f32, f64, i32 or i64",
+                         got=DTYPE_SHORT.get(np.dtype(x.dtype), str(x.dtype)),
+                         hint="Cast the input first (onnxruntime has no other CumSum).")
+    if not x.shape:
+        raise ShapeError("CumSum needs an input of rank >= 1", expected="rank >= 1",
+                         got="a scalar")
+    _cumsum_axis(in_types[1], consts[1] if len(consts) > 1 else None, len(x.shape))
+    return [TensorType(x.shape, x.dtype)]
+
+
+def _cumsum_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, axis_value = inputs[0], inputs[1]
+    axis = normalize_axis(int(np.asarray(axis_value).reshape(-1)[0]), x.ndim, "CumSum axis")
+    y = np.flip(x, axis) if attrs["reverse"] else x
+    # Integers wrap around in their own dtype, as onnxruntime's do.
+    y = np.cumsum(y, axis=axis, dtype=y.dtype)
+    if attrs["exclusive"]:
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis=axis)),
+                            np.take(y, np.arange(y.shape[axis] - 1), axis=axis)], axis=axis)
+    if attrs["reverse"]:
+        y = np.flip(y, axis)
+    return [np.ascontiguousarray(y, dtype=x.dtype)]
+
+
+def _cumsum_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """dX[j] sums dY[i] over the i whose sum holds x[j]: the same scan run the other way."""
+    return [ctx.op("CumSum", grads[0], ctx.inputs[1], exclusive=ctx.attrs["exclusive"],
+                   reverse=1 - ctx.attrs["reverse"]), None]
+
+
+def _cumsum_examples() -> tuple[Example, ...]:
+    axis = lambda a, t=np.int64: np.array(a, t)  # noqa: E731
+    ints = rng_array((4, 6), seed=131, dtype=np.float64, low=-9, high=9).astype(np.int32)
+    return (
+        Example((rng_array((5,), seed=120), axis(0)), consts=(1,), name="1d"),
+        Example((rng_array((2, 3, 4), seed=121), axis(1)), consts=(1,), name="axis-1"),
+        Example((rng_array((3, 4), seed=122), axis(-1)), {"exclusive": 1}, consts=(1,),
+                name="exclusive-negative-axis"),
+        Example((rng_array((3, 4), seed=123), axis([0])), {"reverse": 1}, consts=(1,),
+                name="reverse-axis-1d"),
+        Example((rng_array((3, 4), seed=124), axis(1, np.int32)),
+                {"exclusive": 1, "reverse": 1}, consts=(1,), name="exclusive-reverse-i32-axis"),
+        Example((ints, axis(0)), consts=(1,), name="int32"),
+        Example((np.array([0, 1, 1, 0, 1, 0, 0, 1], np.int64), axis(0)), consts=(1,),
+                name="int64-mask-numbering"),
+    )
+
+
+CUMSUM = OpDef(
+    name="CumSum",
+    vjp=_cumsum_vjp,
+    doc="Running sum along one axis (exclusive: leave each element out; reverse: from the end).",
+    inputs=("x", "axis"),
+    outputs=("y",),
+    attrs={"exclusive": Attr("int", 0), "reverse": Attr("int", 0)},
+    infer=_cumsum_infer,
+    ref=_cumsum_ref,
+    flops=_flops,
+    examples=_cumsum_examples(),
+)
+
+
+OPS: list[OpDef] = [REDUCE_SUM, REDUCE_MEAN, REDUCE_MAX, CUMSUM]
