@@ -385,8 +385,12 @@ def prune(build: Build, state: Mapping[str, np.ndarray], train_set: Dataset, tes
                                  batch=config.latency_batch, threads=config.threads)
         step = PruneStep(k, share, pruned, tuned, history)
         result.steps.append(step)
-        _say(progress, f"step {k}/{config.steps}  removed: accuracy {100 * pruned.accuracy:.2f}%"
-                       f"  fine-tuned: {describe(tuned, base)}")
+        before = result.final
+        removed_text = (f"removed: accuracy {100 * pruned.accuracy:.2f}%"
+                        if (pruned.params, pruned.sparsity) != (before.params, before.sparsity)
+                        else "nothing removed (rounded counts)")
+        _say(progress, f"step {k}/{config.steps}  {removed_text}  fine-tuned: "
+                       f"{describe(tuned, base)}")
         if config.min_accuracy is not None and tuned.accuracy < config.min_accuracy:
             result.stopped = (f"step {k}: accuracy {100 * tuned.accuracy:.2f}% is below "
                               f"{100 * config.min_accuracy:.2f}%; kept step {k - 1}")
