@@ -12,7 +12,7 @@ after Flatten a channel is a block of H*W columns. When the removed channels out
 (``f(0) = 0`` after their BN), the outputs do not change; otherwise they change by the removed
 channels' contribution.
 
-Channels are ranked per dependency group (graphc.compress.channels): the channels that must
+Channels are ranked per dependency group (graphc.compress.channel_groups): the channels that must
 go together, e.g. every conv whose output meets the same residual Add. Score: sum |w| (L1,
 ``method="l1"``) or sum w^2 (L2) of the channel's producer rows, with the BatchNormalization
 that follows folded in. ``scope="layer"`` removes ``floor(amount * C)`` channels of each group;
@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from graphc.compress.channel_groups import channel_groups
 from graphc.compress.channels import (
-    channel_groups,
     check_options,
     count_flops,
     count_params,

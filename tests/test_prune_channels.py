@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from graphc import nn
-from graphc.compress.channels import channel_groups, channel_scores, plan, slice_channels
+from graphc.compress.channel_groups import channel_groups
+from graphc.compress.channels import channel_scores, plan, slice_channels
 from graphc.dsl import GraphBuilder
 from graphc.errors import GraphcError, UsageError
 from graphc.interpret import run
