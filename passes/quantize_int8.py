@@ -66,6 +66,11 @@ Weights use ``[-127, 127]``, or ``[-63, 63]`` (``weight_range="reduced"``): CPUs
 add pairs of uint8 x int8 products in 16 bits with saturation, which with full-range weights
 can move outputs by many quantization steps. ``weight_range="auto"`` picks by the CPU flags.
 
+A weight that prune-magnitude stored as a bitmask and its kept values (graphc.compress.sparse)
+is quantized from its decoded values; its int8 weight (or its fp32 weight, if the layer stays
+fp32) is stored as a bitmask again, of its own zeros: the pruned entries quantize to 0 (weights
+are symmetric), so the mask keeps at most the entries it kept before.
+
 Refuses (the layer stays fp32): weights or bias not constant, non-float32 layers, Gemm with
 transA, alpha or beta not 1 or a bias that is not per output column, a MatMul whose weight is
 not 2-D, a Conv whose output is a graph output; in dynamic mode, every Conv. Refuses as a usage
@@ -80,7 +85,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.compress import calibrate
+from graphc.compress import calibrate, sparse
 from graphc.compress.calibrate import Grid, calibration_batches
 from graphc.compress.int8 import (
     GRID_PRESERVING,
@@ -248,6 +253,17 @@ def _only_read_by(g: Graph, value: Value, layers: set[str]) -> bool:
 Form = Callable[[Graph, Sequence[Layer], Mapping[Value, Grid]], Graph]
 
 
+def _encode_again(h: Graph, encoded: Sequence[str]) -> Graph:
+    """Store again as a bitmask each weight that came in encoded: the constant of its name if
+    its layer stayed fp32, else its int8 weight (``<name>.int8``), where that is smaller."""
+    for name in encoded:
+        stored = next((n for n in (name, f"{name}.int8")
+                       if n in h.nx and h.const_value(Value(n)) is not None), None)
+        if stored is not None and sparse.encodable(h, stored) is None:
+            h = sparse.encode(h, stored)
+    return h
+
+
 def _layer_models(g: Graph, layer: Layer, form: Form, grids: Mapping[Value, Grid],
                   u8_in: bool, u8_out: bool) -> tuple[list[bytes], dict[str, np.ndarray]]:
     """Return the fp32 and int8 one-layer models of ``layer`` and seeded inputs for both.
@@ -331,6 +347,8 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
     from graphc.compress.latency import cpu_info
     from graphc.onnxio.export import to_bytes
 
+    encoded = sparse.encoded_weights(g)
+    g = sparse.decode(g, encoded) if encoded else g
     trained = any(g.op(n) == "FakeQuantizeLinear" for n in g.op_nodes())
     _check_options(method, prefer, weight_range, format, max_error, dynamic, calibration,
                    trained)
@@ -362,7 +380,7 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
             notes.append(f"{layer.node:<12} fp32: dynamic quantization covers Gemm/MatMul")
         layers = [la for la in layers if g.op(la.node) != "Conv"]
     if not layers:
-        return g.copy()
+        return _encode_again(g.copy(), encoded)
     batches = calibration_batches(g, calibration) if calibration is not None else []
     weights = (f"weights int8 [-{qmax}, {qmax}] "
                f"{'per channel' if per_channel else 'per tensor'}")
@@ -413,7 +431,7 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
         notes.append(f"latency      each layer alone, then the model, at batch "
                      f"{shape[0] if shape else 1}; {rounds} interleaved rounds, 1 thread")
         kept = _keep_fast(g, form, grids, kept, fp32, feeds, rounds, dynamic, notes)
-    out = form(g, kept, grids)
+    out = _encode_again(form(g, kept, grids), encoded)
     if kept:
         _check_fused(to_bytes(out), feeds, dynamic)
     notes.append(f"quantized    {len(kept)} of {len(layers)} layers")
