@@ -1,5 +1,5 @@
-"""fold-constants: constant subgraphs become constants named after their node; graph outputs
-and huge results stay; numerics, idempotence and names."""
+"""fold-constants: constant subgraphs become constants named after their node; graph outputs,
+huge results and regions whose folding stores more bytes stay; numerics, idempotence, names."""
 
 from __future__ import annotations
 
@@ -210,6 +210,23 @@ def test_big_result_no_larger_than_its_inputs_is_folded():
     after, report = fold(g)
     assert report.refusals == [] and report.rewrites == 1
     np.testing.assert_array_equal(after.const_value(Value("wt")), w.T)
+    assert_same_outputs(g, after, random_feeds(g))
+
+
+def test_folding_that_would_store_more_bytes_is_refused():
+    """Expand of a scalar to 1,000 floats: onnxruntime folds it at load; folding it here would
+    store 4,000 bytes instead of 12. A region is folded whole or not at all."""
+    g = Graph("grow")
+    x = g.add_input("x", (1000,))
+    big = g.add_node("Expand", [g.add_const("c", np.array(3.0, F32)),
+                                g.add_const("shape", np.array([1000], np.int64))], name="big")
+    neg = g.add_node("Neg", [big], name="neg")
+    g.outputs.append(g.add_node("Add", [x, neg], name="y"))
+    after, report = fold(g)
+    assert after.format() == g.format()
+    assert report.rewrites == 0
+    assert report.refusals == [("%neg = Neg(%big)", "fold-constants: folding its 2 constant "
+                                "node(s) would store 4,000 bytes of constants instead of 12")]
     assert_same_outputs(g, after, random_feeds(g))
 
 
