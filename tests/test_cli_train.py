@@ -22,10 +22,12 @@ from graphc.cli import main
 from graphc.errors import GraphcError
 from graphc.ir import Value
 from graphc.models import load
+from graphc.train import checkpoint
 from graphc.train import loop as training
 from graphc.train.augment import DIGITS_AUGMENT
+from graphc.train.checkpoint import load_checkpoint
 from graphc.train.data import load_digits
-from graphc.train.loop import TrainConfig, load_checkpoint
+from graphc.train.loop import TrainConfig
 from graphc.train.transfer import body_params, replace_head
 
 
@@ -232,7 +234,7 @@ def pruned_checkpoint(source: Path, path: Path) -> np.ndarray:
     ck = load_checkpoint(source)
     w = ck.state["fc1.weight"].copy()
     w[np.abs(w) < np.median(np.abs(w))] = 0
-    training.save_checkpoint(path, ck.model, training.TrainResult(
+    checkpoint.save_checkpoint(path, ck.model, training.TrainResult(
         {**ck.state, "fc1.weight": w}, ck.history, ck.steps), ck.config,
         data={**ck.data, "pruned": {"sparse": ["fc1.weight"], "method": "magnitude"}})
     return w
@@ -320,13 +322,13 @@ def test_transfer_with_a_frozen_body(pretrained, tmp_path, capsys):
 def test_transfer_new_head_automatically_then_unfreeze(pretrained, tmp_path, capsys,
                                                        monkeypatch):
     saved = []
-    save = training.save_checkpoint
+    save = checkpoint.save_checkpoint
 
     def keep(path, model, result, config, data):
         saved.append({k: np.array(v) for k, v in result.state.items()})
         save(path, model, result, config, data)
 
-    monkeypatch.setattr(training, "save_checkpoint", keep)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", keep)
     path = tmp_path / "three.ckpt"
     out, err = run_ok(capsys, ["train", "cnn", "--data", "digits", "--classes", "7,5,6",
                                "--init", str(pretrained), "--freeze", "block1*",
@@ -529,13 +531,13 @@ def test_unwritable_checkpoint_leaves_no_partial_file(tmp_path, capsys, monkeypa
     # The folder disappears during training: the write fails cleanly, nothing is left behind.
     folder = tmp_path / "out"
     folder.mkdir()
-    real = training.save_checkpoint
+    real = checkpoint.save_checkpoint
 
     def vanish(path, *args, **kwargs):
         folder.rmdir()
         real(path, *args, **kwargs)
 
-    monkeypatch.setattr(training, "save_checkpoint", vanish)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", vanish)
     assert main(["train", "mlp", "--data", "digits", "--epochs", "1", "--batch", "128",
                  "-o", str(folder / "x.ckpt")]) == 1
     # The epoch's line comes first (train() prints it before the checkpoint is written).

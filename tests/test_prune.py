@@ -18,8 +18,9 @@ from graphc.compress.prune import Goal, compose
 from graphc.errors import UsageError
 from graphc.models import load
 from graphc.train import loop as training
+from graphc.train.checkpoint import load_checkpoint, save_checkpoint
 from graphc.train.data import load_digits
-from graphc.train.loop import TrainConfig, load_checkpoint
+from graphc.train.loop import TrainConfig
 
 
 def run_ok(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[str, str]:
@@ -44,7 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         result = training.train(lambda b, n=name: load(n).build(batch=b), train_set, test_set,
                                 config, progress=False)
         path = folder / f"{name}.ckpt"
-        training.save_checkpoint(path, name, result, config, data={"data": "digits"})
+        save_checkpoint(path, name, result, config, data={"data": "digits"})
         out[name] = path
     return out
 

@@ -15,7 +15,7 @@ from graphc.ir import Value
 from graphc.models import load
 from graphc.passes.fold_constants import fold_constants
 from graphc.pipeline import run_pipeline
-from graphc.train.loop import load_checkpoint
+from graphc.train.checkpoint import load_checkpoint
 
 
 def folded_cnn():

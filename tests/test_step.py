@@ -21,18 +21,15 @@ from graphc.ir import CONST, Graph, Value
 from graphc.models import load
 from graphc.pipeline import run_pipeline
 from graphc.train.optim import SGD, Adam
-from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
-from graphc.train.step import (
+from graphc.train.penalties import (
     DEFAULT_PENALTY_WEIGHTS,
-    FeatureAugment,
     Penalty,
-    StepSpec,
-    apply_state,
-    compile_step,
     layer_weights,
     parse_penalty,
     penalty_spec,
 )
+from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
+from graphc.train.step import FeatureAugment, StepSpec, apply_state, compile_step
 
 RUNNERS = [pytest.param(InterpreterRunner, id="interpreter"),
            pytest.param(OrtRunner, id="onnxruntime")]

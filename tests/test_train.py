@@ -17,20 +17,16 @@ from graphc import nn
 from graphc.dsl import GraphBuilder
 from graphc.errors import GraphcError, UsageError
 from graphc.ir import Graph, Value
-from graphc.train.data import Dataset, make_blobs_dataset, make_spirals
-from graphc.train.loop import (
+from graphc.train.checkpoint import (
     META_KEY,
     Checkpoint,
-    EpochLog,
-    TrainConfig,
-    TrainResult,
     load_checkpoint,
-    penalties,
     resume,
     save_checkpoint,
     sparse_masks,
-    train,
 )
+from graphc.train.data import Dataset, make_blobs_dataset, make_spirals
+from graphc.train.loop import EpochLog, TrainConfig, TrainResult, penalties, train
 
 
 def spiral_mlp(batch: int, hidden: int = 64) -> Graph:

@@ -141,7 +141,7 @@ class Weights:
 def read_checkpoint(path: str, spec: str, option: str) -> Any:
     """Load checkpoint ``path`` for MODEL ``spec``; a checkpoint of another model is a usage
     error."""
-    from graphc.train.loop import load_checkpoint
+    from graphc.train.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
     want = model_name(spec)

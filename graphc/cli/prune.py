@@ -65,7 +65,8 @@ def _outputs(args: argparse.Namespace) -> None:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from graphc.compress.prune import PruneConfig, plot_pruning, prune, rebuild
-    from graphc.train.loop import TrainResult, model_state, save_checkpoint
+    from graphc.train.checkpoint import save_checkpoint
+    from graphc.train.loop import TrainResult, model_state
     from graphc.train.step import apply_state
 
     goal = _goal(args)

@@ -186,7 +186,7 @@ def _sparse_masks(ck: Any, pruned: dict[str, Any], head: list[str]
                   ) -> dict[str, np.ndarray]:
     """The masks of ``--init``'s pruned weights (``w != 0``), without a new head's; ``pruned``
     then lists exactly the masked parameters (its other keys stay as they are)."""
-    from graphc.train.loop import sparse_masks
+    from graphc.train.checkpoint import sparse_masks
 
     masks = {k: v for k, v in sparse_masks(ck.state, ck.data).items() if k not in head}
     if masks:
@@ -288,7 +288,7 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
 
     details = [f"  resumed        {args.resume} after epoch {ck.epoch}"]
     if record.get("pruned"):
-        from graphc.train.loop import sparse_masks
+        from graphc.train.checkpoint import sparse_masks
 
         details.append(_pruned_line(record["pruned"], sparse_masks(ck.state, record),
                                     build(config.batch)))
@@ -315,6 +315,7 @@ def _refuse_clashes(args: argparse.Namespace, output: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from graphc.train import checkpoint
     from graphc.train import loop as training
 
     if args.output is None and args.resume is None:
@@ -336,15 +337,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     last = [plan.checkpoint.epoch if plan.checkpoint else 0]
 
     def save(result: Any) -> None:
-        training.save_checkpoint(output, plan.name, result, plan.config, data=plan.record)
+        checkpoint.save_checkpoint(output, plan.name, result, plan.config, data=plan.record)
         last[0] = len(result.history)
 
     for note in plan.notes:
         print(f"graphc: {note}", file=sys.stderr, flush=True)
     try:
         if plan.checkpoint is not None:
-            result = training.resume(plan.checkpoint, plan.build, plan.train_set, plan.test_set,
-                                     epochs=plan.config.epochs, on_epoch=save)
+            result = checkpoint.resume(plan.checkpoint, plan.build, plan.train_set, plan.test_set,
+                                       epochs=plan.config.epochs, on_epoch=save)
         else:
             result = training.train(plan.build, plan.train_set, plan.test_set, plan.config,
                                      state=plan.state, on_epoch=save, masks=plan.masks)

@@ -2,8 +2,10 @@
 
 - ``step``: forward + loss + backward + optimizer update as one graph (``compile_step``);
 - ``runner``: run steps on onnxruntime (``OrtRunner``) or the interpreter;
-- ``loop``: epochs, evaluation, checkpoints (``train``, ``resume``, ``save_checkpoint``,
-  ``load_checkpoint``);
+- ``penalties``: l1, l2 and group-lasso penalties on layer weights, added to the loss;
+- ``loop``: epochs, evaluation, the curves (``train``);
+- ``checkpoint``: checkpoints written, read and resumed (``save_checkpoint``,
+  ``load_checkpoint``, ``resume``);
 - ``losses``, ``optim``: loss functions written in the DSL; SGD and Adam with schedules;
 - ``data``, ``augment``: the digits data set and synthetic sets; augmentation;
 - ``transfer``: replacing a model's head for transfer learning.
@@ -22,15 +24,8 @@
 
 from __future__ import annotations
 
-from graphc.train.loop import (
-    Checkpoint,
-    TrainConfig,
-    TrainResult,
-    load_checkpoint,
-    resume,
-    save_checkpoint,
-    train,
-)
+from graphc.train.checkpoint import Checkpoint, load_checkpoint, resume, save_checkpoint
+from graphc.train.loop import TrainConfig, TrainResult, train
 
 __all__ = ["Checkpoint", "TrainConfig", "TrainResult", "load_checkpoint", "resume",
            "save_checkpoint", "train"]
