@@ -11,6 +11,7 @@ from graphc.passes.eliminate_dead_code import eliminate_dead_code
 from graphc.passes.fold_batchnorm import fold_batchnorm
 from graphc.passes.fold_constants import fold_constants
 from graphc.passes.prune_channels import prune_channels
+from graphc.passes.prune_magnitude import prune_magnitude
 from graphc.passes.quantize_int8 import quantize_int8
 from graphc.passes.remove_dropout import remove_dropout
 from graphc.passes.remove_identity import remove_identity
@@ -23,6 +24,7 @@ PASSES = [
     eliminate_dead_code,
     quantize_int8,
     prune_channels,
+    prune_magnitude,
 ]
 
 PIPELINES = {

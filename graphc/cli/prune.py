@@ -64,7 +64,7 @@ def _outputs(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from graphc.compress.prune import PruneConfig, plot_pruning, prune, rebuild
+    from graphc.compress.prune import PruneConfig, check_goal, plot_pruning, prune, rebuild
     from graphc.train.checkpoint import save_checkpoint
     from graphc.train.loop import TrainResult, model_state
     from graphc.train.step import apply_state
@@ -86,7 +86,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                          hint="Prune first, then train with --qat --init PRUNED.ckpt.")
     data = args.data or ck.data.get("data") or "digits"
     check_data(data, "--data")
-    lr = args.lr if args.lr is not None else ck.config.learning_rate / 10
+    lr = args.lr if args.lr is not None else ck.config.learning_rate
     train_config = replace(ck.config, lr=lr, freeze=(), unfreeze_at=None,
                            **({"threads": args.threads} if args.threads else {}))
     config = PruneConfig(method=args.method, steps=args.steps,
@@ -96,6 +96,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                          **({"round_to": args.round_to} if args.round_to else {}),
                          train=train_config,
                          latency_batch=args.latency_batch)
+    check_goal(goal, config)
     module = load_module(args.model, "prune")
     probe = build_at(module, ck.config.seed, 1)
     fitted, _ = fit_head(probe, ck.state, ck.config.seed)
@@ -194,8 +195,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "of |w| or of w^2; default l1)")
     p.add_argument("--steps", type=int, default=4, metavar="K",
                    help="remove gradually in K steps (default 4)")
-    p.add_argument("--finetune-epochs", type=int, default=3, metavar="E",
-                   help="fine-tuning epochs after each step (default 3)")
+    p.add_argument("--finetune-epochs", type=int, default=5, metavar="E",
+                   help="fine-tuning epochs after each step (default 5)")
     p.add_argument("--min-accuracy", type=float, metavar="A",
                    help="stop when the test accuracy falls below A percent, keeping the last "
                         "good model")
@@ -206,7 +207,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="round kept channel counts up to a multiple of N (default 8: "
                         "onnxruntime runs odd counts slowly; 1 keeps exact shares)")
     p.add_argument("--lr", type=float, metavar="LR",
-                   help="fine-tuning learning rate (default: a tenth of the checkpoint's)")
+                   help="fine-tuning learning rate, decayed over each step's fine-tuning by the "
+                        "checkpoint's schedule (default: the checkpoint's)")
     p.add_argument("--latency-batch", type=int, default=256, metavar="N",
                    help="time each step's file against the dense one at this batch size on "
                         "onnxruntime, one thread (0: do not time; default 256)")

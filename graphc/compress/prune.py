@@ -65,7 +65,7 @@ class PruneConfig:
 
     method: str = "l1"
     steps: int = 4
-    finetune_epochs: int = 3
+    finetune_epochs: int = 5
     min_accuracy: float | None = None
     scope: str = "layer"
     round_to: int = 8
@@ -314,6 +314,15 @@ def _magnitude_step(g: Graph, goal: Goal, share: float, base: Measure, config: P
                            params=prunable_weights(g))
 
 
+def check_goal(goal: Goal, config: PruneConfig) -> None:
+    """Refuse a goal the method cannot reach: FLOPs by magnitude pruning."""
+    if goal.kind == "flops" and not config.structured:
+        raise UsageError("magnitude pruning does not reduce FLOPs", where="--target-flops",
+                         expected="--method l1 or l2 (channels) with --target-flops",
+                         got="--method magnitude", hint="Dense kernels multiply the zeros "
+                         "too; give --sparsity or --target-params, or prune channels.")
+
+
 # ----- the loop -----------------------------------------------------------------------------
 
 
@@ -336,11 +345,7 @@ def prune(build: Build, state: Mapping[str, np.ndarray], train_set: Dataset, tes
           on_step: Callable[[PruneResult], None] | None = None) -> PruneResult:
     """Prune ``build``'s model, trained to ``state``, toward ``goal``; return the last good
     model. ``record`` continues from an already pruned model (what ``rebuild`` applies)."""
-    if goal.kind == "flops" and not config.structured:
-        raise UsageError("magnitude pruning does not reduce FLOPs", where="--target-flops",
-                         expected="--method l1 or l2 (channels) with --target-flops",
-                         got="--method magnitude", hint="Dense kernels multiply the zeros "
-                         "too; give --sparsity or --target-params, or prune channels.")
+    check_goal(goal, config)
     record = {"channels": dict((record or {}).get("channels") or {}),
               "sparse": list((record or {}).get("sparse") or [])}
     current_build = rebuild(build, record)
