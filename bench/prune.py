@@ -6,16 +6,19 @@ thread, all graph optimizations, the files of one table interleaved in rounds (o
 round), ratio = median over rounds of (file time / dense time in the same round), with the 25th
 to 75th percentile of the per-round ratios in parentheses.
 
-1. digits ``cnn`` (trained ``--epochs 30 --seed 0``), pruned by ``graphc prune`` (4 steps, 3
-   fine-tuning epochs each) in three ways: ``--target-flops 0.5`` (the issue's command), 50% of
-   the channels removed (``--sparsity 0.5 --method l1``) and the same with ``--round-to 16``; each
-   compiled with ``graphc compile cnn --weights PRUNED --pipeline inference --dynamic-batch``.
-   Columns: parameters, FLOPs, file size, test accuracy (450 digits test images, onnxruntime),
-   latency ratio at batch 1 and 256 (the first test images).
-2. digits ``mlp`` (trained the same way), ``graphc prune mlp --method magnitude --sparsity 0.9``,
-   compiled with ``--passes prune-magnitude`` (bitmask + fp32 values) and with ``--passes
-   quantize-int8,prune-magnitude --calibrate digits`` (bitmask + int8 values), next to the dense
-   file and the dense file with 90% zeros left in it (what masks give).
+1. digits ``cnn`` (trained ``--epochs 30 --seed 0``), pruned by ``graphc prune`` (4 steps, 5
+   fine-tuning epochs each, the defaults) in four ways: ``--target-flops 0.5`` (the issue's
+   command), 50% of the channels removed (``--sparsity 0.5 --method l1``, default
+   ``--round-to 8``), the same with ``--round-to 16`` and with ``--round-to 1`` (exact shares,
+   odd channel counts); each compiled with ``graphc compile cnn --weights PRUNED --pipeline
+   inference --dynamic-batch``. Columns: nonzero weights and FLOPs of what onnxruntime runs (its
+   model after constant folding), file size, test accuracy (450 digits test images,
+   onnxruntime), latency ratio at batch 1 and 256 (the first test images).
+2. digits ``mlp`` (trained the same way), ``graphc prune mlp --method magnitude --sparsity 0.9
+   --finetune-epochs 10`` (docs/pruning.md's recipe), compiled with ``--passes prune-magnitude``
+   (bitmask + fp32 values) and with ``--passes quantize-int8,prune-magnitude --calibrate digits
+   --prefer size --per-tensor`` (bitmask + int8 values), next to the dense file and the dense
+   file with 90% zeros left in it (what masks give).
 3. ``resnet18`` (224x224, random weights seed 0, batch 1): ``--passes prune-channels
    --prune-amount 0.5`` (one shot, every residual group pruned together) and the same with
    ``--round-to 16``; the difference to the dense output is not a quality measure here (random
@@ -51,11 +54,11 @@ from harness import fmt_bytes, log, md_table, run_graphc, train_digits, verdict
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 import graphc
 from graphc.cli.checkpoints import load_data, onnx_accuracy
 from graphc.compress.latency import Timing, cpu_info, measure
-from graphc.ir import Value
 from graphc.models import load
 from graphc.onnxio.importer import from_onnx
 from graphc.shapes import layer_table
@@ -88,11 +91,21 @@ def compile_file(model: str, extra: list[str], out: Path) -> bytes:
 
 
 def counts(model: bytes) -> tuple[int, int]:
-    """Nonzero parameters and FLOPs (at batch 1) of an ONNX file, read back by graphc."""
-    g = from_onnx(model)
-    params = sum(int(np.count_nonzero(np.asarray(g.const_value(Value(n)))))
-                 for n in g.nx.nodes if g.op(n) == "Const" and g.types(n)[0].dtype.kind == "f")
-    return params, sum(r.flops for r in layer_table(g))
+    """Nonzero weights and FLOPs (at batch 1) of what onnxruntime runs: its model after
+    constant folding (basic optimizations), where a bitmask-encoded weight is dense again, read
+    back by graphc."""
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath)
+    weights = sum(int(np.count_nonzero(numpy_helper.to_array(t)))
+                  for t in optimized.graph.initializer
+                  if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT8)
+                  and len(t.dims) >= 1 and np.prod(t.dims) > 1)
+    g = from_onnx(optimized.SerializeToString())
+    return weights, sum(r.flops for r in layer_table(g))
 
 
 def time_files(t: Table, x: np.ndarray, rounds: int) -> None:
@@ -127,8 +140,9 @@ def cnn_part(ckpt: Path, work: Path, steps: int, epochs: int) -> Table:
     t.files["dense"] = compile_file("cnn", ["--weights", str(ckpt)], work / "cnn-dense.onnx")
     for form, options in (("flops 0.5", ["--target-flops", "0.5"]),
                           ("channels 50%", ["--sparsity", "0.5"]),
-                          ("channels 50%, round 16", ["--sparsity", "0.5", "--round-to", "16"])):
-        pruned = work / f"cnn-{form.replace(' ', '').replace(',', '-').replace('%', '')}.ckpt"
+                          ("channels 50%, round 16", ["--sparsity", "0.5", "--round-to", "16"]),
+                          ("channels 50%, round 1", ["--sparsity", "0.5", "--round-to", "1"])):
+        pruned = work / f"cnn-{len(t.files)}.ckpt"
         log(f"cnn: graphc prune cnn {' '.join(options)}")
         run_graphc(["prune", "cnn", "--weights", str(ckpt), "--data", "digits", *options,
                     "--steps", str(steps), "--finetune-epochs", str(epochs),
@@ -139,6 +153,7 @@ def cnn_part(ckpt: Path, work: Path, steps: int, epochs: int) -> Table:
 
 
 def mlp_part(ckpt: Path, work: Path, steps: int, epochs: int) -> Table:
+    """``epochs`` per step: the recipe of docs/pruning.md (10), 1 for --quick."""
     t = Table("mlp")
     pruned = work / "mlp-magnitude.ckpt"
     log("mlp: graphc prune mlp --method magnitude --sparsity 0.9")
@@ -154,7 +169,8 @@ def mlp_part(ckpt: Path, work: Path, steps: int, epochs: int) -> Table:
         work / "mlp-bitmask-fp32.onnx")
     t.files["bitmask + int8"] = compile_file(
         "mlp", ["--weights", str(pruned), "--passes", "quantize-int8,prune-magnitude",
-                "--calibrate", "digits", "--prefer", "size"], work / "mlp-bitmask-int8.onnx")
+                "--calibrate", "digits", "--prefer", "size", "--per-tensor"],
+        work / "mlp-bitmask-int8.onnx")
     return t
 
 
@@ -224,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 5 if args.quick and args.rounds == 21 else args.rounds
     if rounds < 1:
         parser.error("--rounds must be at least 1")
-    epochs, steps, tune = (3, 2, 1) if args.quick else (EPOCHS, 4, 3)
+    epochs, steps, tune, mlp_tune = (3, 2, 1, 1) if args.quick else (EPOCHS, 4, 5, 10)
     cpu = cpu_info()
     with contextlib.ExitStack() as stack:
         if args.workdir:
@@ -234,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix="graphc-bench-prune-")))
         tables = [cnn_part(train_digits("cnn", epochs, work), work, steps, tune),
-                  mlp_part(train_digits("mlp", epochs, work), work, steps, tune)]
+                  mlp_part(train_digits("mlp", epochs, work), work, steps, mlp_tune)]
         core = harness.pin_to_one_core()
         _, test_set = load_data("digits")
         for t in tables:
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     cnn, mlp = tables
     title = (f"pruning ({datetime.date.today().isoformat()}"
              f"{', QUICK smoke run: not a measurement' if args.quick else ''})")
-    head = ["file", "parameters (nonzero)", "FLOPs", "size", "test acc.",
+    head = ["file", "nonzero weights", "FLOPs (onnxruntime runs)", "size", "test acc.",
             "time / dense, batch 1", "time / dense, batch 256"]
     out = [f"### {title}", "", f"- cpu: {cpu.describe()}",
            f"- onnxruntime {ort.__version__} CPU, 1 intra-op thread, all graph optimizations; "
@@ -256,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
            "dense file (p25-p75 in parentheses), lower is faster", "",
            f"#### digits cnn: channels (trained {epochs} epochs; `graphc prune`, {steps} steps, "
            f"{tune} fine-tuning epochs each)", "", md_table(head, digits_rows(cnn), "lrrrrrr"), "",
-           "#### digits mlp: magnitude, 90% of the weights (same training and steps)", "",
+           f"#### digits mlp: magnitude, 90% of the weights (same training; {steps} steps, "
+           f"{mlp_tune} fine-tuning epochs each)", "",
            md_table(head, digits_rows(mlp), "lrrrrrr"), ""]
     if resnet is not None:
         out += ["#### resnet18 (224x224, random weights, batch 1; `--passes prune-channels`, "
-                "one shot)", "", md_table(["file", "parameters", "FLOPs", "size",
+                "one shot)", "", md_table(["file", "nonzero weights", "FLOPs", "size",
                                            "time / dense, batch 1"], resnet, "lrrrr"), ""]
     out += torch_lines
     drop = 100 * (cnn.accuracy["dense"] - cnn.accuracy["channels 50%"])

@@ -266,10 +266,20 @@ def _params_of(g: Graph) -> int:
     return g.num_params()
 
 
-def _channel_step(g: Graph, goal: Goal, share: float, base: Measure, removed: float,
-                  config: PruneConfig) -> tuple[dict[str, list[int]], float]:
-    """Return the kept channels (relative to ``g``) that meet ``share`` of the goal, and the
-    fraction of the original channels they remove."""
+def prunable_channels(g: Graph) -> int:
+    """The channels of ``g``'s prunable dependency groups (each group counted once)."""
+    from graphc.compress.channel_groups import channel_groups
+
+    return sum(group.channels for group in channel_groups(g) if group.prunable)
+
+
+def _channel_step(g: Graph, goal: Goal, share: float, budgets: Mapping[str, float],
+                  config: PruneConfig) -> dict[str, list[int]]:
+    """Return the kept channels (relative to ``g``) of the smallest removal that brings the
+    goal's count to ``share`` of the dense model's (``budgets``: its FLOPs, parameters and
+    prunable channels). Found by bisection on the removed share, since rounding the kept
+    counts makes the count a step function of it; measured against the dense model, so the
+    rounding of one step does not add up over the steps."""
     from graphc.compress.channels import plan, slice_channels
 
     def trial(amount: float) -> tuple[dict[str, list[int]], Graph]:
@@ -277,17 +287,13 @@ def _channel_step(g: Graph, goal: Goal, share: float, base: Measure, removed: fl
                     round_to=config.round_to)
         return keep, slice_channels(g, keep)
 
-    if goal.kind == "sparsity":
-        # ``removed`` of the original channels is gone; remove the rest of this step's share.
-        amount = 1 - (1 - share) / max(1 - removed, 1e-9)
-        keep, _ = trial(max(0.0, amount))
-        return keep, share
-    count = _flops_of if goal.kind == "flops" else _params_of
-    budget = share * (base.flops if goal.kind == "flops" else base.params)
+    count = {"flops": _flops_of, "params": _params_of, "sparsity": prunable_channels}[goal.kind]
+    kept = share if goal.kind != "sparsity" else 1 - share
+    budget = kept * budgets[goal.kind]
     low, high = 0.0, 0.99
     best = trial(high)
     if count(best[1]) > budget:
-        return best[0], removed  # as far as the groups go
+        return best[0]  # as far as the groups and the rounding go
     for _ in range(14):
         mid = (low + high) / 2
         keep, pruned = trial(mid)
@@ -295,7 +301,7 @@ def _channel_step(g: Graph, goal: Goal, share: float, base: Measure, removed: fl
             high, best = mid, (keep, pruned)
         else:
             low = mid
-    return best[0], removed
+    return best[0]
 
 
 def _magnitude_step(g: Graph, goal: Goal, share: float, base: Measure, config: PruneConfig
@@ -356,7 +362,9 @@ def prune(build: Build, state: Mapping[str, np.ndarray], train_set: Dataset, tes
     base.latency_ratio = 1.0 if config.latency_batch else math.nan
     _say(progress, f"dense     {describe(base, base)}")
     result = PruneResult(dict(current), record, base, [], 0, "", [])
-    removed = 0.0
+    budgets = {"flops": base.flops, "params": base.params,
+               "sparsity": prunable_channels(apply_state(current_build(1), current))
+               if config.structured else 0}
     for k in range(1, config.steps + 1):
         share = goal.share(k, config.steps)
         g = apply_state(current_build(1), current)  # FLOPs per sample, as in ``base``
@@ -364,7 +372,7 @@ def prune(build: Build, state: Mapping[str, np.ndarray], train_set: Dataset, tes
         if config.structured:
             from graphc.compress.channels import slice_channels
 
-            keep, removed = _channel_step(g, goal, share, base, removed, config)
+            keep = _channel_step(g, goal, share, budgets, config)
             channels = compose(record["channels"], keep)
             step_record = {**record, "channels": channels}
             step_build = rebuild(build, step_record)
