@@ -155,7 +155,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _table(result: Any, batch: int) -> str:
     base = result.base
-    header = ("", "params", "FLOPs", "zeros", "file", f"latency b{batch}", "accuracy")
+    header = ("", "params", "FLOPs", "zeros", "file", f"latency b{batch}" if batch else "latency",
+              "accuracy")
     rows = [header]
     for label, m in [("dense", base)] + [(f"step {s.step}" + (" (refused)" if s.step >
                                                               result.kept else ""), s.tuned)
