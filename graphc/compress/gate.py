@@ -11,7 +11,7 @@ GraphcError with both accuracies in it.
 >>> gate.passed
 False
 >>> gate.describe()
-'student 96.00% vs teacher 98.33% (-2.33 points; the gate allows -1.0)'
+'student 96.00% vs teacher 98.33% (-2.33 points; gate 1.0 points)'
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ class Gate:
     def describe(self) -> str:
         """Return one line: both accuracies, the change in points and the gate."""
         return (f"{self.candidate_name} {100 * self.candidate:.2f}% vs {self.reference_name} "
-                f"{100 * self.reference:.2f}% ({self.change:+.2f} points; the gate allows "
-                f"-{self.points:.1f})")
+                f"{100 * self.reference:.2f}% ({self.change:+.2f} points; gate {self.points:.1f} "
+                "points)")
 
     def require(self, where: str, hint: str | None = None) -> None:
         """Raise GraphcError with both accuracies when the candidate is below the floor.
