@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from graphc.cli.checkpoints import (
     DATA_SETS,
+    Weights,
     accuracy_data,
     apply_weights,
     check_data,
     load_data,
     onnx_accuracy,
     print_accuracy,
+    read_checkpoint,
 )
 from graphc.cli.common import Loaded, format_size, load_model
 from graphc.errors import UsageError
@@ -46,9 +48,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.accuracy is not None:
         test_set = accuracy_data(args.accuracy, original, weights)
     options = {**quantize_options(args, original, names, weights), **prune_options(args, names)}
+    more_options, student = student_options(args, names, weights, test_set, options)
+    options.update(more_options)
+    # With a student substituted, the compiled file computes the student: it is the reference.
+    reference = student.graph if student is not None else original
     # The passes before quantize-int8 give its fp32 reference (same folds, no int8).
     cut = names.index("quantize-int8") if "quantize-int8" in names else len(names)
-    fp32, reports = run_pipeline(original, names[:cut])
+    fp32, reports = run_pipeline(original, names[:cut], options)
     graph, more = run_pipeline(fp32, names[cut:], options)
     reports += more
     opset = args.opset or default_opset(graph)
@@ -59,6 +65,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"compiled {graph.name} -> {args.output} (opset {opset})")
     if weights is not None:
         print(f"  weights      {args.weights} ({weights.summary})")
+    if student is not None:
+        print(f"  student      {args.student} ({student.summary})")
     if reports:
         print("  passes")
         print(format_reports(reports, verbose=args.verbose, explain=args.explain))
@@ -71,16 +79,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"  file size    {format_size(len(data))}")
     print("  checker      ok (onnx.checker, full_check)")
     if args.verify and cut < len(names):
-        verify_int8(original, graph, fp32, data, verify_feeds(loaded, options))
+        verify_int8(reference, graph, fp32, data, verify_feeds(loaded, options))
     elif args.verify:
-        expected = run(original, loaded.feeds)
+        expected = run(reference, loaded.feeds)
         got = run_onnxruntime(data, loaded.feeds)
         scale = max(float(np.max(np.abs(v))) for v in expected.values())
         what = "compiled on onnxruntime vs original on the interpreter" if reports else \
             "interpreter vs onnxruntime"
+        if student is not None:
+            what = "compiled on onnxruntime vs the student on the interpreter"
         print(f"  verify       max abs diff {max_abs_diff(expected, got):.3g} ({what}, output "
               f"scale {scale:.3g})")
-        if loaded.onnx_file is not None:
+        if loaded.onnx_file is not None and student is None:
             before = run_onnxruntime(loaded.onnx_file.read_bytes(), loaded.feeds)
             print(f"               max abs diff {max_abs_diff(before, got):.3g} (compiled vs "
                   "original file, both on onnxruntime)")
@@ -91,8 +101,62 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if cut < len(names):
         print_int8_summary(fp32, data, opset, args, loaded.feeds, weights)
     if test_set is not None:
-        print_accuracy(data, args.accuracy, test_set, weights)
+        print_accuracy(data, args.accuracy, test_set, student or weights)
     return 0
+
+
+def student_options(args: argparse.Namespace, names: list[str], weights: Weights | None,
+                    test_set: Any, options: dict[str, dict[str, Any]]
+                    ) -> tuple[dict[str, dict[str, Any]], Weights | None]:
+    """The options of substitute-student: the student with its checkpoint's weights and the
+    passes listed before substitute-student (the teacher got them too), the test split of
+    ``--accuracy`` as held-out data and ``--gate``; and the student's weights."""
+    from graphc.compress.gate import check_points
+    from graphc.pipeline import run_pipeline
+
+    flags = {"--student": args.student, "--gate": args.gate}
+    if "substitute-student" not in names:
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to substitute-student",
+                             expected="--passes substitute-student",
+                             got=f"passes: {names or 'none'}")
+        return {}, None
+    if args.student is None:
+        raise UsageError("substitute-student needs the trained student", where="--student",
+                         expected="--student STUDENT:CKPT (a zoo name or .py file and its "
+                         "checkpoint)", got="nothing")
+    gate = check_points(1.0 if args.gate is None else args.gate, "--gate")
+    k = names.index("substitute-student")
+    if "quantize-int8" in names[:k]:
+        raise UsageError("substitute-student must come before quantize-int8",
+                         expected="--passes substitute-student,quantize-int8",
+                         got=f"passes: {', '.join(names)}",
+                         hint="Quantize the student that ships, not the teacher it replaces.")
+    if test_set is None:
+        raise UsageError("substitute-student needs held-out data for its accuracy gate",
+                         where="--accuracy", expected="--accuracy digits", got="nothing",
+                         hint="The student replaces the teacher only if its accuracy on the "
+                              "test split is within --gate points of the teacher's.")
+    spec, colon, path = args.student.partition(":")
+    if not colon or not spec or not path:
+        raise UsageError(f"cannot read --student {args.student!r}", where="--student",
+                         expected="STUDENT:CKPT, e.g. student:s.ckpt", got=repr(args.student))
+    if spec.endswith(".onnx"):
+        raise UsageError("--student needs a zoo model or a .py file", where="--student",
+                         expected="a model graphc trains, with its checkpoint",
+                         got=f"the ONNX file {spec}")
+    # Read first for its message: a checkpoint of another model is an error of --student.
+    read_checkpoint(path, spec, "--student")
+    student = apply_weights(path, spec, load_model(spec, args.seed), args.seed)
+    teacher_classes = weights.classes if weights is not None else None
+    if student.classes != teacher_classes:
+        raise UsageError("the student was trained on other classes than the teacher",
+                         where="--student", expected=f"classes {teacher_classes or 'all'}",
+                         got=f"classes {student.classes or 'all'}")
+    graph, _ = run_pipeline(student.graph, names[:k], options)
+    return {"substitute-student": {"student": graph, "data": (test_set.x, test_set.y),
+                                   "gate": gate}}, student
 
 
 def quantize_options(args: argparse.Namespace, graph: Any, names: list[str],
@@ -302,6 +366,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "(default 8)")
     r.add_argument("--prune-scope", metavar="NAME",
                    help="layer (the same share of every layer, default) or global")
+    d = p.add_argument_group("distillation (with --passes substitute-student)")
+    d.add_argument("--student", metavar="STUDENT:CKPT",
+                   help="the trained student that replaces the model: a zoo name or .py file "
+                        "and its checkpoint (it gets the passes listed before "
+                        "substitute-student); needs --accuracy DATA as held-out data")
+    d.add_argument("--gate", type=float, metavar="POINTS",
+                   help="refuse a student whose accuracy on the --accuracy test split is more "
+                        "than POINTS below the model's (default 1.0)")
     q = p.add_argument_group("int8 quantization (with --passes quantize-int8)")
     q.add_argument("--calibrate", metavar="DATA",
                    help="calibration inputs: digits (256 training images) or FILE.npz")
