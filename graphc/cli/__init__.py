@@ -1,8 +1,9 @@
 """The ``graphc`` command line: ``main()`` and the parser.
 
-One module per command (``compile``, ``train``, ``prune``, ``grad``, ``show``, and ``listing`` for
-``passes``, ``models`` and ``ops``); what they share is in ``common`` (loading MODEL, output
-paths) and ``checkpoints`` (data sets, checkpoints, accuracy). No command module imports another.
+One module per command (``compile``, ``train``, ``prune``, ``grad``, ``show``, ``explain``, and
+``listing`` for ``passes``, ``models`` and ``ops``); what they share is in ``common`` (loading
+MODEL, output paths) and ``checkpoints`` (data sets, checkpoints, accuracy). No command module
+imports another.
 
 Errors print one line, ``graphc: error: ...``, and exit 1 (2 for usage errors); ``--debug``
 shows the traceback instead.
@@ -27,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from graphc.cli import bench, compile, grad, listing, prune, show, train
+    from graphc.cli import bench, compile, explain, grad, listing, prune, show, train
     from graphc.version import __version__
 
     # --debug is accepted before and after the subcommand; SUPPRESS keeps the subcommand's
@@ -46,6 +47,7 @@ def make_parser() -> argparse.ArgumentParser:
     listing.add_passes_parser(sub, common)
     show.add_parser(sub, common)
     grad.add_parser(sub, common)
+    explain.add_parser(sub, common)
     listing.add_models_parser(sub, common)
     listing.add_ops_parser(sub, common)
     bench.add_parser(sub, common)
