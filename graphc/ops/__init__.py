@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from graphc.errors import OpError, unknown
 from graphc.ops import (
+    binary,
     conv,
     elementwise,
     gather,
@@ -29,7 +30,7 @@ REGISTRY: dict[str, OpDef] = {
     op.name: op
     for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pad.OPS, *pool.OPS, *norm.OPS,
                *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS,
-               *quant.OPS, *quant_fake.OPS, *quant_conv.OPS]
+               *quant.OPS, *quant_fake.OPS, *quant_conv.OPS, *binary.OPS]
 }
 
 
