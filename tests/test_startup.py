@@ -75,3 +75,12 @@ def test_grad_imports_sympy_but_no_onnx() -> None:
     imported = imported_by(["grad", "backprop_example", "--at", "x=-2,y=5,z=-4"])
     assert "sympy" in imported
     assert not {"onnx", "onnxruntime", "matplotlib", "sklearn"} & set(imported)
+
+
+def test_explain_temperature_imports_neither_onnxruntime_nor_sympy(tmp_path) -> None:
+    # The table runs graphc's softmax on the interpreter; only --plot needs matplotlib.
+    imported = imported_by(["explain", "temperature"])
+    assert not {"onnxruntime", "sympy", "matplotlib", "sklearn", "tqdm"} & set(imported)
+    imported = imported_by(["explain", "temperature", "--plot", "t.png"], cwd=str(tmp_path))
+    assert "matplotlib" in imported
+    assert not {"onnxruntime", "sympy", "sklearn", "tqdm"} & set(imported)
