@@ -24,7 +24,8 @@ Storage. ONNX has no 1-bit type, and its ``sparse_initializer`` is rejected by o
   row-major order;
 
 and computes it back with ops onnxruntime folds into one initializer when it creates the session
-(so the model runs exactly as the dense one; NonZero and ScatterND would not be folded):
+(so the model runs exactly as the dense one; NonZero and ScatterND would not be folded; the
+unpacking of the bits is graphc.compress.bits's):
 
     bits  = Cast(mask, int32) / [128, 64, ..., 1] - 2 * (Cast(mask, int32) / [256, 128, ..., 2])
     keep  = Concat(Reshape(bits, [-1]), mask_tail)           # (n,) of 0 and 1
@@ -55,6 +56,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from graphc.compress import bits
 from graphc.errors import GraphcError, UsageError, unknown
 from graphc.interpret import run_node
 from graphc.ir import CONST, Graph, Value
@@ -62,8 +64,6 @@ from graphc.rewrite import remove_if_dead
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 SCOPES = ("layer", "global")
-BIT_ORDER = "big"
-INT32 = 6  # onnx.TensorProto.INT32
 # The ops of the decode subgraph; decoded_value refuses anything else on the way to the weight.
 DECODE_OPS = ("Cast", "Div", "Mul", "Sub", "Reshape", "Concat", "CumSum", "Gather")
 # What a decode subgraph adds to an ONNX file besides its mask and values, in bytes: its ten
@@ -71,14 +71,6 @@ DECODE_OPS = ("Cast", "Div", "Mul", "Sub", "Reshape", "Concat", "CumSum", "Gathe
 # weight with names like ``fc1.weight``, the constants all decoders share included). A weight
 # is encoded only when its constants and this are smaller than the dense weight.
 DECODER_BYTES = 1024
-SHARED = {
-    # name: value of the constants every decoder of a graph shares
-    "bitmask.place": np.array([128, 64, 32, 16, 8, 4, 2, 1], np.int32),
-    "bitmask.place2": np.array([256, 128, 64, 32, 16, 8, 4, 2], np.int32),
-    "bitmask.two": np.array(2, np.int32),
-    "bitmask.flat": np.array([-1], np.int64),
-    "bitmask.axis": np.array(0, np.int64),
-}
 
 
 # ----- which weights ------------------------------------------------------------------------
@@ -336,16 +328,6 @@ def encode(g: Graph, name: str) -> Graph:
     return h
 
 
-def _shared(g: Graph, name: str) -> Value:
-    """The shared constant ``name`` of ``SHARED``, added if the graph does not have it."""
-    want = SHARED[name]
-    if name in g.nx and g.op(name) == CONST:
-        have = g.const_value(Value(name))
-        if have.dtype == want.dtype and have.shape == want.shape and np.array_equal(have, want):
-            return Value(name)
-    return g.add_const(name, want)
-
-
 def _encode(g: Graph, name: str) -> None:
     """Encode constant ``name`` of ``g`` in place."""
     if name not in g.nx or g.op(name) != CONST:
@@ -359,27 +341,22 @@ def _encode(g: Graph, name: str) -> None:
     trainable = bool(g.nx.nodes[name].get("trainable"))
     flat = array.reshape(-1)
     keep = flat != 0
-    q, r = divmod(n, 8)
+    r = n % 8
     users = [(dst, d["port"]) for _, dst, d in g.nx.out_edges(name, data=True)]
     outputs = list(g.outputs)
     g.nx.remove_node(name)
 
-    packed = np.packbits(keep[:8 * q], bitorder=BIT_ORDER).reshape(q, 1)
+    packed, tail = bits.pack(keep)
     mask = g.add_const(f"{name}.mask", packed)
     values = g.add_const(f"{name}.values", np.concatenate([np.zeros(1, array.dtype),
                                                            flat[keep]]), trainable=trainable)
     shape = g.add_const(f"{name}.shape", np.array(array.shape, np.int64))
-    wide = g.add_node("Cast", [mask], {"to": INT32}, name=f"{name}.mask_int32")
-    high = g.add_node("Div", [wide, _shared(g, "bitmask.place")], name=f"{name}.mask_shift")
-    next_ = g.add_node("Div", [wide, _shared(g, "bitmask.place2")], name=f"{name}.mask_shift2")
-    twice = g.add_node("Mul", [next_, _shared(g, "bitmask.two")], name=f"{name}.mask_even")
-    bits = g.add_node("Sub", [high, twice], name=f"{name}.mask_bits")
-    bits = g.add_node("Reshape", [bits, _shared(g, "bitmask.flat")], name=f"{name}.keep")
-    if r:
-        tail = g.add_const(f"{name}.mask_tail", keep[8 * q:].astype(np.int32))
-        bits = g.add_node("Concat", [bits, tail], {"axis": 0}, name=f"{name}.keep_all")
-    count = g.add_node("CumSum", [bits, _shared(g, "bitmask.axis")], name=f"{name}.kept_count")
-    index = g.add_node("Mul", [count, bits], name=f"{name}.index")
+    tail_value = g.add_const(f"{name}.mask_tail", tail) if r else None
+    keep_bits = bits.unpack_in_graph(g, mask, tail_value, f"{name}.mask", f"{name}.keep",
+                                     f"{name}.keep_all")
+    count = g.add_node("CumSum", [keep_bits, bits.shared(g, "bitmask.axis")],
+                       name=f"{name}.kept_count")
+    index = g.add_node("Mul", [count, keep_bits], name=f"{name}.index")
     dense = g.add_node("Gather", [values, index], {"axis": 0}, name=f"{name}.dense")
     out = g.add_node("Reshape", [dense, shape], name=name)
     for dst, port in users:
