@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 from graphc.compress.gate import Gate, check_data, check_points, compare
@@ -228,8 +229,8 @@ def splice(g: Graph, region: Region, student: Graph) -> Graph:
                           f"%{g.value_name(region.exit)}", where=f"subgraph {region.scope!r}",
                           expected="a block whose output is the first output of an op",
                           got=f"%{student.value_name(out)} ({student.op(out.node)})")
-    live = [n for n in student.topo() if n != student.inputs[0]
-            and (n == out.node or n in _ancestors(student, out.node))]
+    needed = nx.ancestors(student.nx, out.node) | {out.node}
+    live = [n for n in student.topo() if n != student.inputs[0] and n in needed]
     new = g.copy()
     new.nx.remove_nodes_from(region.nodes)
     names = _free_names(new, student, live, region.scope,
@@ -256,12 +257,6 @@ def splice(g: Graph, region: Region, student: Graph) -> Graph:
     new.nx.remove_nodes_from([n for n in read if new.nx.out_degree(n) == 0
                               and Value(n) not in new.outputs])
     return new
-
-
-def _ancestors(g: Graph, node: str) -> set[str]:
-    import networkx as nx
-
-    return nx.ancestors(g.nx, node)
 
 
 # ----- the report ---------------------------------------------------------------------------
