@@ -5,6 +5,12 @@ A checkpoint whose record lists pruned weights (``pruned.sparse``, as ``graphc p
 trains with masks ``w != 0`` on them, from ``--init`` or ``--resume``, so its zeros stay zeros;
 one with pruned channels (``pruned.channels``) trains its pruned architecture. The new
 checkpoint carries the same ``pruned`` record.
+
+``--teacher TEACHER:CKPT`` distills: the student (MODEL) learns from the labels and from the
+frozen teacher's softened outputs with the course's loss (``--T``, ``--alpha``, ``--beta``,
+``--tau-squared``); ``--teacher-labels N`` adds N samples labeled by the teacher (augmented
+training images, or the array ``x`` of ``--unlabeled FILE.npz``). The checkpoint's record
+(``distill``) names the teacher, so ``--resume`` continues with it.
 """
 
 from __future__ import annotations
@@ -45,8 +51,12 @@ TRAIN_OPTIONS = {
     "feature_augment": "--feature-augment", "seed": "--seed", "threads": "--threads",
     "backend": "--backend", "init": "--init", "new_head": "--new-head", "freeze": "--freeze",
     "unfreeze_at": "--unfreeze-at", "classes": "--classes", "qat": "--qat",
-    "penalty": "--penalty",
+    "penalty": "--penalty", "teacher": "--teacher", "T": "--T", "alpha": "--alpha",
+    "beta": "--beta", "tau_squared": "--tau-squared", "teacher_labels": "--teacher-labels",
+    "unlabeled": "--unlabeled", "teacher_mode": "--teacher-mode",
 }
+DISTILL_OPTIONS = ("T", "alpha", "beta", "tau_squared", "teacher_labels", "unlabeled",
+                   "teacher_mode")
 
 
 @dataclass
@@ -64,6 +74,7 @@ class _Plan:
     details: list[str]
     checkpoint: Any = None
     masks: dict[str, np.ndarray] | None = None
+    teacher: Any = None
 
 
 def _plan_fresh(args: argparse.Namespace) -> _Plan:
@@ -84,6 +95,7 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
         raise UsageError("--unfreeze-at needs --freeze", expected="--freeze GLOB",
                          got=f"--unfreeze-at {args.unfreeze_at} alone")
     classes = parse_classes(args.classes) if args.classes is not None else None
+    settings = _settings(args)
     augment = args.augment or ""
     if augment.strip() == "digits":
         augment = DIGITS_AUGMENT
@@ -178,8 +190,86 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
         details.append(f"  qat            {len(record['qat']['zero_points'])} activation grids "
                        f"(minmax on 256 training images), weights int8 [-{record['qat']['qmax']}, "
                        f"{record['qat']['qmax']}] per channel, BatchNorm folded")
+    teacher = None
+    if settings is not None:
+        where, path = _teacher_spec(args.teacher)
+        record["distill"] = {"teacher": where, "teacher_weights": path, **settings.record(),
+                             "unlabeled": args.unlabeled}
+        teacher = _teacher(record, classes, details)
     return _Plan(name, build, train_set, test_set, config, record, state, notes, details,
-                 masks=masks)
+                 masks=masks, teacher=teacher)
+
+
+def _teacher_spec(text: str) -> tuple[str, str]:
+    """Split ``--teacher TEACHER:CKPT``."""
+    model, colon, path = text.partition(":")
+    if not colon or not model or not path:
+        raise UsageError(f"cannot read --teacher {text!r}", where="--teacher",
+                         expected="TEACHER:CKPT, e.g. teacher:teacher.ckpt", got=repr(text))
+    return model, path
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """The distillation settings of the command line (refused without --teacher)."""
+    from graphc.train.distill import Distillation
+
+    given = {k: getattr(args, k) for k in DISTILL_OPTIONS if getattr(args, k) is not None}
+    if not args.teacher:
+        if given:
+            flags = " ".join(TRAIN_OPTIONS[k] for k in given)
+            raise UsageError(f"{flags} needs --teacher", expected="--teacher TEACHER:CKPT",
+                             got=f"{flags} without a teacher")
+        return None
+    if args.unlabeled and not args.teacher_labels:
+        raise UsageError("--unlabeled needs --teacher-labels", expected="--teacher-labels N "
+                         "--unlabeled FILE.npz", got="--unlabeled alone")
+    names = {"teacher_mode": "mode", "tau_squared": "tau_squared"}
+    return Distillation(**{names.get(k, k): v for k, v in given.items() if k != "unlabeled"})
+
+
+def _teacher(record: dict[str, Any], classes: Any, details: list[str]) -> Any:
+    """The frozen teacher of a distilled run's ``record``: its model with the weights of its
+    checkpoint (checked as ``compile --weights`` checks them), and the lines that describe it."""
+    from graphc.train.distill import Distillation, Teacher, read_unlabeled
+    from graphc.train.loop import model_state
+    from graphc.train.step import apply_state
+
+    distill = record["distill"]
+    spec, path = distill["teacher"], distill["teacher_weights"]
+    settings = Distillation.from_record(distill)
+    module = load_module(spec, "train")
+    ck = read_checkpoint(path, spec, "--teacher")
+    theirs = ck.data.get("classes") or None
+    if theirs != (classes or None):
+        def text(chosen: Any) -> str:
+            return ",".join(map(str, chosen)) if chosen else "all"
+
+        raise UsageError(f"the teacher {path} was trained on other classes", where="--teacher",
+                         expected=f"classes {text(classes)} (the student's)",
+                         got=f"classes {text(theirs)}")
+
+    def build(batch: int) -> Any:
+        graph = fit_head(build_at(module, 0, batch), ck.state, 0)[0]
+        graph = pruned_model(graph, ck.data)[0]
+        if ck.data.get("qat"):
+            graph = qat_model(graph, ck.data["qat"])
+        need_all(path, model_state(graph), ck.state, spec)
+        return apply_state(graph, ck.state)
+
+    unlabeled = read_unlabeled(distill["unlabeled"]) if distill.get("unlabeled") else None
+    accuracy = (f", {100 * ck.history[-1].test_accuracy:.2f}% test accuracy"
+                if ck.history else "")
+    form = "T^2 on the soft term (Hinton)" if settings.tau_squared else "the course's form"
+    details.append(f"  teacher        {model_name(spec)} from {path} (epoch {ck.epoch}{accuracy}),"
+                   " frozen")
+    details.append(f"  distillation   T {settings.T:g}, alpha {settings.alpha:g}, beta "
+                   f"{settings.beta:g}, {form}")
+    if settings.teacher_labels:
+        source = (f"{distill['unlabeled']} (its array x)" if unlabeled is not None
+                  else "augmented copies of training images")
+        details.append(f"  teacher labels {settings.teacher_labels} samples from {source}, "
+                       "labeled softmax(z_t)")
+    return Teacher(build, settings, model_name(spec), unlabeled)
 
 
 def _sparse_masks(ck: Any, pruned: dict[str, Any], head: list[str]
@@ -287,19 +377,22 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
             return qat_model(plain(batch), record["qat"])
 
     details = [f"  resumed        {args.resume} after epoch {ck.epoch}"]
+    teacher = _teacher(record, record.get("classes"), details) if record.get("distill") else None
     if record.get("pruned"):
         from graphc.train.checkpoint import sparse_masks
 
         details.append(_pruned_line(record["pruned"], sparse_masks(ck.state, record),
                                     build(config.batch)))
     return _Plan(model_name(args.model), build, train_set, test_set, config, record, ck.state,
-                 [], details, ck)
+                 [], details, ck, teacher=teacher)
 
 
 def _refuse_clashes(args: argparse.Namespace, output: str) -> None:
     """Refuse outputs that would overwrite each other or an input (the model file, --init)."""
     paths = [("-o", output), ("--plot", args.plot), ("MODEL", args.model),
-             ("--init", args.init)]
+             ("--init", args.init), ("--unlabeled", args.unlabeled)]
+    if args.teacher and ":" in args.teacher:
+        paths.append(("--teacher", args.teacher.partition(":")[2]))
     seen: dict[Path, str] = {}
     for option, path in paths:
         if not path or (option not in ("-o", "--plot") and not Path(path).is_file()):
@@ -345,10 +438,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         if plan.checkpoint is not None:
             result = checkpoint.resume(plan.checkpoint, plan.build, plan.train_set, plan.test_set,
-                                       epochs=plan.config.epochs, on_epoch=save)
+                                       epochs=plan.config.epochs, on_epoch=save,
+                                       teacher=plan.teacher)
         else:
             result = training.train(plan.build, plan.train_set, plan.test_set, plan.config,
-                                     state=plan.state, on_epoch=save, masks=plan.masks)
+                                     state=plan.state, on_epoch=save, masks=plan.masks,
+                                     teacher=plan.teacher)
     except KeyboardInterrupt:
         if last[0]:
             print(f"graphc: interrupted; {output} holds epoch {last[0]}: continue with "
@@ -430,4 +525,26 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", metavar="LIST",
                    help="only these digit classes, relabeled 0..M-1 in this order: 0-4 or "
                         "5,6,7")
+    p.add_argument("--teacher", metavar="TEACHER:CKPT",
+                   help="distill: learn from this frozen teacher (a zoo model or .py file and "
+                        "its checkpoint) as well as from the labels")
+    p.add_argument("--T", type=float, metavar="T",
+                   help="with --teacher: the temperature of softmax(z / T) (default 4)")
+    p.add_argument("--alpha", type=float, metavar="A",
+                   help="with --teacher: the weight of the hard term H(y, softmax(z_s)) "
+                        "(default 0.5)")
+    p.add_argument("--beta", type=float, metavar="B",
+                   help="with --teacher: the weight of the soft term H(softmax(z_t/T), "
+                        "softmax(z_s/T)) (default 0.5)")
+    p.add_argument("--tau-squared", action="store_true", default=None,
+                   help="with --teacher: multiply the soft term by T^2 (Hinton et al.)")
+    p.add_argument("--teacher-labels", type=int, metavar="N",
+                   help="with --teacher: add N samples labeled by the teacher's softmax "
+                        "(augmented training images, or --unlabeled)")
+    p.add_argument("--unlabeled", metavar="FILE.npz",
+                   help="with --teacher-labels: draw the samples from this file's array x")
+    p.add_argument("--teacher-mode", metavar="MODE",
+                   help="with --teacher: how its logits are computed: auto (default), graph "
+                        "(inside the training step) or separate (its own session, cached "
+                        "without augmentation)")
     p.set_defaults(func=cmd_train)

@@ -7,6 +7,9 @@ configuration, the history and a description of the data. ``load_checkpoint`` re
 with ``allow_pickle=False``; ``resume`` continues its run (``graphc.train.loop.train``) exactly
 as if it had not stopped.
 
+A distilled checkpoint's data holds its teacher and settings in ``data["distill"]``; ``resume``
+needs that teacher again (``graphc.train.distill.Teacher``).
+
 A pruned checkpoint's data lists its masked parameters in ``data["pruned"]["sparse"]`` (the mask
 is ``w != 0`` of the stored weight); ``sparse_masks`` reads it back and ``resume`` trains with it.
 
@@ -36,6 +39,7 @@ import numpy as np
 from graphc.errors import GraphcError, UsageError
 from graphc.files import write_atomic
 from graphc.train.data import Dataset
+from graphc.train.distill import Distillation, Teacher
 from graphc.train.loop import Build, EpochLog, TrainConfig, TrainResult, require_all, train
 
 CHECKPOINT_FORMAT = "graphc-checkpoint"
@@ -124,11 +128,24 @@ def sparse_masks(state: Mapping[str, np.ndarray], data: Mapping[str, Any]
 
 def resume(checkpoint: Checkpoint, build: Build, train_set: Dataset, test_set: Dataset, *,
            epochs: int | None = None, progress: bool = True,
-           on_epoch: Callable[[TrainResult], None] | None = None) -> TrainResult:
+           on_epoch: Callable[[TrainResult], None] | None = None,
+           teacher: Teacher | None = None) -> TrainResult:
     """Continue a checkpoint's run with its own configuration, up to ``epochs`` in all (the
-    pruned parameters its data lists keep their zeros: ``sparse_masks``)."""
+    pruned parameters its data lists keep their zeros: ``sparse_masks``). A distilled run
+    continues with ``teacher``, which must have the settings the checkpoint records."""
+    record = checkpoint.data.get("distill")
+    if record and teacher is None:
+        raise UsageError("the checkpoint was distilled: resuming it needs its teacher",
+                         expected=f"teacher {record.get('teacher')!r} "
+                         f"({record.get('teacher_weights')})", got="no teacher")
+    if teacher is not None:
+        want = Distillation.from_record(record) if record else None
+        if want != teacher.settings:
+            raise UsageError("the teacher's settings differ from the checkpoint's",
+                             expected=want.record() if want else "no teacher (a plain run)",
+                             got=teacher.settings.record())
     config = checkpoint.config if epochs is None else replace(checkpoint.config, epochs=epochs)
     return train(build, train_set, test_set, config, state=checkpoint.state,
                  start_epoch=checkpoint.epoch, steps=checkpoint.steps,
                  history=checkpoint.history, progress=progress, on_epoch=on_epoch,
-                 masks=sparse_masks(checkpoint.state, checkpoint.data))
+                 masks=sparse_masks(checkpoint.state, checkpoint.data), teacher=teacher)

@@ -12,6 +12,10 @@ every Conv, Gemm and MatMul weight to the loss, and ``masks`` keeps pruned weigh
 zero while the rest trains (``graphc.train.checkpoint.sparse_masks`` reads a pruned
 checkpoint's).
 
+Distillation: ``teacher`` (``graphc.train.distill.Teacher``) trains the student with the
+course's distillation loss against the frozen teacher's logits, and extends the training set
+with ``teacher_labels`` samples labeled by the teacher's soft outputs.
+
 >>> from graphc.train.data import make_blobs_dataset
 >>> from graphc.models import load
 >>> data = make_blobs_dataset(240, classes=3, features=2, seed=0)
@@ -44,6 +48,7 @@ from graphc.files import write_atomic
 from graphc.ir import CONST, Graph, Value
 from graphc.train.augment import Augment
 from graphc.train.data import Dataset, one_hot
+from graphc.train.distill import Distillation, Teacher, check_teacher, label_with_teacher
 from graphc.train.optim import SGD, Adam, Optimizer, schedule_from_spec
 from graphc.train.penalties import Penalty, layer_weights, parse_penalty, penalty_spec
 from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
@@ -284,11 +289,63 @@ def penalties(forward: Graph, config: TrainConfig, frozen: Sequence[str] = ()
 
 
 def _compile(forward: Graph, config: TrainConfig, frozen: Sequence[str],
-             masks: Mapping[str, np.ndarray]) -> StepSpec:
+             masks: Mapping[str, np.ndarray], distill: Distillation | None = None,
+             teacher: Graph | None = None) -> StepSpec:
     features = [FeatureAugment.parse(s) for s in config.feature_augment]
     return compile_step(forward, config.make_optimizer(), loss=config.loss, frozen=frozen,
                         features=features, penalties=penalties(forward, config, frozen),
-                        masks=masks)
+                        masks=masks, distill=distill, teacher=teacher)
+
+
+class _TeacherFeed:
+    """The teacher's side of a distilled run: its logits for a batch when the step does not
+    compute them itself (``separate``; cached for the whole run when the inputs are the same
+    every epoch), and the teacher-labeled samples that extend the training set."""
+
+    def __init__(self, teacher: Teacher, forward: Graph, train_set: Dataset,
+                 config: TrainConfig, augmented: bool) -> None:
+        self.settings = teacher.settings
+        self.graph = teacher.build(config.batch)
+        check_teacher(self.graph, forward)
+        self.sample_shape = forward.type_of(Value(forward.inputs[0])).shape[1:]
+        self.dtype = forward.type_of(Value(forward.inputs[0])).dtype
+        self._batch: Evaluator | None = None
+        self._whole: Evaluator | None = None
+        self._build, self._config = teacher.build, config
+        self.mode = self.settings.resolved(augmented)
+        n = self.settings.teacher_labels
+        self.extra_x = np.zeros((0, *train_set.x.shape[1:]), np.float32)
+        self.extra_soft = np.zeros((0, train_set.classes), np.float32)
+        if n:
+            unlabeled = teacher.unlabeled
+            per_sample = train_set.x.shape[1:]
+            if unlabeled is not None:
+                if int(np.prod(unlabeled.shape[1:])) != int(np.prod(per_sample)):
+                    raise UsageError("the unlabeled samples do not fit the data",
+                                     where="--unlabeled", expected=f"samples of shape "
+                                     f"{per_sample}", got=f"samples of shape {unlabeled.shape[1:]}")
+                unlabeled = unlabeled.reshape((len(unlabeled), *per_sample))
+            self.extra_x, self.extra_soft = label_with_teacher(
+                self.predict, n, config.seed, images=train_set.x, labels=train_set.y,
+                unlabeled=unlabeled, classes=train_set.classes)
+        self.cache: np.ndarray | None = None
+        if self.mode == "separate" and not augmented:
+            self.cache = self.predict(np.concatenate([train_set.x, self.extra_x]))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The teacher's logits for samples ``x`` (in the data's layout), in big batches."""
+        if self._whole is None:
+            self._whole = Evaluator(self._build(256), [], self._config.backend,
+                                    self._config.threads)
+        return self._whole.predict(x.reshape((len(x), *self.sample_shape)), {})
+
+    def logits(self, xb: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """The teacher's logits for one batch ``xb`` (the step's input) at ``index``."""
+        if self.cache is not None:
+            return self.cache[index]
+        if self._batch is None:
+            self._batch = Evaluator(self.graph, [], self._config.backend, self._config.threads)
+        return self._batch.predict(xb, {})
 
 
 def _check_output(forward: Graph, data: Dataset, batch: int) -> None:
@@ -305,14 +362,17 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
           state: Mapping[str, np.ndarray] | None = None, start_epoch: int = 0,
           steps: int = 0, history: Sequence[EpochLog] = (), progress: bool = True,
           on_epoch: Callable[[TrainResult], None] | None = None,
-          masks: Mapping[str, np.ndarray] | None = None) -> TrainResult:
+          masks: Mapping[str, np.ndarray] | None = None,
+          teacher: Teacher | None = None) -> TrainResult:
     """Train ``build(batch)``'s model and return the result.
 
     ``state`` starts from given weights (a checkpoint's: parameters, running statistics and
     optimizer state, all optional); ``start_epoch``, ``steps`` and ``history`` resume a run.
     ``on_epoch`` is called after every epoch (to write a checkpoint). ``masks`` maps
     parameters to 0/1 arrays of their shape: the weights under a 0 are set to 0 before the
-    first step and stay exactly 0 (``compile_step``'s masks).
+    first step and stay exactly 0 (``compile_step``'s masks). ``teacher`` distills: the loss is
+    ``teacher.settings``' distillation loss against the frozen teacher's logits, and its
+    ``teacher_labels`` samples, labeled by the teacher, join the training set.
     """
     masks = dict(masks or {})
     forward = build(config.batch)
@@ -348,7 +408,12 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     frozen = frozen_params(forward, config.freeze)
     if config.unfreeze_at is not None and start_epoch >= config.unfreeze_at:
         frozen = []
-    spec = _compile(forward, config, frozen, masks)
+    augment = Augment.parse(config.augment, classes=train_set.classes)
+    feed = (_TeacherFeed(teacher, forward, train_set, config, bool(augment.steps))
+            if teacher is not None else None)
+    distill = teacher.settings if teacher is not None else None
+    inside = feed.graph if feed is not None and feed.mode == "graph" else None
+    spec = _compile(forward, config, frozen, masks, distill, inside)
     if start_epoch:
         require_all([*model_state(forward), *spec.state], state or {},
                     f"cannot resume after epoch {start_epoch}: the state has no values for "
@@ -362,25 +427,36 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     runner = _runner(spec, current, steps, config)
     evaluator = Evaluator(eval_forward, list(current), config.backend, config.threads)
     schedule = schedule_from_spec(config.schedule, config.learning_rate, total=config.epochs)
-    augment = Augment.parse(config.augment, classes=train_set.classes)
+    x_all, y_all, soft_all = train_set.x, train_set.y, None
+    if feed is not None and len(feed.extra_x):
+        x_all = np.concatenate([train_set.x, feed.extra_x])
+        y_all = np.concatenate([train_set.y, np.argmax(feed.extra_soft, axis=1)])
+        soft_all = np.concatenate([one_hot(train_set.y, train_set.classes), feed.extra_soft])
     result = TrainResult(current, list(history), steps)
     for epoch in range(start_epoch, config.epochs):
         if config.unfreeze_at is not None and epoch == config.unfreeze_at and spec.frozen:
             forward = apply_state(forward, runner.state())
-            spec = _compile(forward, config, [], masks)
+            spec = _compile(forward, config, [], masks, distill, inside)
             runner = _runner(spec, {**runner.state()}, runner.steps, config)
         started = time.perf_counter()
         lr = schedule(epoch)
         rng = np.random.default_rng([config.seed, epoch])
         losses, correct, seen = [], 0, 0
-        batches = train_set.batches(config.batch, seed=rng, drop_last=True)
-        bar = _progress(batches, len(train_set) // config.batch, epoch, config, progress)
-        for xb, yb in bar:
+        # The order Dataset.batches(seed=rng, drop_last=True) draws, with the indices kept.
+        order = rng.permutation(len(y_all))
+        stop = len(order) - len(order) % config.batch
+        batches = (order[s:s + config.batch] for s in range(0, stop, config.batch))
+        bar = _progress(batches, len(order) // config.batch, epoch, config, progress)
+        for index in bar:
+            xb, yb = x_all[index], y_all[index]
+            labels = yb if soft_all is None else soft_all[index]
             # Augment in the data's own layout (images stay images for an MLP), then reshape.
-            xb, soft = augment(xb, yb, rng) if augment.steps else (xb, yb)
+            xb, soft = augment(xb, labels, rng) if augment.steps else (xb, labels)
             xb = xb.reshape((len(xb), *sample_shape)).astype(x_dtype, copy=False)
             target = soft if soft.ndim == 2 else one_hot(soft, train_set.classes)
             extra, target = spec.random_inputs(rng, target.astype(pred_dtype))
+            if "teacher_logits" in spec.batch_inputs:
+                extra["teacher_logits"] = feed.logits(xb, index)
             out = runner.run({spec.batch_inputs[0]: xb, "target": target, **extra}, lr)
             if not math.isfinite(out.loss):
                 raise GraphcError(f"the loss became {out.loss} in epoch {epoch + 1}",

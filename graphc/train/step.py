@@ -11,7 +11,10 @@
   drawn by the caller (``dropout_masks``), so the interpreter and onnxruntime compute the same
   step.
 - **Loss** on the model's first output: ``cross_entropy`` (logits against the ``target``
-  probabilities, one-hot for labels) or ``mse``, plus optional penalties
+  probabilities, one-hot for labels) or ``mse``; with ``distill`` (``graphc.train.distill``),
+  the course's distillation loss against a frozen teacher's logits, computed by the teacher's
+  inference graph inside the step (``teacher``) or fed as the batch input ``teacher_logits``;
+  plus optional penalties
   (``graphc.train.penalties``: ``Penalty``; the weights a penalty acts on by default are
   ``layer_weights``).
 - **Masks** keep pruned weights at zero: a parameter with a 0/1 mask enters the forward as
@@ -48,6 +51,7 @@ from graphc.dsl import GraphBuilder, Tensor
 from graphc.errors import GraphcError, UsageError, unknown
 from graphc.ir import CONST, INPUT, Graph, Value
 from graphc.train import losses
+from graphc.train.distill import Distillation, check_teacher, embed_teacher
 from graphc.train.optim import Optimizer
 from graphc.train.penalties import Penalty, penalty_term
 
@@ -267,7 +271,8 @@ def _feature_augment(g: Graph, aug: FeatureAugment) -> str:
 NORMALIZED_OUTPUTS = ("Softmax", "LogSoftmax", "Sigmoid")
 
 
-def _loss(b: GraphBuilder, kind: str, pred: Tensor) -> Tensor:
+def _loss(b: GraphBuilder, kind: str, pred: Tensor, teacher: Tensor | None = None,
+          distill: Distillation | None = None) -> Tensor:
     if kind not in LOSSES:
         raise unknown("loss", kind, LOSSES, cls=UsageError)
     g = b.graph
@@ -283,20 +288,41 @@ def _loss(b: GraphBuilder, kind: str, pred: Tensor) -> Tensor:
     target = b.input("target", pred.shape, pred.dtype)
     if kind == "mse":
         return losses.mse(pred, target)
+    if distill is not None and teacher is not None:
+        return losses.distillation(pred, teacher, target, alpha=distill.alpha, beta=distill.beta,
+                                   tau=distill.T, tau_squared=distill.tau_squared)
     return losses.cross_entropy(pred, target)
 
 
 def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_entropy",
                  frozen: Sequence[str] = (), penalties: Sequence[Penalty] = (),
                  features: Sequence[FeatureAugment] = (),
-                 masks: Mapping[str, np.ndarray] = {}) -> StepSpec:  # noqa: B006 (read only)
+                 masks: Mapping[str, np.ndarray] = {},  # noqa: B006 (read only)
+                 distill: Distillation | None = None, teacher: Graph | None = None) -> StepSpec:
     """Return the training step of ``forward`` (its first output is the prediction).
 
     ``frozen`` names parameters that are not trained (they stay constants in the step);
     ``features`` inserts feature-space augmentation (at most one mixup); ``masks`` maps
     parameters to 0/1 arrays of their shape: the forward reads ``w * mask``, so a masked
-    weight is 0 after every step (penalties act on ``w`` itself).
+    weight is 0 after every step (penalties act on ``w`` itself). ``distill`` trains against
+    a frozen teacher with the distillation loss: ``teacher`` (its inference graph, weights
+    included) becomes part of the step, reading the step's input; without it the step has the
+    batch input ``teacher_logits`` (the teacher's logits, shaped like the prediction).
     """
+    if teacher is not None and distill is None:
+        raise UsageError("a teacher needs distillation settings", where="compile_step",
+                         expected="distill=Distillation(...) with teacher", got="teacher alone")
+    if distill is not None and loss != "cross_entropy":
+        raise UsageError("distillation trains with the cross-entropy loss", where="--loss",
+                         expected="cross_entropy", got=loss)
+    if distill is not None and any(f.kind == "mixup" for f in features):
+        raise UsageError("a feature mixup mixes the labels but not the teacher's logits",
+                         where="--feature-augment", expected="noise (or no feature "
+                         "augmentation) when distilling", got="mixup",
+                         hint="Mix the inputs instead (--augment mixup=ALPHA): the teacher then "
+                              "sees the mixed images.")
+    if teacher is not None:
+        check_teacher(teacher, forward)
     g = forward.copy(f"{forward.name}_train")
     params = g.params()
     for name in frozen:
@@ -335,13 +361,22 @@ def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_ent
     b = GraphBuilder(g.name)
     b.graph = g
     pred = Tensor(b, g.outputs[0])
-    total = _loss(b, loss, pred)
+    teacher_logits = None
+    if distill is not None:
+        # After the train-mode rewrites: the teacher keeps its inference form.
+        if teacher is not None:
+            teacher_logits = Tensor(b, embed_teacher(g, teacher, Value(batch_inputs[0])))
+        else:
+            teacher_logits = b.input("teacher_logits", pred.shape, pred.dtype)
+    total = _loss(b, loss, pred, teacher_logits, distill)
     for penalty in penalties:
         for p in penalty.params:
             if p not in params:
                 raise unknown("parameter", p, params, cls=UsageError, where="penalty")
         total = total + penalty_term(b, penalty)
     batch_inputs.append("target")
+    if distill is not None and teacher is None:
+        batch_inputs.append("teacher_logits")
     loss_value = total.value
     initial: dict[str, np.ndarray] = {}
     for name in trained + list(carried):
