@@ -96,6 +96,7 @@ def run_pipeline(g: Graph, names: Sequence[str], options: dict[str, dict[str, An
         except Exception as err:  # noqa: BLE001 - any failure is reported with the pass history
             history = ", ".join(names[:k]) or "none"
             detail = str(err) if isinstance(err, GraphcError) else f"{type(err).__name__}: {err}"
+            detail = detail.rstrip(".")  # the message below ends the sentence
             raise PassError(f"pass {name!r} ({k + 1} of {len(names)}; before it: {history}) "
                             f"failed: {detail}") from err
         report.seconds = time.perf_counter() - start

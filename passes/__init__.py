@@ -15,6 +15,7 @@ from graphc.passes.prune_magnitude import prune_magnitude
 from graphc.passes.quantize_int8 import quantize_int8
 from graphc.passes.remove_dropout import remove_dropout
 from graphc.passes.remove_identity import remove_identity
+from graphc.passes.substitute_student import substitute_student
 
 PASSES = [
     remove_dropout,
@@ -25,6 +26,7 @@ PASSES = [
     quantize_int8,
     prune_channels,
     prune_magnitude,
+    substitute_student,
 ]
 
 PIPELINES = {

@@ -38,6 +38,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     names = resolve(args.passes, args.pipeline)
     if args.accuracy is not None:
         check_data(args.accuracy, "--accuracy")
+    pruning = prune_options(args, names)  # checked before any model is loaded
     loaded = load_model(args.model, args.seed)
     weights = None
     if args.weights:
@@ -47,7 +48,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     test_set = None
     if args.accuracy is not None:
         test_set = accuracy_data(args.accuracy, original, weights)
-    options = {**quantize_options(args, original, names, weights), **prune_options(args, names)}
+    options = {**quantize_options(args, original, names, weights), **pruning}
     more_options, student = student_options(args, names, weights, test_set, options)
     options.update(more_options)
     # With a student substituted, the compiled file computes the student: it is the reference.
@@ -221,6 +222,17 @@ def prune_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict[
                              expected=f"--passes {passes[0]}", got=f"passes: {names or 'none'}")
         for name in run:
             chosen[name][key] = value
+    from graphc.compress.channels import check_options
+    from graphc.compress.sparse import check_scope, check_sparsity
+
+    magnitude, channels = chosen["prune-magnitude"], chosen["prune-channels"]
+    if "sparsity" in magnitude:
+        check_sparsity(magnitude["sparsity"], "--sparsity")
+    if "scope" in magnitude:
+        check_scope(magnitude["scope"], "--prune-scope")
+    if channels:
+        check_options(channels.get("amount", 0.5), channels.get("method", "l1"),
+                      channels.get("scope", "layer"), channels.get("round_to", 8), 1)
     return {k: v for k, v in chosen.items() if v}
 
 

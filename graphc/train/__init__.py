@@ -24,8 +24,28 @@
 
 from __future__ import annotations
 
-from graphc.train.checkpoint import Checkpoint, load_checkpoint, resume, save_checkpoint
-from graphc.train.loop import TrainConfig, TrainResult, train
+import importlib
+from typing import Any
+
+# Loaded on first use, so that importing one module of the package (graphc.train.temperature
+# for ``graphc explain``) does not import the loop, its runners and onnx.
+_LAZY = {"Checkpoint": "graphc.train.checkpoint", "load_checkpoint": "graphc.train.checkpoint",
+         "resume": "graphc.train.checkpoint", "save_checkpoint": "graphc.train.checkpoint",
+         "TrainConfig": "graphc.train.loop", "TrainResult": "graphc.train.loop",
+         "train": "graphc.train.loop"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'graphc.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = ["Checkpoint", "TrainConfig", "TrainResult", "load_checkpoint", "resume",
            "save_checkpoint", "train"]

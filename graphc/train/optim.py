@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from onnx import helper
 
 from graphc.errors import UsageError, unknown
 from graphc.ir import Graph, Value
@@ -86,6 +85,8 @@ class _Builder:
         return correction if self.dtype == np.float64 else self.cast(correction, self.dtype)
 
     def cast(self, value: Value, dtype: Any) -> Value:
+        from onnx import helper  # here: importing graphc.train must not cost onnx's import
+
         return self.g.add_node("Cast", [value],
                                {"to": helper.np_dtype_to_tensor_dtype(np.dtype(dtype))},
                                name=f"{self.prefix}.cast")
