@@ -220,3 +220,27 @@ def test_a_checkpoint_of_another_model_is_refused(
     line = fails(capsys, ["prune", "cnn", "--weights", str(trained["mlp"]), "--sparsity", "0.5",
                           "-o", str(tmp_path / "p.ckpt")], 2)
     assert "is a checkpoint of model 'mlp'" in line
+
+
+def test_compile_passes_its_pruning_options_to_the_passes(
+        trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_path = tmp_path / "m.onnx"
+    out, _ = run_ok(capsys, ["compile", "mlp", "--weights", str(trained["mlp"]), "--passes",
+                             "prune-magnitude", "--sparsity", "0.5", "-o", str(out_path)])
+    assert "fc1.weight    50.0% zero (4,096 of 8,192)" in out
+    channels = tmp_path / "c.onnx"
+    run_ok(capsys, ["compile", "cnn", "--weights", str(trained["cnn"]), "--pipeline",
+                    "inference", "--passes", "prune-channels", "--prune-amount", "0.75",
+                    "--round-to", "1", "-o", str(channels)])
+    shapes = sorted(v.shape for v in onnx_weights(channels).values() if v.ndim == 4)
+    assert shapes == [(4, 1, 3, 3), (8, 4, 3, 3), (16, 8, 3, 3)]
+
+
+def test_compile_refuses_bad_pruning_options_before_loading(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = fails(capsys, ["compile", "no_such_model", "--passes", "prune-magnitude",
+                          "--sparsity", "1.5", "-o", str(tmp_path / "x.onnx")], 2)
+    assert "--sparsity: the sparsity is the fraction of weights to zero" in line
+    line = fails(capsys, ["compile", "cnn", "--sparsity", "0.5", "-o", str(tmp_path / "x.onnx")],
+                 2)
+    assert "--sparsity only applies to prune-magnitude" in line
