@@ -245,12 +245,15 @@ def thresholds(alpha: np.ndarray, bias: np.ndarray | None, bn: Sequence[np.ndarr
     return flip, t, size, np.where(size > 0, real, 0.5)
 
 
-def threshold_margin(size: np.ndarray, t_real: np.ndarray, fan_in: int) -> int:
-    """Return how many channels have ``-b/a`` within float32 rounding of an integer, where a
-    float32 evaluation of the layer may round the sign differently from exact arithmetic."""
-    distance = np.abs(t_real - np.round(t_real)) * size
-    bound = 4 * np.finfo(np.float32).eps * size * fan_in * (fan_in + np.abs(t_real))
-    return int(np.count_nonzero(distance <= bound))
+def threshold_margin(size: np.ndarray, real: np.ndarray, fan_in: int) -> int:
+    """Return how many channels have ``real = -b/|a|`` within float32 rounding of a reachable
+    integer sum (``|acc| <= fan_in``): there a float32 evaluation of the layer, whose partial
+    sums of ``+-a`` round by about ``eps * |a| * fan_in``, may round the sign differently from
+    exact arithmetic."""
+    nearest = np.round(real)
+    distance = np.abs(real - nearest) * size
+    bound = 4 * np.finfo(np.float32).eps * size * (fan_in + np.abs(real))
+    return int(np.count_nonzero((distance <= bound) & (np.abs(nearest) <= fan_in)))
 
 
 # ----- building the stored forms ------------------------------------------------------------
