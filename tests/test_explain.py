@@ -1,5 +1,6 @@
 """``graphc explain``: softmax with a temperature against numpy written here, the printed table,
-the plot's bytes, the topic list and the errors."""
+the plot's bytes; the XNOR dot product against numpy and the bits worked out by hand; the topic
+list and the errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import pytest
 
 from graphc import testing
 from graphc.cli import main
+from graphc.compress.xnor import (
+    DEFAULT_A,
+    DEFAULT_W,
+    binary_neuron,
+    random_neuron_inputs,
+    random_signs,
+    xnor_dot,
+)
 from graphc.errors import UsageError
 from graphc.train.temperature import (
     DEFAULT_LOGITS,
@@ -190,6 +199,7 @@ def test_no_topic_lists_the_topics(capsys):
     assert main(["explain"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^\s+temperature\s+softmax\(z / T\)", out, re.MULTILINE)
+    assert re.search(r"^\s+binary\s+dot\(a, w\) of \+-1 vectors", out, re.MULTILINE)
 
 
 def fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -200,7 +210,7 @@ def fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 def test_unknown_topic_names_the_closest(capsys):
     line = fails(capsys, ["explain", "temprature"])
     assert line == ("graphc: error: graphc explain: unknown topic 'temprature'; expected one of "
-                    "'temperature', got 'temprature'. Did you mean 'temperature'?")
+                    "'binary', 'temperature', got 'temprature'. Did you mean 'temperature'?")
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -236,3 +246,189 @@ def test_api_refuses_like_the_cli():
         tempered_softmax([1.0, 2.0], [0.0])
     with pytest.raises(UsageError, match="no temperature given"):
         temperature_table([1.0, 2.0], [])
+
+
+# ----- binary: dot(a, w) = 2 * popcount(xnor(a, w)) - n ---------------------------------------
+
+
+def numpy_sign(x: np.ndarray) -> np.ndarray:
+    """sign with sign(0) = +1, the binary networks' convention."""
+    return np.where(np.asarray(x, np.float64) >= 0, 1, -1)
+
+
+def numpy_bits(v: np.ndarray) -> str:
+    return "".join(str(int(b)) for b in (np.asarray(v) > 0).astype(int))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 63, 64, 65, 200, 1000])
+def test_identity_against_numpy(n):
+    # Beyond 64 bits the XNOR is no longer one machine word; Python's integers still hold it.
+    rng = np.random.default_rng(n)
+    for _ in range(40):
+        a, w = rng.choice([-1, 1], size=(2, n))
+        r = xnor_dot(a.tolist(), w.tolist())
+        dot = int(np.dot(a, w))
+        agree = int(np.sum(a == w))
+        assert (r.dot, r.via_popcount, r.popcount) == (dot, dot, agree)
+        assert dot == 2 * agree - n
+        assert r.a_bits == numpy_bits(a) and r.w_bits == numpy_bits(w)
+        assert r.xnor_bits == "".join("1" if x == y else "0" for x, y in zip(a, w, strict=True))
+        assert r.n == n and r.products == tuple((a * w).tolist())
+
+
+def test_extremes_by_hand():
+    # All agree: popcount n, dot n. All disagree: popcount 0, dot -n.
+    same = xnor_dot([1, -1, -1], [1, -1, -1])
+    assert (same.xnor_bits, same.popcount, same.dot) == ("111", 3, 3)
+    opposite = xnor_dot([1, -1, -1], [-1, 1, 1])
+    assert (opposite.xnor_bits, opposite.popcount, opposite.via_popcount) == ("000", 0, -3)
+    one = xnor_dot([-1], [-1])
+    assert (one.a_bits, one.xnor_bits, one.via_popcount) == ("0", "1", 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_vectors_are_signs_of_the_seed(seed):
+    a, w = random_signs(12, seed)
+    assert (a, w) == random_signs(12, seed)
+    assert len(a) == len(w) == 12 and set(a) | set(w) <= {-1, 1}
+    x, w_latent = random_neuron_inputs(12, seed)
+    assert len(x) == len(w_latent) == 12
+    np.testing.assert_array_equal(np.round(x, 1), x)
+    np.testing.assert_array_equal(np.round(w_latent, 2), w_latent)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_binary_neuron_against_numpy(seed):
+    x, w_latent = random_neuron_inputs(16, seed)
+    neuron = binary_neuron(x, w_latent)
+    alpha = np.mean(np.abs(w_latent))
+    a, w = numpy_sign(x), numpy_sign(w_latent)
+    expected = alpha * int(np.dot(a, w))
+    assert neuron.alpha == pytest.approx(alpha, rel=1e-15)
+    assert neuron.y == pytest.approx(expected, rel=1e-15, abs=0.0)
+    assert neuron.output == (1 if expected >= 0 else -1)
+    assert neuron.xnor.a == tuple(a.tolist()) and neuron.xnor.w == tuple(w.tolist())
+
+
+def test_sign_of_zero_is_plus_one():
+    # A zero input (either signed zero) and a zero latent weight become +1, never a dropped 0.
+    neuron = binary_neuron([0.0, -0.0, 2.0], [0.0, 1.0, -3.0])
+    assert neuron.xnor.a == (1, 1, 1) and neuron.xnor.w == (1, 1, -1)
+    # Two agreements and two disagreements: y = 0, and sign(0) = +1.
+    tie = binary_neuron([1.0, 1.0, -1.0, -1.0], [0.5, -0.5, -0.5, 0.5])
+    assert (tie.xnor.popcount, tie.xnor.via_popcount, tie.y, tie.output) == (2, 0, 0.0, 1)
+
+
+def binary_lines(out: str) -> list[str]:
+    return [line.rstrip() for line in out.splitlines()]
+
+
+def test_default_example_by_hand(capsys):
+    assert main(["explain", "binary"]) == 0
+    lines = binary_lines(capsys.readouterr().out)
+    assert (DEFAULT_A, DEFAULT_W) == ((1, -1, 1, 1, -1, 1, -1, -1), (1, 1, 1, 1, -1, 1, -1, 1))
+    # a = 10110100, w = 11110101: equal bits at positions 0, 2, 3, 4, 5, 6, so xnor = 10111110,
+    # 6 agreements, 2 * 6 - 8 = 4; the products +1 -1 +1 +1 +1 +1 +1 -1 also sum to 4.
+    for expected in [
+        "  a         = +1 -1 +1 +1 -1 +1 -1 -1",
+        "  w         = +1 +1 +1 +1 -1 +1 -1 +1",
+        "  a_i * w_i = +1 -1 +1 +1 +1 +1 +1 -1",
+        "  a           10110100",
+        "  w           11110101",
+        "  xnor(a, w)  10111110   (1 where the signs agree)",
+        "popcount(xnor(a, w)) = 6   (the agreements; the other n - 6 = 2 disagree)",
+        "n                    = 8",
+        "2 * popcount - n     = 2 * 6 - 8 = 4",
+        "sum of a_i * w_i     = +1 -1 +1 +1 +1 +1 +1 -1 = 4",
+        "dot(a, w) = 2 * popcount(xnor(a, w)) - n: 4 = 4",
+    ]:
+        assert expected in lines
+    # The neuron: x = 0.7 -1.2 0 0.4 -0.3 1.5 -0.8 0.2 gives a = 10110101 (sign(0) = +1);
+    # w_latent = 0.6 -0.4 -0.2 0.9 0.1 0.5 -0.7 -0.3 gives w = 10011100; xnor = 11010110 has 5
+    # ones, 2 * 5 - 8 = 2; alpha = 3.7 / 8 = 0.4625 and y = 0.925 > 0.
+    for expected in [
+        "  a = sign(x)        =   +1   -1   +1   +1   -1   +1   -1   +1   (sign(0) = +1)",
+        "bits of a, w                     = 10110101, 10011100",
+        "xnor(a, w)                       = 11010110   (popcount 5)",
+        "2 * popcount - n                 = 2 * 5 - 8 = 2",
+        "alpha = mean|w_latent|           = (0.6 + 0.4 + 0.2 + 0.9 + 0.1 + 0.5 + 0.7 + 0.3) / 8 "
+        "= 0.4625",
+        "y = alpha * (2 * popcount - n)   = 0.4625 * 2 = 0.925",
+        "sign(y)                          = +1   (this neuron's bit for the next layer)",
+    ]:
+        assert expected in lines
+    out = "\n".join(lines)
+    assert "no popcount kernel" in out and "1.2-62x slower than fp32" in out
+    assert "MatMulInteger" in out and "QLinearConv" in out
+
+
+def test_given_vectors_by_hand(capsys):
+    # a = 001, w = 011: only the middle bit differs, 2 agreements, 2 * 2 - 3 = 1 = 1 - 1 + 1.
+    assert main(["explain", "binary", "--a", "-1,-1,1", "--w", "-1,+1,1.0"]) == 0
+    lines = binary_lines(capsys.readouterr().out)
+    for expected in ["  a           001", "  w           011", "  xnor(a, w)  101   (1 where the "
+                     "signs agree)", "2 * popcount - n     = 2 * 2 - 3 = 1",
+                     "sum of a_i * w_i     = +1 -1 +1 = 1"]:
+        assert expected in lines
+
+
+def test_seeded_example_against_numpy(capsys):
+    assert main(["explain", "binary", "--seed", "7", "--n", "13"]) == 0
+    out = capsys.readouterr().out
+    a, w = (np.array(v) for v in random_signs(13, 7))
+    assert f"  a           {numpy_bits(a)}" in out
+    assert f"  w           {numpy_bits(w)}" in out
+    agree = int(np.sum(a == w))
+    assert f"2 * popcount - n     = 2 * {agree} - 13 = {int(np.dot(a, w))}" in out
+    assert f"= {int(np.dot(a, w))}\ndot(a, w)" in out
+    x, w_latent = random_neuron_inputs(13, 7)
+    y = np.mean(np.abs(w_latent)) * int(np.dot(numpy_sign(x), numpy_sign(w_latent)))
+    assert re.search(rf"^y = alpha .* = {y:.6g}$", out, re.MULTILINE)
+    # --n alone draws from seed 0; --seed alone draws 8 entries.
+    assert main(["explain", "binary", "--n", "5"]) == 0
+    assert f"  a           {numpy_bits(np.array(random_signs(5, 0)[0]))}" in capsys.readouterr().out
+    assert main(["explain", "binary", "--seed", "7"]) == 0
+    assert "with n = 8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--a", "1,0,1"], "--a: value 2 of 3 is not +1 or -1; expected each value +1 or -1, got 0."),
+    (["--w", "1,-1,0.5"], "--w: value 3 of 3 is not +1 or -1; expected each value +1 or -1, "
+                          "got 0.5."),
+    (["--a", "1,x"], "--a: 'x' is not a number; expected comma-separated numbers such as "
+                     "1,-1,1,1,-1,1,-1,-1, got '1,x'."),
+    (["--a", "1,1", "--w", "1,-1,1"], "--w: the two vectors have different lengths; expected the "
+                                      "length of --a, 2, got 3."),
+    (["--a", "-1,1"], "the default --w: the two vectors have different lengths; "
+                      "expected the length of --a, 2, got 8."),
+    (["--n", "0"], "--n: a vector needs at least one entry; expected n >= 1, got 0."),
+    (["--n", "-3"], "--n: a vector needs at least one entry; expected n >= 1, got -3."),
+    (["--n", "65"], "--n: too long to print; expected 1 <= n <= 64, got 65."),
+    (["--seed", "-1"], "--seed: a seed must not be negative; expected seed >= 0, got -1."),
+    (["--a", "1,-1", "--seed", "2"], "--a: give the vectors or draw them, not both; expected "
+                                     "--a/--w or --seed/--n, got --a and --seed."),
+    (["--a", ",".join(["1"] * 65)], "--a: too long to print; expected at most 64 values, got 65."),
+    (["--bits", "101"], "graphc explain binary: unrecognized arguments: --bits 101."),
+])
+def test_binary_bad_options_are_one_line(capsys, argv, expected):
+    line = fails(capsys, ["explain", "binary", *argv])
+    assert line.startswith("graphc: error: " + expected)
+
+
+def test_binary_api_refuses_like_the_cli():
+    with pytest.raises(UsageError, match="a: the vector is empty"):
+        xnor_dot([], [])
+    with pytest.raises(UsageError, match=r"w: value 1 of 1 is not \+1 or -1; .* got 0\."):
+        xnor_dot([1], [0])
+    with pytest.raises(UsageError, match="w: the two vectors have different lengths; expected the "
+                                         "length of a, 1, got 2"):
+        xnor_dot([1], [1, 1])
+    with pytest.raises(UsageError, match="expected n >= 1, got 0"):
+        random_signs(0)
+    with pytest.raises(UsageError, match="w_latent: the two vectors have different lengths"):
+        binary_neuron([1.0, 2.0], [1.0])
+    with pytest.raises(UsageError, match="x: a vector needs at least one entry"):
+        binary_neuron([], [])
+    with pytest.raises(UsageError, match="w_latent: a value is not finite; expected finite "
+                                         "numbers, got nan"):
+        binary_neuron([1.0], [float("nan")])

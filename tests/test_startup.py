@@ -84,3 +84,9 @@ def test_explain_temperature_imports_neither_onnxruntime_nor_sympy(tmp_path) -> 
     imported = imported_by(["explain", "temperature", "--plot", "t.png"], cwd=str(tmp_path))
     assert "matplotlib" in imported
     assert not {"onnxruntime", "sympy", "sklearn", "tqdm"} & set(imported)
+
+
+def test_explain_binary_imports_neither_onnxruntime_nor_sympy() -> None:
+    # The XNOR arithmetic is integers and numpy; no session, no symbols, no plot.
+    imported = imported_by(["explain", "binary", "--seed", "1"])
+    assert not {"onnxruntime", "sympy", "matplotlib", "sklearn", "tqdm"} & set(imported)

@@ -85,7 +85,85 @@ def _temperature(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- binary ---------------------------------------------------------------------------------
+
+
+def _binary_options(p: argparse.ArgumentParser) -> None:
+    from graphc.compress.xnor import DEFAULT_A, DEFAULT_W, MAX_PRINTED
+
+    def listed(values: tuple[int, ...]) -> str:
+        return ",".join(str(v) for v in values)
+
+    p.add_argument("--a", metavar="A1,A2,...",
+                   help=f"the first +-1 vector (default: {listed(DEFAULT_A)})")
+    p.add_argument("--w", metavar="W1,W2,...",
+                   help=f"the second +-1 vector (default: {listed(DEFAULT_W)})")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="draw random vectors (and the neuron's inputs and weights) from this seed")
+    p.add_argument("--n", type=int, metavar="N",
+                   help=f"the length of the random vectors, 1 to {MAX_PRINTED} (default: 8; "
+                        "draws them from --seed, 0 if not given)")
+
+
+def _binary_vectors(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...],
+                                                        tuple[float, ...], tuple[float, ...]]:
+    """Return the two +-1 vectors and the neuron's inputs and latent weights the options ask
+    for."""
+    from graphc.compress import xnor
+
+    given = [name for name in ("--a", "--w") if getattr(args, name[2:]) is not None]
+    drawn = [name for name in ("--seed", "--n") if getattr(args, name[2:]) is not None]
+    if given and drawn:
+        raise UsageError("give the vectors or draw them, not both", where=" and ".join(given),
+                         expected="--a/--w or --seed/--n", got=" and ".join(given + drawn))
+    if drawn:
+        n = args.n if args.n is not None else len(xnor.DEFAULT_A)
+        xnor.check_length(n, "--n")
+        if n > xnor.MAX_PRINTED:
+            raise UsageError("too long to print", where="--n",
+                             expected=f"1 <= n <= {xnor.MAX_PRINTED}", got=n,
+                             hint="The example prints every entry and every bit.")
+        seed = xnor.check_seed(args.seed if args.seed is not None else 0, "--seed")
+        return (*xnor.random_signs(n, seed), *xnor.random_neuron_inputs(n, seed))
+    example = "1,-1,1,1,-1,1,-1,-1"
+    a = (xnor.check_signs(_numbers(args.a, "--a", example), "--a") if args.a is not None
+         else xnor.DEFAULT_A)
+    w = (xnor.check_signs(_numbers(args.w, "--w", example), "--w") if args.w is not None
+         else xnor.DEFAULT_W)
+    for name, v in (("--a", a), ("--w", w)):
+        if len(v) > xnor.MAX_PRINTED:
+            raise UsageError("too long to print", where=name,
+                             expected=f"at most {xnor.MAX_PRINTED} values", got=len(v),
+                             hint="The example prints every entry and every bit.")
+    return a, w, xnor.DEFAULT_X, xnor.DEFAULT_W_LATENT
+
+
+def _binary(args: argparse.Namespace) -> int:
+    from graphc.compress import xnor
+
+    a, w, x, w_latent = _binary_vectors(args)
+    # A vector left at its default is named as such when the lengths differ.
+    names = ("--a" if args.a is not None else "the default --a",
+             "--w" if args.w is not None else "the default --w")
+    dot = xnor.xnor_dot(a, w, names=names)
+    neuron = xnor.binary_neuron(x, w_latent)
+    print("1. dot(a, w) = 2 * popcount(xnor(a, w)) - n: multiplying signs is comparing bits")
+    print()
+    print(xnor.format_dot(dot))
+    print()
+    print("2. A binary neuron (XNOR-Net): y = alpha * (2 * popcount(xnor(a, w)) - n) with "
+          "a = sign(x),")
+    print("   w = sign(w_latent) and alpha = mean|w_latent|")
+    print()
+    print(xnor.format_neuron(neuron))
+    print()
+    print(xnor.WHY_NOT_POPCOUNT)
+    return 0
+
+
 TOPICS: dict[str, Topic] = {
+    "binary": Topic("dot(a, w) of +-1 vectors as 2 * popcount(xnor(a, w)) - n, bit by bit",
+                    _binary_options, _binary),
     "temperature": Topic("softmax(z / T) of a teacher's logits, from T = 1 to the uniform 1/n",
                          _temperature_options, _temperature),
 }
@@ -141,8 +219,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``explain`` command to ``sub`` (the sub-parsers of ``graphc``)."""
     p = sub.add_parser("explain", parents=[common],
-                       help="show the course's arithmetic on a small example (softmax with a "
-                            "temperature)",
+                       help="show the course's arithmetic on a small example (binary XNOR "
+                            "dot products, softmax with a temperature)",
                        usage="%(prog)s [-h] [--debug] [TOPIC [the topic's options]]",
                        description="Show the course's arithmetic on a small example.",
                        epilog="topics:\n" + _topic_list(),
