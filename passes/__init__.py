@@ -7,6 +7,7 @@ name in kebab-case. ``PIPELINES`` names ordered lists of passes.
 
 from __future__ import annotations
 
+from graphc.passes.binarize import binarize
 from graphc.passes.eliminate_dead_code import eliminate_dead_code
 from graphc.passes.fold_batchnorm import fold_batchnorm
 from graphc.passes.fold_constants import fold_constants
@@ -27,6 +28,7 @@ PASSES = [
     prune_channels,
     prune_magnitude,
     substitute_student,
+    binarize,
 ]
 
 PIPELINES = {

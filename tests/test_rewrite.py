@@ -424,7 +424,8 @@ def test_resolve_names():
     assert resolve(["fold-constants"], "inference")[-1] == "fold-constants"
     assert set(registry()) == {"remove-dropout", "fold-batchnorm", "fold-constants",
                                "remove-identity", "eliminate-dead-code", "quantize-int8",
-                               "prune-channels", "prune-magnitude", "substitute-student"}
+                               "prune-channels", "prune-magnitude", "substitute-student",
+                               "binarize"}
 
 
 def test_unknown_pass_is_a_usage_error_with_the_closest_match():
