@@ -308,7 +308,6 @@ class _TeacherFeed:
         self.graph = teacher.build(config.batch)
         check_teacher(self.graph, forward)
         self.sample_shape = forward.type_of(Value(forward.inputs[0])).shape[1:]
-        self.dtype = forward.type_of(Value(forward.inputs[0])).dtype
         self._batch: Evaluator | None = None
         self._whole: Evaluator | None = None
         self._build, self._config = teacher.build, config
