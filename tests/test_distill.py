@@ -304,7 +304,9 @@ def test_cli_distills_and_resumes_with_the_recorded_teacher(teacher_ckpt, tmp_pa
                "--alpha", "0.25", "--beta", "0.75", "--tau-squared", "--teacher-labels", "100",
                "--batch", "128", "--threads", "1"]
     whole, part = tmp_path / "whole.ckpt", tmp_path / "part.ckpt"
+    teacher_bytes = teacher_ckpt.read_bytes()
     assert main(["train", "student", *options, "--epochs", "3", "-o", str(whole)]) == 0
+    assert teacher_ckpt.read_bytes() == teacher_bytes
     out = capsys.readouterr().out
     assert f"  teacher        teacher from {teacher_ckpt} (epoch 1, " in out
     assert "  distillation   T 2, alpha 0.25, beta 0.75, T^2 on the soft term (Hinton)" in out
