@@ -148,7 +148,9 @@ def read_checkpoint(path: str, spec: str, option: str) -> Any:
     if ck.model != want:
         raise UsageError(f"{option} {path} is a checkpoint of model {ck.model!r}",
                          expected=f"a checkpoint of {want!r}", got=repr(ck.model),
-                         hint=f"Give MODEL {ck.model}, or a checkpoint of {want}.")
+                         hint=f"Give {option} {ck.model}:{path}, or a checkpoint of {want}."
+                         if option in ("--teacher", "--student") else
+                         f"Give MODEL {ck.model}, or a checkpoint of {want}.")
     return ck
 
 
