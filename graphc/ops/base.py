@@ -103,12 +103,18 @@ class Attr:
 
 @dataclass(frozen=True)
 class Example:
-    """Inputs and attributes on which the op is tested; inputs at ``consts`` are initializers."""
+    """Inputs and attributes on which the op is tested; inputs at ``consts`` are initializers.
+
+    ``onnxruntime_differs`` is empty when onnxruntime must compute exactly what the numpy
+    reference does; otherwise it says why onnxruntime departs from it, and the tests then
+    compare only the elements the reference gives as finite or +inf (see docs/ops.md).
+    """
 
     inputs: tuple[np.ndarray | None, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
     consts: tuple[int, ...] = ()
     name: str = ""
+    onnxruntime_differs: str = ""
 
 
 @dataclass
@@ -172,7 +178,8 @@ class OpDef:
     """One op: schema, shape rule, numpy reference, lowering, gradient rule and examples.
 
     ``inputs`` names the input ports; a trailing ``?`` marks an optional input and a trailing
-    ``*`` a variadic one. ``infer(in_types, attrs, consts)`` returns the output types, where
+    ``*`` a variadic one. ``nonfinite`` holds examples with NaN, +inf and -inf among the
+    inputs (the gradient tests, which need finite values, use ``examples`` only). ``infer(in_types, attrs, consts)`` returns the output types, where
     ``consts`` holds the values of constant inputs (``None`` elsewhere). ``ref(inputs, attrs)``
     returns the outputs as numpy arrays. ``lower(ctx, view)`` emits ONNX; ``None`` means one node
     of the same op_type with the node's explicit attributes.
@@ -190,6 +197,7 @@ class OpDef:
     vjp: Callable[..., Any] | None = None
     flops: Callable[[NodeView], int] | None = None
     formula: Formula | None = None
+    nonfinite: tuple[Example, ...] = ()
 
     @property
     def variadic(self) -> bool:
@@ -364,3 +372,28 @@ def rng_array(shape: Sequence[int], seed: int = 0, dtype: Any = np.float32,
     """Return a deterministic random array for examples."""
     rng = np.random.default_rng(seed)
     return rng.uniform(low, high, size=tuple(shape)).astype(dtype)
+
+
+def with_specials(array: np.ndarray, seed: int = 0, each: int | None = None) -> np.ndarray:
+    """Return a copy of a float array with NaN, +inf and -inf each at ``each`` deterministic
+    positions (default: one per 12 elements, at least one).
+
+    >>> with_specials(np.zeros(4, np.float32), seed=1)
+    array([ inf,  nan,   0., -inf], dtype=float32)
+    """
+    out = np.array(array, copy=True)
+    flat = out.reshape(-1)
+    each = each if each is not None else max(1, flat.size // 12)
+    specials = np.repeat(np.array([np.nan, np.inf, -np.inf], out.dtype), each)[:flat.size]
+    positions = np.random.default_rng(seed).choice(flat.size, size=specials.size, replace=False)
+    flat[positions] = specials
+    return out
+
+
+def nonfinite_example(example: Example, ports: Sequence[int] = (0,), seed: int = 0,
+                      name: str = "nonfinite", onnxruntime_differs: str = "") -> Example:
+    """Return ``example`` with NaN, +inf and -inf placed among the inputs at ``ports``."""
+    inputs = list(example.inputs)
+    for port in ports:
+        inputs[port] = with_specials(np.asarray(inputs[port]), seed + port)
+    return Example(tuple(inputs), example.attrs, example.consts, name, onnxruntime_differs)

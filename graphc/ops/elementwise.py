@@ -32,6 +32,7 @@ from graphc.ops.base import (
     broadcast_shapes,
     elementwise_flops,
     need_float,
+    nonfinite_example,
     onnx_dtype,
     rng_array,
     same_dtype,
@@ -44,8 +45,17 @@ def _numpy_piecewise(*pieces: tuple[Any, Any]) -> Any:
                      default=np.nan)
 
 
+def _numpy_pow(a: Any, b: Any) -> Any:
+    # numpy computes ``x ** 0.5`` for a scalar (or broadcast) exponent as sqrt(x), which is NaN
+    # at -inf where pow (C's and onnxruntime's) gives +inf: give it the exponent in full.
+    shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    base = np.broadcast_to(a, shape).reshape(-1)
+    exponent = np.array(np.broadcast_to(b, shape)).reshape(-1)
+    return np.power(base, exponent).reshape(shape)
+
+
 # The functions formulas may call, computed by numpy (sympy's names).
-NUMPY_MATH = SimpleNamespace(exp=np.exp, log=np.log, sqrt=np.sqrt, tanh=np.tanh,
+NUMPY_MATH = SimpleNamespace(exp=np.exp, log=np.log, sqrt=np.sqrt, tanh=np.tanh, Pow=_numpy_pow,
                              Piecewise=_numpy_piecewise)
 
 
@@ -66,6 +76,9 @@ class Formula:
     rule: Callable[..., Any]
     nin: int
     params: tuple[str, ...]
+    # NaN in, NaN out (onnxruntime's Relu, Abs and Sign): a Piecewise alone sends NaN to its
+    # last branch, since NaN fails every comparison.
+    nan_in_nan_out: bool = False
 
     @cached_property
     def args(self) -> tuple[Any, ...]:
@@ -80,8 +93,13 @@ class Formula:
         return self.rule(sp, *self.args, **{p: sp.Symbol(p, real=True) for p in self.params})
 
     def numpy(self, inputs: list[np.ndarray], attrs: dict[str, Any]) -> Any:
-        """Return the formula computed on arrays, with the attributes' values."""
-        return self.rule(NUMPY_MATH, *inputs, **{p: attrs[p] for p in self.params})
+        """Return the formula computed on arrays, with the attributes' values (and NaN where
+        an input is NaN if ``nan_in_nan_out``)."""
+        out = self.rule(NUMPY_MATH, *inputs, **{p: attrs[p] for p in self.params})
+        if self.nan_in_nan_out:
+            for x in inputs:
+                out = np.where(np.isnan(x), x, out)
+        return out
 
 
 def _infer(in_types: list[TensorType], attrs: dict[str, Any], consts: list) -> list[TensorType]:
@@ -104,10 +122,12 @@ def elementwise(
     examples: tuple[Example, ...] = (),
     lower: Callable[[LowerCtx, NodeView], None] | None = None,
     floats_only: bool = False,
+    nonfinite: tuple[Example, ...] = (),
+    nan_in_nan_out: bool = False,
 ) -> OpDef:
     """Return the OpDef of an elementwise op given as ``rule(m, *args, **attributes)``."""
     attrs = attrs or {}
-    formula = Formula(rule, nin, tuple(sorted(attrs)))
+    formula = Formula(rule, nin, tuple(sorted(attrs)), nan_in_nan_out)
 
     def ref(inputs: list[np.ndarray], full: dict[str, Any]) -> list[np.ndarray]:
         shape = np.broadcast_shapes(*(x.shape for x in inputs))
@@ -127,6 +147,7 @@ def elementwise(
         lower=lower,
         flops=elementwise_flops(1),
         formula=formula,
+        nonfinite=nonfinite,
     )
 
 
@@ -328,6 +349,28 @@ def _binary_examples(positive_b: bool = False) -> tuple[Example, ...]:
     )
 
 
+def _unary_nonfinite(low: float = -3.0, high: float = 3.0, **attrs: Any) -> tuple[Example, ...]:
+    return (nonfinite_example(_unary_examples(low, high, **attrs)[0]),)
+
+
+def _binary_nonfinite(positive_b: bool = False) -> tuple[Example, ...]:
+    same, broadcast = _binary_examples(positive_b)[:2]
+    return (nonfinite_example(same, ports=(0, 1)),
+            nonfinite_example(broadcast, ports=(1,), name="nonfinite-broadcast"))
+
+
+def _pow_nonfinite() -> tuple[Example, ...]:
+    # Every IEEE special case of pow: negative and infinite bases with integer, half-integer
+    # and infinite exponents, 0 ** negative, NaN ** 0 and 1 ** NaN.
+    bases = np.array([-np.inf, -8.0, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, np.inf, np.nan], np.float32)
+    exponents = np.array([-np.inf, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan],
+                         np.float32)
+    return (
+        Example((bases[:, None], exponents[None, :]), name="nonfinite-grid"),
+        Example((bases, np.array(0.5, np.float32)), consts=(1,), name="nonfinite-sqrt"),
+    )
+
+
 def _lower_heaviside(ctx: LowerCtx, view: NodeView) -> None:
     # The step function is not an ONNX op: Y = Cast(X >= threshold) to X's float type.
     dtype = view.in_types[0].dtype
@@ -344,45 +387,58 @@ def _sigmoid(m: Any, x: Any) -> Any:
 
 OPS: list[OpDef] = [
     elementwise("Add", "Add two tensors with numpy broadcasting.", lambda m, a, b: a + b, 2,
-                examples=_binary_examples()),
+                examples=_binary_examples(), nonfinite=_binary_nonfinite()),
     elementwise("Sub", "Subtract B from A with numpy broadcasting.", lambda m, a, b: a - b, 2,
-                examples=_binary_examples()),
+                examples=_binary_examples(), nonfinite=_binary_nonfinite()),
     elementwise("Mul", "Multiply two tensors with numpy broadcasting.", lambda m, a, b: a * b, 2,
-                examples=_binary_examples()),
+                examples=_binary_examples(), nonfinite=_binary_nonfinite()),
     elementwise("Div", "Divide A by B with numpy broadcasting.", lambda m, a, b: a / b, 2,
-                examples=_binary_examples(positive_b=True)),
-    elementwise("Pow", "Raise A to the power B with numpy broadcasting.", lambda m, a, b: a**b, 2,
+                examples=_binary_examples(positive_b=True),
+                nonfinite=(*_binary_nonfinite(),
+                           Example((np.array([1.0, -1.0, 0.0, -0.0, np.inf, np.nan], np.float32),
+                                    np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)),
+                                   name="by-zero"))),
+    elementwise("Pow", "Raise A to the power B with numpy broadcasting.",
+                lambda m, a, b: m.Pow(a, b), 2,
                 examples=tuple(
                     Example((np.abs(e.inputs[0]) + np.float32(0.5), e.inputs[1]), e.attrs,
                             e.consts, e.name)
-                    for e in _binary_examples())),
-    elementwise("Neg", "Negate: -x.", lambda m, x: -x, examples=_unary_examples()),
+                    for e in _binary_examples()),
+                nonfinite=_pow_nonfinite()),
+    elementwise("Neg", "Negate: -x.", lambda m, x: -x, examples=_unary_examples(),
+                nonfinite=_unary_nonfinite()),
     elementwise("Exp", "Exponential: e^x.", lambda m, x: m.exp(x), examples=_unary_examples(),
-                floats_only=True),
+                nonfinite=_unary_nonfinite(), floats_only=True),
     elementwise("Log", "Natural logarithm (x > 0).", lambda m, x: m.log(x),
-                examples=_unary_examples(0.1, 4.0), floats_only=True),
-    elementwise("Sqrt", "Square root (x >= 0).", lambda m, x: m.sqrt(x),
-                examples=_unary_examples(0.0, 4.0), floats_only=True),
-    elementwise("Sigmoid", "Logistic sigmoid: 1 / (1 + e^-x).", _sigmoid,
-                examples=_unary_examples(-8.0, 8.0), floats_only=True),
-    elementwise("Tanh", "Hyperbolic tangent.", lambda m, x: m.tanh(x), examples=_unary_examples(),
+                examples=_unary_examples(0.1, 4.0), nonfinite=_unary_nonfinite(-1.0, 4.0),
                 floats_only=True),
+    elementwise("Sqrt", "Square root (x >= 0).", lambda m, x: m.sqrt(x),
+                examples=_unary_examples(0.0, 4.0), nonfinite=_unary_nonfinite(-1.0, 4.0),
+                floats_only=True),
+    elementwise("Sigmoid", "Logistic sigmoid: 1 / (1 + e^-x).", _sigmoid,
+                examples=_unary_examples(-8.0, 8.0), nonfinite=_unary_nonfinite(-8.0, 8.0),
+                floats_only=True),
+    elementwise("Tanh", "Hyperbolic tangent.", lambda m, x: m.tanh(x), examples=_unary_examples(),
+                nonfinite=_unary_nonfinite(), floats_only=True),
     elementwise("Abs", "Absolute value |x| (derivative sign(x), 0 at 0).",
                 lambda m, x: m.Piecewise((x, x > 0), (-x, x < 0), (0, True)),
-                examples=_unary_examples()),
+                examples=_unary_examples(), nonfinite=_unary_nonfinite(), nan_in_nan_out=True),
     elementwise("Relu", "Rectified linear unit: x if x > 0 else 0 (derivative 0 at 0).",
                 lambda m, x: m.Piecewise((x, x > 0), (0, True)), examples=_unary_examples(),
-                floats_only=True),
+                nonfinite=_unary_nonfinite(), nan_in_nan_out=True, floats_only=True),
     elementwise("LeakyRelu", "Leaky ReLU: x if x > 0 else alpha * x (derivative alpha at 0).",
                 lambda m, x, alpha: m.Piecewise((x, x > 0), (alpha * x, True)),
                 attrs={"alpha": Attr("float", 0.01)},
-                examples=(*_unary_examples(), *_unary_examples(alpha=0.2)), floats_only=True),
+                examples=(*_unary_examples(), *_unary_examples(alpha=0.2)),
+                nonfinite=_unary_nonfinite(alpha=0.2), floats_only=True),
     elementwise("Heaviside",
                 "Step function: 1 if x >= threshold else 0 (the McCulloch-Pitts neuron).",
                 lambda m, x, threshold: m.Piecewise((1, x >= threshold), (0, True)),
                 attrs={"threshold": Attr("float", 0.0)},
                 examples=(*_unary_examples(), *_unary_examples(threshold=0.5)),
-                lower=_lower_heaviside, floats_only=True),
+                # NaN >= threshold is false: Heaviside(NaN) = 0, as its lowering computes.
+                nonfinite=_unary_nonfinite(threshold=0.5), lower=_lower_heaviside,
+                floats_only=True),
     elementwise("Sign", "Sign: 1 if x > 0, -1 if x < 0, else 0 (derivative 0).",
                 lambda m, x: m.Piecewise((1, x > 0), (-1, x < 0), (0, True)),
                 # No float 0 in the examples: the finite-difference test would see Sign's jump
@@ -393,5 +449,6 @@ OPS: list[OpDef] = [
                             name="near-zero"),
                     Example((np.array([-128, -1, 0, 1, 127], np.int8),), name="int8-zero"),
                     Example((np.array([[-5, 0], [0, 9]], np.int32),), name="int32-zero"),
-                )),
+                ),
+                nonfinite=_unary_nonfinite(), nan_in_nan_out=True),
 ]
