@@ -179,7 +179,8 @@ class OpDef:
 
     ``inputs`` names the input ports; a trailing ``?`` marks an optional input and a trailing
     ``*`` a variadic one. ``nonfinite`` holds examples with NaN, +inf and -inf among the
-    inputs (the gradient tests, which need finite values, use ``examples`` only). ``infer(in_types, attrs, consts)`` returns the output types, where
+    inputs (the gradient tests, which need finite values, use ``examples`` only).
+    ``infer(in_types, attrs, consts)`` returns the output types, where
     ``consts`` holds the values of constant inputs (``None`` elsewhere). ``ref(inputs, attrs)``
     returns the outputs as numpy arrays. ``lower(ctx, view)`` emits ONNX; ``None`` means one node
     of the same op_type with the node's explicit attributes.
