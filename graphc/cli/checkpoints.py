@@ -4,7 +4,8 @@ MODEL and fitting the model's head to it, and a compiled file's accuracy.
 
 Every checkpoint ``graphc train`` writes records its data in ``Checkpoint.data``: the data set,
 the ``--classes`` subset, the ``--init`` checkpoint and whether the head is new, so that
-``--resume`` and ``compile --weights ... --accuracy`` use the same data.
+``--resume`` and ``compile --weights ... --accuracy`` use the same data; and the form it trained
+(``qat``: fake quantization; ``binary``: binary weights and activations), which both rebuild.
 """
 
 from __future__ import annotations
@@ -201,6 +202,25 @@ def qat_model(graph: Any, record: Any, state: Any = None) -> Any:
     return qat_graph(folded(graph, state), record)
 
 
+def binary_model(graph: Any, record: Any) -> Any:
+    """The training form of a binary-trained model: ``graph`` with the binary weights (and
+    activations) that ``record`` (a checkpoint's ``binary`` record) describes."""
+    from graphc.compress.binary_train import from_record
+
+    return from_record(graph, record)
+
+
+def binary_text(record: Any) -> str:
+    """A few words on a checkpoint's ``binary`` record: the mode and the layers.
+
+    >>> binary_text({"mode": "all", "keep_fp32": ["conv1"], "layers": ["conv2", "fc"]})
+    'binary weights and activations (conv2, fc; fp32: conv1)'
+    """
+    what = "binary weights and activations" if record["mode"] == "all" else "binary weights"
+    kept = f"; fp32: {', '.join(record['keep_fp32'])}" if record["keep_fp32"] else ""
+    return f"{what} ({', '.join(record['layers'])}{kept})"
+
+
 def pruned_model(graph: Any, record: Any) -> tuple[Any, str]:
     """``graph`` with the channels a ``graphc prune`` checkpoint's record removed, and a few
     words on it ("" when the record prunes no channels)."""
@@ -233,8 +253,18 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
         # A QAT checkpoint holds the folded model; its record, the fake quantization's grids.
         graph = qat_model(graph, ck.data["qat"])
         head = ", ".join([head, "quantization-aware"] if head else ["quantization-aware"])
+    binary = ck.data.get("binary")
+    if binary:
+        graph = binary_model(graph, binary)
+        head = ", ".join([head, binary_text(binary)] if head else [binary_text(binary)])
     need_all(path, model_state(graph), ck.state, spec)
     graph = apply_state(graph, ck.state)
+    if binary:
+        from graphc.compress.binary_train import evaluate_weights
+
+        # The binary weights as constants (+-alpha), so that the inference pipeline folds
+        # BatchNormalization into them; the model computes exactly what the training form does.
+        graph = evaluate_weights(graph)
     parts = [f"epoch {ck.epoch}", *([head] if head else [])]
     if ck.history:
         parts.append(f"test accuracy {100 * ck.history[-1].test_accuracy:.2f}%")

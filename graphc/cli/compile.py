@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphc.cli.checkpoints import (
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 # Enough to measure each activation's range and each layer's error; more only costs time.
 CALIBRATION_SAMPLES = 256
+# The passes whose result is compared with the fp32 file the passes before them write.
+SUMMARIZED = ("quantize-int8", "binarize")
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -53,11 +56,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     options.update(more_options)
     # With a student substituted, the compiled file computes the student: it is the reference.
     reference = student.graph if student is not None else original
-    # The passes before quantize-int8 give its fp32 reference (same folds, no int8).
+    # The passes before quantize-int8 (binarize) give its fp32 reference: same folds, no int8
+    # (no 1-bit storage).
     cut = names.index("quantize-int8") if "quantize-int8" in names else len(names)
-    fp32, reports = run_pipeline(original, names[:cut], options)
-    graph, more = run_pipeline(fp32, names[cut:], options)
-    reports += more
+    before: dict[str, Any] = {}
+    graph, reports, start = original, [], 0
+    for stop in sorted({names.index(p) for p in SUMMARIZED if p in names} | {len(names)}):
+        graph, more = run_pipeline(graph, names[start:stop], options)
+        reports += more
+        if stop < len(names):
+            before[names[stop]] = graph
+        start = stop
+    fp32 = before.get("quantize-int8", graph)
     opset = args.opset or default_opset(graph)
     model = to_onnx(graph, opset, dynamic_batch=args.dynamic_batch)
     check(model)
@@ -101,6 +111,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
               "--passes prune-magnitude to store them as a bitmask and the kept values")
     if cut < len(names):
         print_int8_summary(fp32, data, opset, args, loaded.feeds, weights)
+    if "binarize" in before:
+        print_binary_summary(before["binarize"], data, opset, args, loaded.feeds, test_set,
+                             weights)
     if test_set is not None:
         print_accuracy(data, args.accuracy, test_set, student or weights)
     return 0
@@ -336,6 +349,36 @@ def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namesp
         print(f"               accuracy {100 * after:.2f}% vs {100 * before:.2f}% fp32 on the "
               f"{args.calibrate} test split ({len(test_set)} images, onnxruntime)")
 
+def print_binary_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namespace,
+                         feeds: dict[str, np.ndarray], test_set: Any = None,
+                         weights: Weights | None = None) -> None:
+    """Print size, latency and (with --accuracy) accuracy of the file binarize wrote against
+    the fp32 file of the passes before it, both on onnxruntime, and the accuracy recorded in
+    the fp32 checkpoint a binary one was fine-tuned from; the pass's notes give each layer's
+    form and bytes."""
+    from graphc.compress.latency import cpu_info, measure
+    from graphc.onnxio.export import to_onnx
+
+    reference = to_onnx(fp32, opset, dynamic_batch=args.dynamic_batch).SerializeToString(
+        deterministic=True)
+    print(f"  binary       size {format_size(len(data))} vs {format_size(len(reference))} fp32 "
+          f"({len(data) / len(reference):.3f}x; the same passes without binarize)")
+    first = fp32.inputs[0]
+    t = measure([reference, data], {first: feeds[first]}, rounds=21)[1]
+    print(f"               time {t.ratio:.2f}x fp32 at batch {feeds[first].shape[0]} (median of 21 "
+          f"interleaved runs, 1 thread; {cpu_info().describe()})")
+    if test_set is not None:
+        before, after = onnx_accuracy(reference, test_set), onnx_accuracy(data, test_set)
+        print(f"               accuracy {100 * after:.2f}% vs {100 * before:.2f}% in the fp32 "
+              f"file on the {args.accuracy} test split ({len(test_set)} images, onnxruntime)")
+    data_record = weights.checkpoint.data if weights is not None else {}
+    init = data_record.get("init")
+    if data_record.get("binary") and init and Path(init).is_file():
+        start = read_checkpoint(init, weights.checkpoint.model, "--weights")
+        if start.history and not start.data.get("binary"):
+            last = start.history[-1]
+            print(f"               fine-tuned from {init}: {100 * last.test_accuracy:.2f}% test "
+                  f"accuracy in fp32 (recorded after its epoch {last.epoch})")
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -11,6 +11,13 @@ frozen teacher's softened outputs with the course's loss (``--T``, ``--alpha``, 
 ``--tau-squared``); ``--teacher-labels N`` adds N samples labeled by the teacher (augmented
 training images, or the array ``x`` of ``--unlabeled FILE.npz``). The checkpoint's record
 (``distill``) names the teacher, so ``--resume`` continues with it.
+
+``--binary weights|all`` trains a binary network (XNOR-Net, graphc.compress.binary_train): the
+layers but ``--keep-fp32``'s (default the first and the last) compute with ``alpha * sign(W)``
+on latent fp32 weights W, trained through the straight-through estimator, and with ``all`` the
+activations around them are signs too; best fine-tuned from an fp32 checkpoint (``--init``).
+The record (``binary``) rebuilds that form for ``--resume`` and ``compile --weights``, whose
+``--pipeline inference --passes binarize`` then stores it 1 bit per weight.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphc.cli.checkpoints import (
+    binary_model,
+    binary_text,
     check_data,
     classes_text,
     fit_head,
@@ -53,7 +62,8 @@ TRAIN_OPTIONS = {
     "unfreeze_at": "--unfreeze-at", "classes": "--classes", "qat": "--qat",
     "penalty": "--penalty", "teacher": "--teacher", "T": "--T", "alpha": "--alpha",
     "beta": "--beta", "tau_squared": "--tau-squared", "teacher_labels": "--teacher-labels",
-    "unlabeled": "--unlabeled", "teacher_mode": "--teacher-mode",
+    "unlabeled": "--unlabeled", "teacher_mode": "--teacher-mode", "binary": "--binary",
+    "keep_fp32": "--keep-fp32",
 }
 DISTILL_OPTIONS = ("T", "alpha", "beta", "tau_squared", "teacher_labels", "unlabeled",
                    "teacher_mode")
@@ -95,6 +105,7 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
         raise UsageError("--unfreeze-at needs --freeze", expected="--freeze GLOB",
                          got=f"--unfreeze-at {args.unfreeze_at} alone")
     classes = parse_classes(args.classes) if args.classes is not None else None
+    keep = _binary_options(args)
     settings = _settings(args)
     augment = args.augment or ""
     if augment.strip() == "digits":
@@ -185,6 +196,8 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     if pruned:
         record["pruned"] = pruned
         details.append(_pruned_line(pruned, masks, graph))
+    if args.binary is not None:
+        build = _with_binary(build, config.batch, args.binary, keep, record, details)
     if args.qat:
         build, state = _with_fake_quant(build, state, train_set, config, record)
         details.append(f"  qat            {len(record['qat']['zero_points'])} activation grids "
@@ -198,6 +211,50 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
         teacher = _teacher(record, classes, details)
     return _Plan(name, build, train_set, test_set, config, record, state, notes, details,
                  masks=masks, teacher=teacher)
+
+
+def _binary_options(args: argparse.Namespace) -> tuple[str, ...]:
+    """Check ``--binary`` and ``--keep-fp32`` before anything is loaded; return the layers to
+    keep in fp32 as given (``first``, ``last`` or names)."""
+    from graphc.compress.binary_train import DEFAULT_KEEP, MODES, parse_keep
+    from graphc.errors import unknown
+
+    if args.binary is None:
+        if args.keep_fp32 is not None:
+            raise UsageError("--keep-fp32 needs --binary", expected="--binary weights|all "
+                             "--keep-fp32 LAYERS", got=f"--keep-fp32 {args.keep_fp32} alone")
+        return DEFAULT_KEEP
+    if args.binary not in MODES:
+        raise unknown("binary mode", args.binary, MODES, cls=UsageError, where="--binary")
+    if args.qat:
+        raise UsageError("--binary and --qat exclude each other", where="--binary",
+                         expected="one training form: binary (1-bit) or quantization-aware "
+                         "(int8)", got="both", hint="Drop --qat: binary weights replace int8.")
+    return DEFAULT_KEEP if args.keep_fp32 is None else parse_keep(args.keep_fp32)
+
+
+def _with_binary(build: Any, batch: int, mode: str, keep: tuple[str, ...],
+                 record: dict[str, Any], details: list[str]) -> Any:
+    """``--binary``: train the training form of graphc.compress.binary_train; the checkpoint's
+    record names its layers so that ``--resume`` and ``compile --weights`` rebuild it."""
+    from graphc.compress.binary_train import binary_layers, binary_record
+
+    plain = build
+    record["binary"] = binary_record(plain(batch), mode, keep)
+
+    def build_binary(size: int) -> Any:
+        return binary_model(plain(size), record["binary"])
+
+    details.append(_binary_line(record["binary"], build_binary(batch), binary_layers))
+    return build_binary
+
+
+def _binary_line(record: dict[str, Any], graph: Any, binary_layers: Any) -> str:
+    signs = sum(graph.op(n) == "BinarySign" for n in graph.op_nodes()) - \
+        len(binary_layers(graph))
+    acts = f", {signs} sign activation{'s' if signs != 1 else ''}" if signs else ""
+    return (f"  binary         {binary_text(record)}: alpha * sign(W) per output channel on "
+            f"latent fp32 weights, straight-through gradient where |W| <= 1{acts}")
 
 
 def _teacher_spec(text: str) -> tuple[str, str]:
@@ -253,6 +310,8 @@ def _teacher(record: dict[str, Any], classes: Any, details: list[str]) -> Any:
         graph = pruned_model(graph, ck.data)[0]
         if ck.data.get("qat"):
             graph = qat_model(graph, ck.data["qat"])
+        if ck.data.get("binary"):
+            graph = binary_model(graph, ck.data["binary"])
         need_all(path, model_state(graph), ck.state, spec)
         return apply_state(graph, ck.state)
 
@@ -377,6 +436,15 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
             return qat_model(plain(batch), record["qat"])
 
     details = [f"  resumed        {args.resume} after epoch {ck.epoch}"]
+    if record.get("binary"):
+        from graphc.compress.binary_train import binary_layers
+
+        unary = build
+
+        def build(batch: int) -> Any:
+            return binary_model(unary(batch), record["binary"])
+
+        details.append(_binary_line(record["binary"], build(config.batch), binary_layers))
     teacher = _teacher(record, record.get("classes"), details) if record.get("distill") else None
     if record.get("pruned"):
         from graphc.train.checkpoint import sparse_masks
@@ -522,6 +590,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--qat", action="store_true", default=None,
                    help="quantization-aware training: fold BatchNorm, simulate quantize-int8's "
                         "grids (calibrated on training images) while training; best with --init")
+    p.add_argument("--binary", metavar="MODE",
+                   help="train a binary network (XNOR-Net): weights (alpha * sign(W) per "
+                        "output channel, latent fp32 weights, straight-through gradient) or all "
+                        "(activations too); best with --init from an fp32 checkpoint")
+    p.add_argument("--keep-fp32", metavar="LAYERS",
+                   help="with --binary: the layers left in fp32: first,last (default), none, "
+                        "or layer names separated by commas")
     p.add_argument("--classes", metavar="LIST",
                    help="only these digit classes, relabeled 0..M-1 in this order: 0-4 or "
                         "5,6,7")
