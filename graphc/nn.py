@@ -402,6 +402,21 @@ def relu(x: Tensor, *, name: str | None = None) -> Tensor:
 
 
 @layer
+def binary_sign(x: Tensor, *, name: str | None = None) -> Tensor:
+    """+1 where x >= 0, else -1 (sign(0) = +1): the activation of binary networks, trained
+    through the straight-through estimator (gradient dy where |x| <= 1, else 0).
+
+    >>> from graphc.dsl import GraphBuilder
+    >>> from graphc.interpret import run
+    >>> b = GraphBuilder("s")
+    >>> y = b.output(binary_sign(b.input("x", (3,))), "y")
+    >>> run(b.build(), {"x": np.array([-0.5, 0.0, 2.0], np.float32)})["y"].tolist()
+    [-1.0, 1.0, 1.0]
+    """
+    return _activation("BinarySign", "sign", x, name)
+
+
+@layer
 def leaky_relu(x: Tensor, alpha: float = 0.01, *, name: str | None = None) -> Tensor:
     """x for x > 0, alpha * x otherwise."""
     return _activation("LeakyRelu", "lrelu", x, name, alpha=alpha)

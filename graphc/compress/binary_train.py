@@ -190,12 +190,28 @@ def _sign_name(g: Graph, activation: str) -> str:
     return g.fresh_name(f"{scope}.sign" if dot else f"{activation}_sign")
 
 
+def _sole_pool(g: Graph, value: Value) -> str | None:
+    """Return the MaxPool that alone reads ``value`` (its Indices unused), or None."""
+    users = g.users(value)
+    if len(users) != 1 or value in g.outputs or users[0][1] != 0:
+        return None
+    pool = users[0][0]
+    if g.op(pool) != "MaxPool" or g.users(Value(pool, 1)):
+        return None
+    return pool
+
+
 def _replace_activation(g: Graph, node: str) -> str:
-    """Replace activation ``node`` by BinarySign of its first input; return the sign's id."""
+    """Replace activation ``node`` by BinarySign of its first input, moved after the MaxPool
+    nodes that alone read it; return the sign's id."""
     x = g.in_values(node)[0]
-    sign = g.add_node(SIGN, [x], name=_sign_name(g, node))
-    g.replace_all_uses(Value(node), sign)
+    g.replace_all_uses(Value(node), x)
     g.nx.remove_node(node)
+    last = x
+    while (pool := _sole_pool(g, last)) is not None:
+        last = Value(pool)
+    sign = g.add_node(SIGN, [last], name=_sign_name(g, node))
+    g.replace_all_uses(last, sign, keep={sign.node})
     return sign.node
 
 
