@@ -22,11 +22,9 @@ The tables go to stdout, progress to stderr. Results are recorded in docs/benchm
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 # harness sets the thread-pool variables when imported: it must come before numpy (and
@@ -87,13 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 5 if args.quick and args.rounds == 21 else args.rounds
     seeds, epochs, teacher_epochs = (2, 3, 3) if args.quick else (SEEDS, EPOCHS, TEACHER_EPOCHS)
     cpu = cpu_info()
-    with contextlib.ExitStack() as stack:
-        if args.workdir:
-            work = Path(args.workdir)
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="graphc-bench-distill-")))
+    with harness.workdir(args.workdir, "distill") as work:
         teacher = train(["teacher", "--data", "digits", "--epochs", str(teacher_epochs),
                          "--seed", "0"], work / f"teacher-e{teacher_epochs}.ckpt")
         runs: dict[str, list[Path]] = {"plain": [], "distilled": []}

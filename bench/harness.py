@@ -22,8 +22,8 @@ which runs the cases interleaved round-robin after warm-up rounds; the formatter
 ``fmt_n()``, ``fmt_e()``, ``fmt_bytes()``, ``plural()``, ``verdict()``; the markdown builders
 ``md_table()``, ``timing_row()``, ``timing_table()``, ``heading()``; ``machine_lines()``, the
 machine description at the end of a report; ``run_graphc()`` and ``train_digits()``, which
-run graphc's own command line in this process; the command line (``arg_parser()``,
-``parse_args()``, ``rounds()``); ``log()`` and ``import_optional()``.
+run graphc's own command line in this process, and ``workdir()``, their folder; the command
+line (``arg_parser()``, ``parse_args()``, ``rounds()``); ``log()`` and ``import_optional()``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ import importlib  # noqa: E402
 import io  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
@@ -285,6 +286,19 @@ def train_digits(name: str, epochs: int, work: Path) -> Path:
     run_graphc(["train", name, "--data", "digits", "--epochs", str(epochs), "--seed", "0",
                 "-o", str(ckpt)], work / f"{name}-train.log")
     return ckpt
+
+
+@contextlib.contextmanager
+def workdir(path: str | None, name: str) -> Iterator[Path]:
+    """Yield the folder a benchmark keeps its files in: ``path`` (created; its checkpoints are
+    reused by the next run), or a temporary folder deleted at the end."""
+    if path:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix=f"graphc-bench-{name}-") as folder:
+        yield Path(folder)
 
 
 # ----- the command line ---------------------------------------------------------------------

@@ -37,7 +37,6 @@ The tables go to stdout, progress to stderr. Results are recorded in docs/benchm
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import sys
 import tempfile
@@ -242,13 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     epochs, steps, tune, mlp_tune = (3, 2, 1, 1) if args.quick else (EPOCHS, 4, 5, 10)
     cpu = cpu_info()
-    with contextlib.ExitStack() as stack:
-        if args.workdir:
-            work = Path(args.workdir)
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="graphc-bench-prune-")))
+    with harness.workdir(args.workdir, "prune") as work:
         tables = [cnn_part(train_digits("cnn", epochs, work), work, steps, tune),
                   mlp_part(train_digits("mlp", epochs, work), work, steps, mlp_tune)]
         core = harness.pin_to_one_core()

@@ -52,10 +52,8 @@ The tables go to stdout, progress to stderr. Results are recorded in docs/benchm
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,13 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = 3 if args.quick else EPOCHS
     cpu = cpu_info()
 
-    with contextlib.ExitStack() as stack:
-        if args.workdir:
-            work = Path(args.workdir)
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="graphc-bench-quantize-")))
+    with harness.workdir(args.workdir, "quantize") as work:
         # Training uses onnxruntime's threads; everything after it runs on one core.
         for name in DIGITS_MODELS:
             train_digits(name, epochs, work)
