@@ -374,6 +374,16 @@ def rng_array(shape: Sequence[int], seed: int = 0, dtype: Any = np.float32,
     rng = np.random.default_rng(seed)
     return rng.uniform(low, high, size=tuple(shape)).astype(dtype)
 
+# The known onnxruntime difference of the max-type ops (MaxPool, GlobalMaxPool, ReduceMax) on
+# non-finite inputs; docs/ops.md explains it.
+MAX_NAN_DIFFERS = (
+    "GlobalMaxPool and ReduceMax give NaN for a set holding NaN (the IEEE maximum, as numpy "
+    "and onnxruntime's Max op); MaxPool follows onnxruntime's kernel with Indices (first cell, "
+    "then any greater one); onnxruntime's vectorized kernels (single-output float MaxPool, "
+    "GlobalMaxPool, ReduceMax) give results that depend on where the NaN sits and how many "
+    "there are, and start from the lowest finite value, so a window of -inf gives -3.4e38"
+)
+
 
 def with_specials(array: np.ndarray, seed: int = 0, each: int | None = None) -> np.ndarray:
     """Return a copy of a float array with NaN, +inf and -inf each at ``each`` deterministic
@@ -398,3 +408,23 @@ def nonfinite_example(example: Example, ports: Sequence[int] = (0,), seed: int =
     for port in ports:
         inputs[port] = with_specials(np.asarray(inputs[port]), seed + port)
     return Example(tuple(inputs), example.attrs, example.consts, name, onnxruntime_differs)
+
+
+def nonfinite_examples(examples: Sequence[Example], *indices: int, ports: Sequence[int] = (0,),
+                       onnxruntime_differs: str = "") -> tuple[Example, ...]:
+    """Return non-finite copies of ``examples`` at ``indices`` (NaN, +inf and -inf among the
+    inputs at ``ports``), named ``nonfinite-<name>``."""
+    return tuple(nonfinite_example(examples[k], ports, seed=k,
+                                   name=f"nonfinite-{examples[k].name or k}",
+                                   onnxruntime_differs=onnxruntime_differs)
+                 for k in indices)
+
+
+def with_nonfinite(op: OpDef, *indices: int, ports: Sequence[int] = (0,),
+                   onnxruntime_differs: str = "") -> OpDef:
+    """Return ``op`` with ``nonfinite_examples`` of its examples at ``indices`` added."""
+    from dataclasses import replace
+
+    more = nonfinite_examples(op.examples, *indices, ports=ports,
+                              onnxruntime_differs=onnxruntime_differs)
+    return replace(op, nonfinite=op.nonfinite + more)

@@ -31,6 +31,7 @@ from graphc.ops.base import (
     TensorType,
     elementwise_flops,
     need_float,
+    nonfinite_examples,
     onnx_dtype,
     rng_array,
 )
@@ -104,6 +105,7 @@ OPS: list[OpDef] = [
         lower=_lower,
         vjp=_vjp,
         flops=elementwise_flops(1),
+        nonfinite=nonfinite_examples(_examples(), 0, 1),
         examples=_examples(),
     ),
 ]

@@ -24,6 +24,7 @@ from graphc.ops.base import (
     TensorType,
     need_float,
     need_rank,
+    nonfinite_example,
     rng_array,
     same_dtype,
 )
@@ -498,6 +499,32 @@ _WINDOW_ATTRS = {
     "strides": Attr("ints", ()),
 }
 
+def _conv_nonfinite() -> tuple[Example, ...]:
+    x, w, b = (rng_array((1, 2, 5, 5), seed=96), rng_array((3, 2, 3, 3), seed=97),
+               rng_array((3,), seed=98))
+    pads = {"pads": [1, 1, 1, 1]}
+    depthwise = Example((x, rng_array((2, 1, 3, 3), seed=99)), {**pads, "group": 2})
+    # One special weight per output channel, at corner taps that meet the padding.
+    w_special = w.copy()
+    w_special[0, 0, 0, 0], w_special[1, 1, 2, 2], w_special[2, 0, 0, 2] = np.nan, np.inf, -np.inf
+    return (nonfinite_example(Example((x, w, b), pads)),
+            # Padding is zeros: a NaN or infinite weight on a padded tap gives 0 * inf = NaN.
+            # onnxruntime's kernel for constant weights skips padded taps instead (its depthwise
+            # kernel and weights fed as inputs do not): known difference at the border.
+            Example((x, w_special, b), pads, (1, 2), "nonfinite-corner-weights",
+                    onnxruntime_differs="onnxruntime skips padded taps of constant weights"),
+            nonfinite_example(Example((x, w, b), pads), ports=(1,), name="nonfinite-weights"),
+            nonfinite_example(Example(depthwise.inputs, depthwise.attrs, (1,)), ports=(1,),
+                              name="nonfinite-depthwise-weights"))
+
+
+def _convt_nonfinite() -> tuple[Example, ...]:
+    example = Example((rng_array((1, 2, 4, 4), seed=100), rng_array((2, 3, 3, 3), seed=101)),
+                      {"strides": [2, 2], "pads": [1, 1, 1, 1]})
+    return (nonfinite_example(example),
+            nonfinite_example(example, ports=(1,), name="nonfinite-weights"))
+
+
 OPS: list[OpDef] = [
     OpDef(
         name="Conv",
@@ -513,6 +540,7 @@ OPS: list[OpDef] = [
         },
         infer=_conv_infer,
         ref=_conv_ref,
+        nonfinite=_conv_nonfinite(),
         examples=_conv_examples(),
         flops=_conv_flops,
     ),
@@ -535,6 +563,7 @@ OPS: list[OpDef] = [
         },
         infer=_convt_infer,
         ref=_convt_ref,
+        nonfinite=_convt_nonfinite(),
         examples=_convt_examples(),
         flops=_convt_flops,
     ),

@@ -23,6 +23,7 @@ from graphc.ops.base import (
     normalize_axis,
     normalized_indices,
     rng_array,
+    with_nonfinite,
 )
 
 INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
@@ -94,4 +95,4 @@ GATHER = OpDef(
     examples=_examples(),
 )
 
-OPS: list[OpDef] = [GATHER]
+OPS: list[OpDef] = [with_nonfinite(GATHER, 0, 1)]

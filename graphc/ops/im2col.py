@@ -30,6 +30,7 @@ from graphc.ops.base import (
     TensorType,
     need_float,
     rng_array,
+    with_nonfinite,
 )
 from graphc.ops.conv import _Window, _window
 
@@ -189,4 +190,4 @@ IM2COL = OpDef(
     ),
 )
 
-OPS: list[OpDef] = [IM2COL]
+OPS: list[OpDef] = [with_nonfinite(IM2COL, 0, 1, 2)]

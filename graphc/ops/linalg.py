@@ -19,6 +19,7 @@ from graphc.ops.base import (
     TensorType,
     need_broadcast_to,
     need_rank,
+    nonfinite_example,
     optional_inputs,
     rng_array,
     same_dtype,
@@ -92,6 +93,8 @@ MATMUL = OpDef(
     infer=_matmul_infer,
     ref=_matmul_ref,
     flops=_matmul_flops,
+    nonfinite=(nonfinite_example(Example((rng_array((3, 4), seed=91),
+                                          rng_array((4, 5), seed=92))), ports=(0, 1)),),
     examples=(
         Example(inputs=(rng_array((3, 4), seed=1), rng_array((4, 5), seed=2)), name="2d"),
         Example(inputs=(rng_array((2, 3, 4), seed=3), rng_array((4, 5), seed=4)), consts=(1,),
@@ -185,6 +188,8 @@ GEMM = OpDef(
     infer=_gemm_infer,
     ref=_gemm_ref,
     flops=_gemm_flops,
+    nonfinite=(nonfinite_example(Example((rng_array((3, 4), seed=93), rng_array((4, 5), seed=94),
+                                          rng_array((5,), seed=95))), ports=(0, 1, 2)),),
     examples=(
         Example(inputs=(rng_array((3, 4), seed=11), rng_array((5, 4), seed=12),
                         rng_array((5,), seed=13)), attrs={"transB": 1}, consts=(1, 2),

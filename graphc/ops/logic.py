@@ -30,6 +30,7 @@ from graphc.ops.base import (
     rng_array,
     same_dtype,
     type_of,
+    with_nonfinite,
 )
 
 BOOL = np.dtype(np.bool_)
@@ -444,5 +445,19 @@ SCATTER_ELEMENTS = OpDef(
 )
 
 
-OPS: list[OpDef] = [GREATER, GREATER_OR_EQUAL, LESS, LESS_OR_EQUAL, EQUAL, NOT, AND, OR, WHERE,
-                    CAST, EXPAND, SCATTER_ELEMENTS]
+OPS: list[OpDef] = [
+    with_nonfinite(GREATER, 0, 1, ports=(0, 1)),
+    with_nonfinite(GREATER_OR_EQUAL, 0, 1, ports=(0, 1)),
+    with_nonfinite(LESS, 0, 1, ports=(0, 1)),
+    with_nonfinite(LESS_OR_EQUAL, 0, 1, ports=(0, 1)),
+    with_nonfinite(EQUAL, 0, 1, ports=(0, 1)),
+    NOT,
+    AND,
+    OR,
+    with_nonfinite(WHERE, 0, 1, ports=(1, 2)),
+    # Float to float or bool only: float to integer of NaN or an infinity is undefined in C++
+    # and in ONNX, and onnxruntime gives whatever the CPU's conversion does.
+    with_nonfinite(CAST, 1, 3, 4, 5, 10),
+    with_nonfinite(EXPAND, 0, 1, 2),
+    with_nonfinite(SCATTER_ELEMENTS, 0, 3, ports=(0, 2)),
+]

@@ -34,6 +34,7 @@ from graphc.ops.base import (
     onnx_dtype,
     optional_inputs,
     rng_array,
+    with_nonfinite,
 )
 
 NORM_FLOPS = elementwise_flops(7)
@@ -535,9 +536,9 @@ DROPOUT = OpDef(
 
 
 OPS: list[OpDef] = [
-    BATCH_NORMALIZATION,
-    LAYER_NORMALIZATION,
-    INSTANCE_NORMALIZATION,
-    GROUP_NORMALIZATION,
-    DROPOUT,
+    with_nonfinite(BATCH_NORMALIZATION, 0, 2, 3),
+    with_nonfinite(LAYER_NORMALIZATION, 0, 2),
+    with_nonfinite(INSTANCE_NORMALIZATION, 0),
+    with_nonfinite(GROUP_NORMALIZATION, 0, 1),
+    with_nonfinite(DROPOUT, 0, 2),
 ]

@@ -18,6 +18,7 @@ from graphc.ops.base import (
     OpDef,
     TensorType,
     elementwise_flops,
+    nonfinite_examples,
     rng_array,
     same_dtype,
 )
@@ -183,6 +184,7 @@ PAD = OpDef(
     attrs={"mode": Attr("str", "constant")},
     infer=_pad_infer,
     ref=_pad_ref,
+    nonfinite=nonfinite_examples(_pad_examples(), 0, 1, 2, 3),
     examples=_pad_examples(),
     flops=elementwise_flops(1),
 )

@@ -23,6 +23,7 @@ from graphc.errors import OpError, ShapeError
 from graphc.ops.base import (
     DTYPE_SHORT,
     FLOAT_DTYPES,
+    MAX_NAN_DIFFERS,
     Attr,
     Example,
     NodeView,
@@ -30,8 +31,11 @@ from graphc.ops.base import (
     TensorType,
     need_float,
     need_rank,
+    nonfinite_example,
+    nonfinite_examples,
     onnx_dtype,
     rng_array,
+    with_specials,
 )
 from graphc.ops.conv import _WINDOW_ATTRS, _padded, _tap, _Window, _window, _work
 from graphc.ops.reduce import first_max_grad
@@ -345,6 +349,18 @@ def _maxpool_examples() -> tuple[Example, ...]:
     )
 
 
+def _maxpool_nonfinite() -> tuple[Example, ...]:
+    x = with_specials(rng_array((1, 2, 6, 6), seed=34), seed=35, each=4)
+    x[0, 1, :2, :2] = -np.inf  # a window of -inf only
+    x[0, 1, 2:4, 2:4] = [[np.nan, np.inf], [1.0, 2.0]]  # the window
+    return (
+        nonfinite_example(Example((x,), {"kernel_shape": [2, 2], "strides": [2, 2]}), ports=(),
+                          onnxruntime_differs=MAX_NAN_DIFFERS),
+        nonfinite_example(Example((x,), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+                          ports=(), name="nonfinite-pads", onnxruntime_differs=MAX_NAN_DIFFERS),
+    )
+
+
 def _avgpool_examples() -> tuple[Example, ...]:
     x = rng_array((1, 3, 7, 8), seed=41)
     return (
@@ -377,6 +393,7 @@ OPS: list[OpDef] = [
         },
         infer=_maxpool_infer,
         ref=_maxpool_ref,
+        nonfinite=_maxpool_nonfinite(),
         examples=_maxpool_examples(),
         flops=_pool_flops,
     ),
@@ -395,6 +412,7 @@ OPS: list[OpDef] = [
         infer=_avgpool_infer,
         vjp=_avgpool_vjp,
         ref=_avgpool_ref,
+        nonfinite=nonfinite_examples(_avgpool_examples(), 0, 1, 2),
         examples=_avgpool_examples(),
         flops=_pool_flops,
     ),
@@ -407,6 +425,7 @@ OPS: list[OpDef] = [
         infer=_gap_infer,
         vjp=_gap_vjp,
         ref=_gap_ref,
+        nonfinite=(nonfinite_example(Example((rng_array((2, 3, 5, 4), seed=53),))),),
         examples=(Example((rng_array((2, 3, 5, 4), seed=51),), {}, (), "global-avg"),),
         flops=_elements_in,
     ),
@@ -419,6 +438,8 @@ OPS: list[OpDef] = [
         infer=_gmp_infer,
         vjp=_gmp_vjp,
         ref=_gmp_ref,
+        nonfinite=(nonfinite_example(Example((rng_array((2, 3, 5, 4), seed=54),)),
+                                     onnxruntime_differs=MAX_NAN_DIFFERS),),
         examples=(Example((rng_array((2, 3, 5, 4), seed=52),), {}, (), "global-max"),),
         flops=_elements_in,
     ),

@@ -57,6 +57,7 @@ from graphc.ops.base import (
     TensorType,
     elementwise_flops,
     need_float,
+    nonfinite_examples,
     normalize_axis,
     onnx_dtype,
     optional_inputs,
@@ -461,6 +462,7 @@ OPS: list[OpDef] = [
         lower=_lower_quantize,
         vjp=None,
         flops=elementwise_flops(3),
+        nonfinite=nonfinite_examples(_quantize_examples(), 0, 1, 3, 4),
         examples=_quantize_examples(),
     ),
     OpDef(
@@ -487,6 +489,10 @@ OPS: list[OpDef] = [
         lower=_lower_dynamic,
         vjp=None,
         flops=elementwise_flops(5),
+        nonfinite=(
+            # +inf only: with -inf or NaN the quantization parameters are undefined (docs/ops.md).
+            Example((np.array([[np.inf, 1.0, -2.0, 0.5]], np.float32),), name="plus-inf"),
+        ),
         examples=_dynamic_examples(),
     ),
     OpDef(
@@ -499,6 +505,7 @@ OPS: list[OpDef] = [
         ref=_round_ref,
         vjp=_round_vjp,
         flops=elementwise_flops(1),
+        nonfinite=nonfinite_examples(_round_examples(), 0, 2),
         examples=_round_examples(),
     ),
 ]

@@ -37,6 +37,7 @@ from graphc.ops.base import (
     OpDef,
     TensorType,
     elementwise_flops,
+    nonfinite_examples,
     optional_inputs,
     rng_array,
 )
@@ -130,6 +131,7 @@ OPS: list[OpDef] = [
         lower=_lower,
         vjp=_vjp,
         flops=elementwise_flops(5),
+        nonfinite=nonfinite_examples(_examples(), 0, 1, 2),
         examples=_examples(),
     ),
 ]

@@ -24,6 +24,7 @@ import numpy as np
 from graphc.errors import ExportError, ShapeError
 from graphc.ops.base import (
     DTYPE_SHORT,
+    MAX_NAN_DIFFERS,
     Attr,
     Example,
     LowerCtx,
@@ -34,6 +35,7 @@ from graphc.ops.base import (
     onnx_dtype,
     optional_inputs,
     rng_array,
+    with_nonfinite,
 )
 
 _ATTRS = {"keepdims": Attr("int", 1), "noop_with_empty_axes": Attr("int", 0)}
@@ -368,4 +370,9 @@ CUMSUM = OpDef(
 )
 
 
-OPS: list[OpDef] = [REDUCE_SUM, REDUCE_MEAN, REDUCE_MAX, CUMSUM]
+OPS: list[OpDef] = [
+    with_nonfinite(REDUCE_SUM, 0, 1, 4),
+    with_nonfinite(REDUCE_MEAN, 0, 1, 4),
+    with_nonfinite(REDUCE_MAX, 0, 1, 4, onnxruntime_differs=MAX_NAN_DIFFERS),
+    with_nonfinite(CUMSUM, 0, 1, 2, 3),
+]

@@ -25,6 +25,7 @@ from graphc.ops.base import (
     rng_array,
     same_dtype,
     type_of,
+    with_nonfinite,
 )
 
 
@@ -307,12 +308,13 @@ def _clip_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
 
 def _clip_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x, lo, hi = optional_inputs(inputs, 3)
-    y = x
+    # ONNX: an absent bound is the dtype's lowest or largest finite value, so -inf and +inf
+    # become -max and max without a bound (onnxruntime does so); NaN stays NaN.
+    info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+    lo = np.asarray(info.min, x.dtype) if lo is None else lo.reshape(())
+    hi = np.asarray(info.max, x.dtype) if hi is None else hi.reshape(())
     # ONNX: when min > max every element becomes max, so apply min first, then max.
-    if lo is not None:
-        y = np.maximum(y, lo.reshape(()))
-    if hi is not None:
-        y = np.minimum(y, hi.reshape(()))
+    y = np.minimum(np.maximum(x, lo), hi)
     return [np.array(y, dtype=x.dtype, copy=True)]
 
 
@@ -333,7 +335,7 @@ def _clip_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
 CLIP = OpDef(
     name="Clip",
     vjp=_clip_vjp,
-    doc="Limit each element to [min, max]; an absent bound does not limit.",
+    doc="Limit each element to [min, max]; an absent bound is the lowest or largest finite value.",
     inputs=("input", "min?", "max?"),
     outputs=("output",),
     attrs={},
@@ -345,6 +347,9 @@ CLIP = OpDef(
                         np.array(0.25, np.float32)), consts=(1, 2), name="min-max"),
         Example(inputs=(rng_array((2, 3, 4), seed=14), None, np.array(0.5, np.float32)),
                 consts=(2,), name="max-only"),
+        Example(inputs=(rng_array((2, 3, 4), seed=15), np.array(-0.5, np.float32)),
+                consts=(1,), name="min-only"),
+        Example(inputs=(rng_array((2, 3, 4), seed=16),), name="no-bounds"),
     ),
 )
 
@@ -427,4 +432,13 @@ LOG_SOFTMAX = OpDef(
 )
 
 
-OPS: list[OpDef] = [FLATTEN, RESHAPE, TRANSPOSE, CONCAT, IDENTITY, CLIP, SOFTMAX, LOG_SOFTMAX]
+OPS: list[OpDef] = [
+    with_nonfinite(FLATTEN, 0),
+    with_nonfinite(RESHAPE, 0),
+    with_nonfinite(TRANSPOSE, 0),
+    with_nonfinite(CONCAT, 0, 1, ports=(0, 1)),
+    with_nonfinite(IDENTITY, 0),
+    with_nonfinite(CLIP, 0, 1, 2, 3),
+    with_nonfinite(SOFTMAX, 0, 1),
+    with_nonfinite(LOG_SOFTMAX, 0, 1),
+]
