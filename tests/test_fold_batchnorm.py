@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import sympy
 
+from graphc.interpret import run
 from graphc.ir import CONST, Graph, Value
 from graphc.models import load
 from graphc.passes.fold_batchnorm import fold_batchnorm
+from graphc.pipeline import format_reports, run_pipeline
 from graphc.rewrite import PassReport
 from graphc.testing import assert_same_outputs as same_outputs
 from graphc.testing import assert_same_structure
@@ -328,39 +330,310 @@ def test_fold_into_matmul(bias):
     assert_same_outputs(before, after, {"x": rand(rng, M, K)})
 
 
-# ----- any other producer: Mul + Add ------------------------------------------------------------
+# ----- a BN with nothing to fold into stays one BatchNormalization node -------------------------
 
 
-@pytest.mark.parametrize("producer", ["add", "input"])
-def test_bn_after_a_non_foldable_producer_becomes_mul_add(producer):
-    rng = np.random.default_rng(4)
+def kept_graph(producer: str, seed: int = 4) -> tuple[Graph, dict]:
+    """x (and z) -> Concat / Add / nothing -> bn -> Relu."""
+    rng = np.random.default_rng(seed)
     shape = (2, 3, 4, 4)
-    stats = BN(3, rng)
-    before = Graph("affine")
-    x = before.add_input("x", shape)
-    h = x
-    if producer == "add":
-        h = before.add_node("Add", [x, before.add_input("z", shape)], name="sum")
-    before.outputs.append(stats.add(before, h, name="bn"))
-    before.verify()
+    g = Graph(producer)
+    h = g.add_input("x", shape)
+    channels = 3
+    if producer == "concat":
+        h = g.add_node("Concat", [h, g.add_input("z", shape)], {"axis": 1}, name="cat")
+        channels = 6
+    elif producer == "add":
+        h = g.add_node("Add", [h, g.add_input("z", shape)], name="sum")
+    g.outputs.append(g.add_node("Relu", [BN(channels, rng).add(g, h)], name="y"))
+    g.verify()
+    return g, {name: rand(rng, *shape) for name in g.inputs}
+
+
+@pytest.mark.parametrize("producer, why", [
+    ("concat", "no fold backward (%cat (Concat) has no per-channel weights)"),
+    ("add", "no fold backward (%sum (Add) has no per-channel weights)"),
+    ("input", "no fold backward (%x is a graph input)"),
+])
+def test_bn_with_nothing_to_fold_into_stays_one_node(producer, why):
+    before, feeds = kept_graph(producer)
     after, report = fold(before)
-    assert report.rewrites == 1
+    assert report.rewrites == 0
+    assert_same_structure(after, before)
+    assert ops_of(after).count("BatchNormalization") == 1
+    assert "Mul" not in ops_of(after)
+    for port in range(1, 5):
+        np.testing.assert_array_equal(const_in(after, "bn", port), const_in(before, "bn", port))
+    ((where, reason),) = report.refusals
+    assert where.startswith("%bn = BatchNormalization(")
+    assert reason.startswith("keep-batchnorm: stays one BatchNormalization node (one "
+                             "onnxruntime kernel; as Mul + Add it measured"), reason
+    assert why in reason and "nor forward (its user %y (Relu) is not a Conv or Gemm)" in reason
+    assert_same_outputs(before, after, feeds)
+
+
+def test_verbose_report_says_which_form_each_bn_took():
+    before, _ = kept_graph("concat")
+    _, reports = run_pipeline(before, ["fold-batchnorm"])
+    lines = format_reports(reports, verbose=True).splitlines()
+    assert lines[0].startswith("    fold-batchnorm       nodes 3 -> 3,")
+    assert lines[1].startswith("      refused %bn = BatchNormalization: keep-batchnorm: stays one "
+                               "BatchNormalization node (one onnxruntime kernel;"), lines
+    assert len(lines) == 2
+
+
+def test_bn_with_two_users_stays_one_node():
+    rng = np.random.default_rng(11)
+    g = Graph("two-users")
+    x = g.add_input("x", (1, 3, 4, 4))
+    h = BN(3, rng).add(g, x)
+    conv = g.add_node("Conv", [h, g.add_const("w", rand(rng, 2, 3, 1, 1))],
+                      {"kernel_shape": (1, 1)}, name="conv")
+    g.outputs += [conv, g.add_node("Relu", [h], name="r")]
+    g.verify()
+    after, report = fold(g)
+    assert report.rewrites == 0
+    assert_same_structure(after, g)
+    ((where, reason),) = [r for r in report.refusals if r[0].startswith("%bn ")]
+    assert "nor forward (it has 2 users (%conv, %r))" in reason, reason
+    assert_same_outputs(g, after, {"x": rand(rng, 1, 3, 4, 4)})
+
+
+# ----- folding forward into the Conv after the BN -----------------------------------------------
+
+FORWARD_CONV_CASES = {
+    # name: (attrs, cout, groups, bias)
+    "1x1": ({"kernel_shape": (1, 1)}, 6, 1, True),
+    "3x3-strided-no-bias": ({"kernel_shape": (3, 3), "strides": (2, 2)}, 6, 1, False),
+    "3x3-grouped-dilated": ({"kernel_shape": (3, 3), "group": 2, "dilations": (2, 2)}, 6, 2,
+                            True),
+    "depthwise": ({"kernel_shape": (3, 3), "group": 4}, 8, 4, True),
+    "same-1x1": ({"kernel_shape": (1, 1), "auto_pad": "SAME_UPPER"}, 6, 1, True),
+    "valid-3x3": ({"kernel_shape": (3, 3), "auto_pad": "VALID"}, 6, 1, True),
+    "explicit-zero-pads": ({"kernel_shape": (3, 3), "pads": (0, 0, 0, 0)}, 6, 1, True),
+}
+PADDED_CONV_CASES = {
+    "pads-1": ({"kernel_shape": (3, 3), "pads": (1, 1, 1, 1)}, [1, 1, 1, 1]),
+    "pads-one-side": ({"kernel_shape": (3, 3), "pads": (0, 0, 1, 0)}, [0, 0, 1, 0]),
+    "same-3x3": ({"kernel_shape": (3, 3), "auto_pad": "SAME_UPPER"}, [2, 2]),
+}
+
+
+def concat_bn_conv_graph(attrs: dict, cout: int, groups: int, bias: bool, seed: int = 12
+                         ) -> tuple[Graph, dict, BN, np.ndarray, np.ndarray]:
+    """x, z (2 channels each) -> Concat -> bn (4 channels) -> conv -> Relu: densenet's Concat
+    followed by a BN, here without the ReLU that would stop the forward fold."""
+    rng = np.random.default_rng(seed)
+    g = Graph("bn-conv")
+    shape = (2, 2, 7, 7)
+    cat = g.add_node("Concat", [g.add_input("x", shape), g.add_input("z", shape)], {"axis": 1},
+                     name="cat")
+    stats = BN(4, rng)
+    w = rand(rng, cout, 4 // groups, *attrs["kernel_shape"])
+    b = rand(rng, cout) if bias else np.zeros(cout, F32)
+    inputs = [stats.add(g, cat), g.add_const("conv.weight", w, trainable=True)]
+    if bias:
+        inputs.append(g.add_const("conv.bias", b, trainable=True))
+    conv = g.add_node("Conv", inputs, attrs, name="conv")
+    g.outputs.append(g.add_node("Relu", [conv], name="y"))
+    g.verify()
+    return g, {"x": rand(rng, *shape), "z": rand(rng, *shape)}, stats, w, b
+
+
+def forward_conv_reference(w: np.ndarray, b: np.ndarray, stats: BN, groups: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """W' and b' in float64, one output channel and one input of its group at a time."""
+    s = stats.s
+    shift = stats.beta.astype(np.float64) - stats.mean.astype(np.float64) * s
+    cout, cin_g = w.shape[:2]
+    w_new = w.astype(np.float64).copy()
+    b_new = b.astype(np.float64).copy()
+    for o in range(cout):
+        group = o // (cout // groups)
+        for i in range(cin_g):
+            channel = group * cin_g + i
+            w_new[o, i] = w[o, i].astype(np.float64) * s[channel]
+            b_new[o] += float(np.sum(w[o, i].astype(np.float64))) * shift[channel]
+    return w_new, b_new
+
+
+@pytest.mark.parametrize("case", list(FORWARD_CONV_CASES))
+def test_bn_folds_forward_into_an_unpadded_conv(case):
+    attrs, cout, groups, bias = FORWARD_CONV_CASES[case]
+    before, feeds, stats, w, b = concat_bn_conv_graph(attrs, cout, groups, bias)
+    after, report = fold(before)
+    assert report.rewrites == 1 and report.refusals == []
+    assert [e.rule for e in report.explanations] == ["fold-forward-into-conv"]
 
     want = Graph("expected")
-    wx = want.add_input("x", shape)
-    if producer == "add":
-        wx = want.add_node("Add", [wx, want.add_input("z", shape)])
-    mul = want.add_node("Mul", [wx, want.add_const("s", np.zeros((3, 1, 1), F32))])
-    want.outputs.append(want.add_node("Add", [mul, want.add_const("t", np.zeros((3, 1, 1),
-                                                                                 F32))]))
+    shape = (2, 2, 7, 7)
+    cat = want.add_node("Concat", [want.add_input("x", shape), want.add_input("z", shape)],
+                        {"axis": 1})
+    conv = want.add_node("Conv", [cat, want.add_const("w", np.zeros(w.shape, F32)),
+                                  want.add_const("b", np.zeros(cout, F32))], attrs)
+    want.outputs.append(want.add_node("Relu", [conv], name="y"))
     assert_same_structure(after, want)
-    assert ops_of(after) == (["Add"] if producer == "add" else []) + ["Mul", "Add"]
-    assert after.output_names() == ["bn"]
-    (mul_node,) = [n for n in after.op_nodes() if after.op(n) == "Mul"]
-    assert_f32_of(const_in(after, mul_node, 1), stats.s.reshape(3, 1, 1))
-    assert_f32_of(const_in(after, "bn", 1), stats.bias(0.0).reshape(3, 1, 1))
-    feeds = {name: rand(rng, *shape) for name in before.inputs}
+
+    w_ref, b_ref = forward_conv_reference(w, b, stats, groups)
+    np.testing.assert_array_equal(const_in(after, "conv", 1), w_ref.astype(F32))
+    assert_f32_of(const_in(after, "conv", 2), b_ref)
     assert_same_outputs(before, after, feeds)
+
+
+@pytest.mark.parametrize("case", list(PADDED_CONV_CASES))
+def test_bn_before_a_padded_conv_is_refused(case):
+    attrs, pads = PADDED_CONV_CASES[case]
+    before, feeds, _, _, _ = concat_bn_conv_graph(attrs, 6, 1, True)
+    after, report = fold(before)
+    assert report.rewrites == 0
+    assert_same_structure(after, before)
+    ((where, reason),) = report.refusals
+    assert where.startswith("%bn ")
+    assert (f"nor forward (%conv pads its input (pads {pads}): its zero border would become "
+            "beta - mu * s after folding)") in reason, reason
+    assert_same_outputs(before, after, feeds)
+
+
+def test_the_unpadded_fold_on_a_padded_conv_would_be_wrong_at_the_border():
+    """Why the padded case is refused: the forward fold's weights on a padded Conv give the
+    right interior and a wrong border (the padding sees 0 where BN's output had shift)."""
+    attrs = {"kernel_shape": (3, 3), "pads": (1, 1, 1, 1)}
+    before, feeds, stats, w, b = concat_bn_conv_graph(attrs, 6, 1, True)
+    w_ref, b_ref = forward_conv_reference(w, b, stats, 1)
+    wrong = Graph("wrong")
+    shape = (2, 2, 7, 7)
+    cat = wrong.add_node("Concat", [wrong.add_input("x", shape), wrong.add_input("z", shape)],
+                         {"axis": 1})
+    conv = wrong.add_node("Conv", [cat, wrong.add_const("w", w_ref.astype(F32)),
+                                   wrong.add_const("b", b_ref.astype(F32))], attrs)
+    wrong.outputs.append(conv)
+    want = run(before.copy(), feeds)["y"]
+    got = np.maximum(run(wrong, feeds)[wrong.output_names()[0]], 0)
+    scale = np.max(np.abs(want))
+    np.testing.assert_allclose(got[:, :, 1:-1, 1:-1], want[:, :, 1:-1, 1:-1], atol=1e-5 * scale)
+    assert np.max(np.abs(got - want)) > 1e-2 * scale
+
+
+def test_bn_after_a_shared_conv_folds_forward():
+    """conv1 feeds bn and the skip Add, so bn cannot fold into conv1; it folds into conv2."""
+    rng = np.random.default_rng(13)
+    g = Graph("shared-forward")
+    x = g.add_input("x", (1, 3, 5, 5))
+    c1 = g.add_node("Conv", [x, g.add_const("c1.w", rand(rng, 4, 3, 3, 3))],
+                    {"kernel_shape": (3, 3), "pads": (1, 1, 1, 1)}, name="conv1")
+    c2 = g.add_node("Conv", [BN(4, rng).add(g, c1), g.add_const("c2.w", rand(rng, 4, 4, 1, 1))],
+                    {"kernel_shape": (1, 1)}, name="conv2")
+    g.outputs.append(g.add_node("Add", [c1, c2], name="y"))
+    g.verify()
+    after, report = fold(g)
+    assert report.rewrites == 1
+    assert [e.rule for e in report.explanations] == ["fold-forward-into-conv"]
+    assert ops_of(after) == ["Conv", "Conv", "Add"]
+    ((where, reason),) = report.refusals
+    assert where.startswith("%bn ") and "%conv1 is also used by %y" in reason, reason
+    np.testing.assert_array_equal(const_in(after, "conv1", 1), g.const_value(Value("c1.w")))
+    assert_same_outputs(g, after, {"x": rand(rng, 1, 3, 5, 5)})
+
+
+# ----- folding forward into the Gemm after the BN (through a Flatten) ---------------------------
+
+FORWARD_GEMM_CASES = {
+    # name: (BN input shape, Flatten, Gemm attrs, has C)
+    "flatten-transB=1": ((2, 3, 2, 2), True, {"transB": 1}, True),
+    "flatten-transB=0": ((2, 3, 2, 2), True, {}, True),
+    "flatten-no-C": ((2, 3, 2, 2), True, {"transB": 1}, False),
+    "flatten-alpha-beta": ((2, 3, 2, 2), True, {"transB": 1, "alpha": 0.7, "beta": -1.3}, True),
+    "2d-alpha-beta-transB=0": ((3, 5), False, {"alpha": 1.9, "beta": 0.25}, True),
+    "2d-no-C": ((3, 5), False, {"transB": 1}, False),
+}
+
+
+def add_bn_gemm_graph(case: str, seed: int = 14, flatten_attrs: dict | None = None,
+                      gemm_attrs: dict | None = None) -> tuple[Graph, dict, BN, np.ndarray]:
+    """x + z -> bn -> (Flatten) -> Gemm -> Tanh."""
+    shape, flatten, attrs, has_c = FORWARD_GEMM_CASES[case]
+    attrs = attrs if gemm_attrs is None else gemm_attrs
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(shape[1:]))
+    w = rand(rng, N, features) if attrs.get("transB") else rand(rng, features, N)
+    g = Graph("bn-gemm")
+    h = g.add_node("Add", [g.add_input("x", shape), g.add_input("z", shape)], name="sum")
+    stats = BN(shape[1], rng)
+    h = stats.add(g, h)
+    if flatten:
+        h = g.add_node("Flatten", [h], flatten_attrs or {}, name="flat")
+    inputs = [h, g.add_const("fc.weight", w, trainable=True)]
+    if has_c:
+        inputs.append(g.add_const("fc.bias", rand(rng, N), trainable=True))
+    g.outputs.append(g.add_node("Tanh", [g.add_node("Gemm", inputs, attrs, name="fc")],
+                                name="y"))
+    g.verify()
+    return g, {"x": rand(rng, *shape), "z": rand(rng, *shape)}, stats, w
+
+
+@pytest.mark.parametrize("case", list(FORWARD_GEMM_CASES))
+def test_bn_folds_forward_into_a_gemm(case):
+    shape, flatten, attrs, has_c = FORWARD_GEMM_CASES[case]
+    before, feeds, stats, w = add_bn_gemm_graph(case)
+    after, report = fold(before)
+    assert report.rewrites == 1 and report.refusals == []
+    assert ops_of(after) == ["Add"] + (["Flatten"] if flatten else []) + ["Gemm", "Tanh"]
+    (gemm,) = [n for n in after.op_nodes() if after.op(n) == "Gemm"]
+    assert after.attrs(gemm) == {k: f32(v) if isinstance(v, float) else v
+                                 for k, v in attrs.items() if k != "beta"}
+
+    # Feature f of the Gemm's input is channel f // (H*W) of the BN.
+    per_channel = int(np.prod(shape[2:]))
+    s = stats.s
+    shift = stats.beta.astype(np.float64) - stats.mean.astype(np.float64) * s
+    op_b = w.T.astype(np.float64) if attrs.get("transB") else w.astype(np.float64)
+    w_ref = op_b.copy()
+    c_ref = (f32(attrs.get("beta", 1.0)) * before.const_value(Value("fc.bias")).astype(np.float64)
+             if has_c else np.zeros(N))
+    for f in range(op_b.shape[0]):
+        channel = f // per_channel
+        w_ref[f] = op_b[f] * s[channel]
+        c_ref = c_ref + f32(attrs.get("alpha", 1.0)) * shift[channel] * op_b[f]
+    w_ref = w_ref.T if attrs.get("transB") else w_ref
+    np.testing.assert_array_equal(const_in(after, gemm, 1), w_ref.astype(F32))
+    assert_f32_of(const_in(after, gemm, 2), c_ref)
+    assert_same_outputs(before, after, feeds)
+
+
+@pytest.mark.parametrize("flatten_attrs, gemm_attrs, why", [
+    ({"axis": 2}, None, "%flat flattens at axis 2: a feature is then not one channel's value"),
+])
+def test_bn_before_a_gemm_refused(flatten_attrs, gemm_attrs, why):
+    case = "flatten-transB=1"
+    shape = FORWARD_GEMM_CASES[case][0]
+    rng = np.random.default_rng(15)
+    g = Graph("bn-flatten-axis-2")
+    h = g.add_node("Add", [g.add_input("x", shape), g.add_input("z", shape)], name="sum")
+    h = g.add_node("Flatten", [BN(shape[1], rng).add(g, h)], flatten_attrs, name="flat")
+    g.outputs.append(g.add_node("Gemm", [h, g.add_const("w", rand(rng, 4, 4))], {"transB": 1},
+                                name="fc"))
+    g.verify()
+    after, report = fold(g)
+    assert report.rewrites == 0
+    assert_same_structure(after, g)
+    ((_, reason),) = report.refusals
+    assert f"nor forward ({why})" in reason, reason
+    assert_same_outputs(g, after, {"x": rand(rng, *shape), "z": rand(rng, *shape)})
+
+
+def test_bn_before_a_gemm_with_transposed_a_is_refused():
+    rng = np.random.default_rng(16)
+    g = Graph("bn-transA")
+    h = g.add_node("Add", [g.add_input("x", (K, M)), g.add_input("z", (K, M))], name="sum")
+    g.outputs.append(g.add_node("Gemm", [BN(M, rng).add(g, h), g.add_const("w", rand(rng, K, N))],
+                                {"transA": 1}, name="fc"))
+    g.verify()
+    after, report = fold(g)
+    assert report.rewrites == 0
+    assert_same_structure(after, g)
+    ((_, reason),) = report.refusals
+    assert "nor forward (%fc has transA=1" in reason, reason
+    assert_same_outputs(g, after, {"x": rand(rng, K, M), "z": rand(rng, K, M)})
 
 
 # ----- refusals ---------------------------------------------------------------------------------
@@ -456,7 +729,8 @@ def test_bn_that_is_a_graph_output_keeps_its_name(case):
 
 
 def _mixed_graph() -> tuple[Graph, dict]:
-    """Conv+BN, a shared conv with a BN (refused), Gemm+BN, and a BN on an input."""
+    """Conv+BN, a shared conv with a BN (refused), a BN after an Add that folds forward into
+    Gemm+BN, and a BN on an input (kept)."""
     rng = np.random.default_rng(8)
     g = Graph("mixed")
     x = g.add_input("x", (2, 3, 4, 4))
@@ -478,7 +752,12 @@ def test_idempotent():
     before, feeds = _mixed_graph()
     once, report1 = fold(before)
     twice, report2 = fold(once)
-    assert report1.rewrites == 3
+    # bn2 folds forward through the Flatten into fc, bn3 into fc; bn1 (shared conv) and bn4
+    # (on an input, a graph output) stay.
+    assert report1.rewrites == 2
+    assert [e.rule for e in report1.explanations] == ["fold-forward-into-gemm", "fold-into-gemm"]
+    assert sorted(n for n in once.op_nodes() if once.op(n) == "BatchNormalization") == \
+        ["bn1", "bn4"]
     assert report2.rewrites == 0
     assert twice.format() == once.format()
     assert_same_structure(twice, once)
