@@ -35,6 +35,7 @@ import sys
 import time
 import warnings
 
+import harness  # noqa: F401 - first: it limits the thread pools before numpy loads
 import numpy as np
 import onnx
 from harness import log, md_table, pin_to_one_core
