@@ -67,7 +67,8 @@ def test_compile_cnn_verify(tmp_path, monkeypatch, capsys):
     size = re.search(r"^  file size +([\d,.]+) KiB$", out, re.M)
     assert size and float(size[1].replace(",", "")) == pytest.approx(
         path.stat().st_size / 1024, abs=0.05)
-    diff = re.search(r"max abs diff (\S+) \(interpreter vs onnxruntime", out)
+    diff = re.search(r"verify       ok: max abs diff (\S+) .*\(interpreter vs onnxruntime\)$", out,
+                     re.M)
     assert diff, out
     assert 0.0 <= float(diff[1]) <= 1e-5
 

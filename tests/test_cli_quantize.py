@@ -32,8 +32,9 @@ def test_compile_mlp_to_int8_reports_and_verifies(tmp_path, capsys):
     assert re.search(r"int8         size [\d.]+ KiB vs [\d.]+ KiB fp32 \(0\.\d\dx\)", out)
     assert re.search(r"time [\d.]+x fp32 at batch 1 \(median of 21 interleaved runs", out)
     # The file's ops as written on onnxruntime equal the interpreter.
-    exact = re.search(r"verify       max abs diff (\S+) \(int8 file on onnxruntime without "
-                      r"fusion vs the interpreter: the ops as written; output scale (\S+)\)", out)
+    exact = re.search(r"verify       ok: max abs diff (\S+) \(tolerance \S+ = \S+ x output scale "
+                      r"(\S+)\); .* \(int8 file on onnxruntime without fusion vs the "
+                      r"interpreter: the ops as written\)$", out, re.M)
     assert exact and float(exact[1]) <= 1e-5 * float(exact[2])
     assert "accuracy " in out and "% fp32 on the digits test split" in out
     model = onnx.load(out_file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,27 +19,42 @@ from graphc.cli.checkpoints import (
     read_checkpoint,
 )
 from graphc.cli.common import Loaded, format_size, load_model
-from graphc.errors import UsageError
+from graphc.errors import GraphcError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from graphc.onnxio.runtime import Comparison
+
 # Enough to measure each activation's range and each layer's error; more only costs time.
 CALIBRATION_SAMPLES = 256
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``--verify``: what was compared and its ``Comparison`` (or a number shown as
+    ``text``); a failed ``checked`` comparison fails the command."""
+
+    what: str
+    result: Comparison | None
+    checked: bool = True
+    text: str = ""
+
+
 # The passes whose result is compared with the fp32 file the passes before them write.
 SUMMARIZED = ("quantize-int8", "binarize")
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from graphc.files import write_atomic
-    from graphc.interpret import run
     from graphc.onnxio.export import check, default_opset, to_onnx
-    from graphc.onnxio.runtime import max_abs_diff, run_onnxruntime
     from graphc.pipeline import format_reports, resolve, run_pipeline
 
     names = resolve(args.passes, args.pipeline)
+    if args.tolerance is not None and not args.verify:
+        raise UsageError("--tolerance only applies to --verify", where="--tolerance",
+                         expected="--verify --tolerance R", got=f"--tolerance {args.tolerance}")
     if args.accuracy is not None:
         check_data(args.accuracy, "--accuracy")
     pruning = prune_options(args, names)  # checked before any model is loaded
@@ -72,6 +88,27 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = to_onnx(graph, opset, dynamic_batch=args.dynamic_batch)
     check(model)
     data = model.SerializeToString(deterministic=True)
+    # Verified in memory before anything is written: a file that fails is never left behind.
+    checks: list[Check] = []
+    if args.verify and cut < len(names):
+        checks = verify_int8(reference, graph, fp32, data, verify_feeds(loaded, options),
+                             args.tolerance)
+    elif args.verify:
+        what = "compiled on onnxruntime vs original on the interpreter" if reports else \
+            "interpreter vs onnxruntime"
+        if student is not None:
+            what = "compiled on onnxruntime vs the student on the interpreter"
+        original_file = loaded.onnx_file.read_bytes() \
+            if loaded.onnx_file is not None and student is None else None
+        checks = verify_fp32(reference, data, loaded.feeds, what, args.tolerance,
+                             original_file)
+    for c in checks:
+        if c.checked and c.result is not None and not c.result.ok:
+            raise GraphcError(f"the compiled file fails verification ({c.what}); nothing was "
+                              f"written to {args.output}", where="--verify",
+                              expected="outputs within the tolerance", got=str(c.result),
+                              hint="--tolerance R sets the relative tolerance (a fraction of "
+                                   "each output's largest magnitude).")
     write_atomic(args.output, data)
     print(f"compiled {graph.name} -> {args.output} (opset {opset})")
     if weights is not None:
@@ -89,22 +126,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  parameters   {graph.num_params():,}")
     print(f"  file size    {format_size(len(data))}")
     print("  checker      ok (onnx.checker, full_check)")
-    if args.verify and cut < len(names):
-        verify_int8(reference, graph, fp32, data, verify_feeds(loaded, options))
-    elif args.verify:
-        expected = run(reference, loaded.feeds)
-        got = run_onnxruntime(data, loaded.feeds)
-        scale = max(float(np.max(np.abs(v))) for v in expected.values())
-        what = "compiled on onnxruntime vs original on the interpreter" if reports else \
-            "interpreter vs onnxruntime"
-        if student is not None:
-            what = "compiled on onnxruntime vs the student on the interpreter"
-        print(f"  verify       max abs diff {max_abs_diff(expected, got):.3g} ({what}, output "
-              f"scale {scale:.3g})")
-        if loaded.onnx_file is not None and student is None:
-            before = run_onnxruntime(loaded.onnx_file.read_bytes(), loaded.feeds)
-            print(f"               max abs diff {max_abs_diff(before, got):.3g} (compiled vs "
-                  "original file, both on onnxruntime)")
+    for i, c in enumerate(checks):
+        print(f"  {'verify' if i == 0 else '':12} {c.text or c.result} ({c.what})")
     sparse = weights.checkpoint.data.get("pruned", {}).get("sparse") if weights else None
     if sparse and "prune-magnitude" not in names:
         print(f"  note         {len(sparse)} weights of {args.weights} hold pruned zeros: add "
@@ -294,34 +317,49 @@ def verify_feeds(loaded: Loaded, options: dict[str, dict[str, Any]]) -> dict[str
     return {name: np.asarray(data[:len(example)], example.dtype).reshape(example.shape)}
 
 
-def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
-                feeds: dict[str, np.ndarray]) -> None:
-    """Print how the int8 file computes: on onnxruntime without fusion (the ops as written)
-    and fused (as it will run), both against the interpreter, and against the fp32 model."""
-    import numpy as np
+def verify_fp32(reference: Any, data: bytes, feeds: dict[str, np.ndarray], what: str,
+                tolerance: float | None, original_file: bytes | None = None) -> list[Check]:
+    """Compare the compiled file on onnxruntime with ``reference`` on the interpreter, and,
+    for an ONNX input, with the original file on onnxruntime; return what each compared and
+    its ``Comparison``."""
+    from graphc.interpret import run
+    from graphc.onnxio.runtime import compare_outputs, run_onnxruntime
 
+    got = run_onnxruntime(data, feeds)
+    checks = [Check(what, compare_outputs(run(reference, feeds), got, tolerance))]
+    if original_file is not None:
+        checks.append(Check("compiled vs original file, both on onnxruntime",
+                            compare_outputs(run_onnxruntime(original_file, feeds), got,
+                                            tolerance)))
+    return checks
+
+
+def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
+                feeds: dict[str, np.ndarray], tolerance: float | None = None) -> list[Check]:
+    """Compare the int8 file on onnxruntime without fusion (the ops as written: must equal the
+    interpreter) and fused (as it will run: shown, may differ by quantization steps) with the
+    interpreter; print the relative RMS error against the fp32 model."""
     from graphc.compress.int8 import relative_rms
     from graphc.interpret import run
-    from graphc.onnxio.runtime import max_abs_diff, session
+    from graphc.onnxio.runtime import compare_outputs, session
 
     expected = run(graph, feeds)
-    scale = max(float(np.max(np.abs(v))) for v in expected.values())
     names = list(expected)
 
     def on_ort(optimize: bool) -> dict[str, np.ndarray]:
         sess = session(data, threads=1, optimize=optimize)
         return dict(zip(names, sess.run(None, feeds), strict=True))
 
-    print(f"  verify       max abs diff {max_abs_diff(expected, on_ort(False)):.3g} (int8 file on "
-          f"onnxruntime without fusion vs the interpreter: the ops as written; output scale "
-          f"{scale:.3g})")
     fused = on_ort(True)
-    print(f"               max abs diff {max_abs_diff(expected, fused):.3g} (fused int8 kernels, "
-          "as the file will run, vs the interpreter: may differ by quantization steps)")
     want = run(original, feeds)
     rms = relative_rms([fused[n] for n in names], [want[n] for n in names])
-    print(f"               relative RMS {rms:.3g} (fused int8 vs the original model on the "
-          "interpreter: the quantization error)")
+    return [Check("int8 file on onnxruntime without fusion vs the interpreter: the ops as "
+                  "written", compare_outputs(expected, on_ort(False), tolerance)),
+            Check("fused int8 kernels, as the file will run, vs the interpreter: may differ "
+                  "by quantization steps; shown, not checked",
+                  compare_outputs(expected, fused, tolerance), checked=False),
+            Check("fused int8 vs the original model on the interpreter: the quantization "
+                  "error", None, text=f"relative RMS {rms:.3g}")]
 
 
 def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namespace,
@@ -381,6 +419,20 @@ def print_binary_summary(fp32: Any, data: bytes, opset: int, args: argparse.Name
                   f"accuracy in fp32 (recorded after its epoch {last.epoch})")
 
 
+def positive_float(text: str) -> float:
+    """Parse a float > 0 (argparse turns the ValueError into a usage error).
+
+    >>> positive_float("1e-3")
+    0.001
+    """
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return value
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``compile`` command to ``sub`` (the sub-parsers of ``graphc``)."""
     p = sub.add_parser("compile", parents=[common], help="compile a model to an ONNX file")
@@ -390,7 +442,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int,
                    help="ONNX opset (default 17, or an imported file's own opset)")
     p.add_argument("--verify", action="store_true",
-                   help="run the file on onnxruntime and compare with the interpreter")
+                   help="run the file on onnxruntime and compare with the interpreter (and an "
+                        ".onnx input on onnxruntime); a mismatch exits 1 and writes nothing")
+    p.add_argument("--tolerance", type=positive_float, metavar="R",
+                   help="--verify: relative tolerance, a fraction of each output's largest "
+                        "magnitude (default by dtype: float32 1e-4, float64 1e-11, float16 "
+                        "1e-2, integers exact); NaN and infinities always compare exactly")
     p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
     p.add_argument("--dynamic-batch", action="store_true", default=None,
                    help="name the first dimension of inputs and outputs N")
