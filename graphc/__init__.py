@@ -30,7 +30,9 @@ _LAZY = {
     "to_onnx": "graphc.onnxio.export",
     "from_onnx": "graphc.onnxio.importer",
     "run_onnx": "graphc.onnxio.importer",
+    "Comparison": "graphc.onnxio.runtime",
     "compare": "graphc.onnxio.runtime",
+    "compare_outputs": "graphc.onnxio.runtime",
     "run_onnxruntime": "graphc.onnxio.runtime",
 }
 
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from graphc.ir import Graph, Value
     from graphc.onnxio.export import save, to_bytes, to_onnx
     from graphc.onnxio.importer import from_onnx, run_onnx
-    from graphc.onnxio.runtime import compare, run_onnxruntime
+    from graphc.onnxio.runtime import Comparison, compare, compare_outputs, run_onnxruntime
 
 
 def __getattr__(name: str) -> Any:
@@ -57,6 +59,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Comparison",
     "Graph",
     "GraphBuilder",
     "GraphcError",
@@ -64,6 +67,7 @@ __all__ = [
     "Value",
     "__version__",
     "compare",
+    "compare_outputs",
     "from_onnx",
     "run",
     "run_onnx",

@@ -175,3 +175,19 @@ def test_the_interpreter_reference_is_what_the_model_computes(tmp_path, capsys, 
     got = run(shift_weight(loaded.graph), loaded.feeds)["y1"][0, int(m[1])]
     assert float(m[2]) == pytest.approx(float(want), rel=1e-6)
     assert float(m[3]) == pytest.approx(float(got), rel=1e-5)
+
+
+def test_pruning_is_checked_against_the_pruned_graph(tmp_path, capsys):
+    """prune-magnitude changes the outputs on purpose: the file must equal the pruned graph,
+    and its distance from the model is shown, not a failure."""
+    out = tmp_path / "two.onnx"
+    assert main(["compile", str(model_file(tmp_path)), "--passes", "prune-magnitude",
+                 "--sparsity", "0.5", "--verify", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^  verify       ok: .*\(compiled on onnxruntime vs the compiled graph on "
+                     r"the interpreter\)$", text, re.M), text
+    shown = re.search(r"^               mismatch at output .*\(compiled on onnxruntime vs "
+                      r"original on the interpreter: changed on purpose by prune-magnitude; "
+                      r"shown, not checked\)$", text, re.M)
+    assert shown, text
+    assert out.is_file()
