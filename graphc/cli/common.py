@@ -134,3 +134,40 @@ def format_size(nbytes: int) -> str:
     return f"{nbytes / 1024:,.1f} KiB" if nbytes < 1024**2 else f"{nbytes / 1024**2:,.1f} MiB"
 
 
+
+
+def input_files(*specs: str | None) -> list[str]:
+    """Return the files among MODEL-like arguments: a path, or both halves of ``SPEC:CKPT``
+    (zoo names and missing paths are no files to protect).
+
+    >>> input_files("cnn", None)
+    []
+    """
+    files = []
+    for spec in specs:
+        if not spec:
+            continue
+        parts = [spec]
+        if ":" in spec and not Path(spec).exists():
+            parts = list(spec.partition(":")[::2])
+        files += [p for p in parts if p and Path(p).is_file()]
+    return files
+
+
+def refuse_overwriting(outputs: list[tuple[str, str | None]], inputs: list[str | None]) -> None:
+    """Refuse, before anything is loaded, an output that is an input file (hard and symbolic
+    links included) or the same file as another output.
+
+    >>> refuse_overwriting([("-o", "out.onnx"), ("--plot", None)], ["model.py"])
+    """
+    from graphc.files import check_not_an_input, same_file
+
+    given = [(option, path) for option, path in outputs if path]
+    sources = input_files(*inputs)
+    for k, (option, path) in enumerate(given):
+        check_not_an_input(path, sources, option)
+        for first, other in given[:k]:
+            if same_file(path, other) and not Path(path).is_char_device():
+                raise UsageError(f"{first} {other!r} and {option} {path!r} name the same file",
+                                 where=option, expected="a file of its own for each output",
+                                 got=f"{path!r} twice", hint="Give each output its own file.")

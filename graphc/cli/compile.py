@@ -18,7 +18,7 @@ from graphc.cli.checkpoints import (
     print_accuracy,
     read_checkpoint,
 )
-from graphc.cli.common import Loaded, format_size, load_model
+from graphc.cli.common import Loaded, format_size, load_model, refuse_overwriting
 from graphc.errors import GraphcError, UsageError
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from graphc.onnxio.export import check, default_opset, to_onnx
     from graphc.pipeline import format_reports, resolve, run_pipeline
 
+    refuse_overwriting([("-o", args.output)],
+                       [args.model, args.weights, args.calibrate, args.student, args.accuracy])
     names = resolve(args.passes, args.pipeline)
     if args.tolerance is not None and not args.verify:
         raise UsageError("--tolerance only applies to --verify", where="--tolerance",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from graphc.cli.common import load_model
+from graphc.cli.common import load_model, refuse_overwriting
 from graphc.errors import UsageError
 
 
@@ -46,6 +46,7 @@ def parse_point(text: str | None) -> dict[str, Any]:
 def cmd_grad(args: argparse.Namespace) -> int:
     from graphc.symbolic.chain_rule import backprop
 
+    refuse_overwriting([("--onnx", args.onnx), ("--draw", args.draw)], [args.model])
     loaded = load_model(args.model, args.seed)
     point: dict[str, Any] = {k: v for k, v in loaded.feeds.items()}
     point.update(parse_point(args.at))

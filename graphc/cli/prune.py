@@ -20,7 +20,13 @@ from graphc.cli.checkpoints import (
     need_all,
     read_checkpoint,
 )
-from graphc.cli.common import build_at, check_writable, format_size, load_module
+from graphc.cli.common import (
+    build_at,
+    check_writable,
+    format_size,
+    load_module,
+    refuse_overwriting,
+)
 from graphc.errors import UsageError
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -55,6 +61,8 @@ def _outputs(args: argparse.Namespace) -> None:
                              got=f"{seen[key]} and {option} name the same file",
                              hint="Give each output its own file.")
         seen[key] = option
+    refuse_overwriting([("-o", args.output), ("--plot", args.plot)],
+                       [args.model, args.weights, args.data])
     if args.plot:
         check_writable(args.plot, "--plot")
         if Path(args.plot).suffix.lower() not in PLOT_FORMATS:

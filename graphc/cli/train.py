@@ -44,7 +44,7 @@ from graphc.cli.checkpoints import (
     qat_model,
     read_checkpoint,
 )
-from graphc.cli.common import build_at, check_writable, load_module
+from graphc.cli.common import build_at, check_writable, load_module, refuse_overwriting
 from graphc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -485,6 +485,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = args.output or args.resume
     check_writable(output, "-o")
     _refuse_clashes(args, output)
+    # Hard links too; --resume's own file is its output (it is saved there), so it is allowed.
+    refuse_overwriting([("-o", output), ("--plot", args.plot)],
+                       [args.model, args.init, args.unlabeled, args.teacher, args.data])
     if args.plot:
         check_writable(args.plot, "--plot")
         if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
