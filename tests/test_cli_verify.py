@@ -191,3 +191,54 @@ def test_pruning_is_checked_against_the_pruned_graph(tmp_path, capsys):
                       r"shown, not checked\)$", text, re.M)
     assert shown, text
     assert out.is_file()
+
+
+CONSTANT_RESHAPE = """\
+    from graphc import GraphBuilder, nn
+
+    def build(seed=0):
+        b = GraphBuilder("rs")
+        x = b.input("x", (1, 2, 4))
+        flat = nn.reshape(nn.relu(x), (1, 8), name="to_flat")
+        b.output(nn.linear(flat, 3, name="fc"), "y")
+        return b.build()
+    """
+
+
+def test_a_dynamic_batch_file_that_fails_at_batch_3_is_refused(tmp_path, capfd):
+    path = tmp_path / "rs.py"
+    path.write_text(textwrap.dedent(CONSTANT_RESHAPE))
+    out = tmp_path / "rs.onnx"
+    assert main(["compile", str(path), "--dynamic-batch", "--verify", "-o", str(out)]) == 1
+    captured = capfd.readouterr()  # file descriptors: onnxruntime's own log would show here
+    assert "compiled " not in captured.out
+    line = testing.one_error_line(captured.err)
+    assert line.startswith("graphc: error: --dynamic-batch: Reshape node 'to_flat': the "
+                           "compiled file does not run at batch 3"), line
+    assert "Input shape:{3,2,4}, requested shape:{1,8}" in line
+    assert "site-packages" not in line and "onnxruntime_src" not in line
+    assert not out.exists()
+    # At batch 1 the file is right: without --dynamic-batch it verifies and is written.
+    assert main(["compile", str(path), "--verify", "-o", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_a_dynamic_batch_file_is_verified_at_batch_1_and_3(tmp_path, capsys):
+    out = tmp_path / "two.onnx"
+    assert main(["compile", str(model_file(tmp_path)), "--dynamic-batch", "--verify",
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^  verify       ok: .*\(interpreter vs onnxruntime\)$", text, re.M), text
+    assert re.search(r"^               ok: max abs diff \S+ .*worst at output '(y1|y2)' element "
+                     r"\[[0-2], \d\]: .*\(the dynamic-batch file at batch 3 on onnxruntime, the "
+                     r"example inputs repeated, vs the expected outputs repeated\)$",
+                     text, re.M), text
+    # Independently: the written file at batch 3 gives each repeated row the batch-1 result.
+    from graphc.onnxio.runtime import session
+
+    sess = session(out.read_bytes())
+    x = np.random.default_rng(1).standard_normal((1, 4)).astype(np.float32)
+    one = sess.run(None, {"x": x})
+    three = sess.run(None, {"x": np.concatenate([x, 2 * x, x])})
+    for a, b in zip(one, three, strict=True):
+        np.testing.assert_allclose(b[[0, 2]], np.concatenate([a, a]), rtol=1e-6)

@@ -97,7 +97,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     checks: list[Check] = []
     if args.verify and cut < len(names):
         checks = verify_int8(reference, graph, fp32, data, verify_feeds(loaded, options),
-                             args.tolerance)
+                             args.tolerance, dynamic_batch=bool(args.dynamic_batch))
     elif args.verify:
         what = "compiled on onnxruntime vs original on the interpreter" if reports else \
             "interpreter vs onnxruntime"
@@ -110,14 +110,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
             # The file must compute what the pruned (binarized) graph computes; how far that
             # is from the model is the passes' error, shown but not a verification failure.
             checks = verify_fp32(graph, data, loaded.feeds, "compiled on onnxruntime vs the "
-                                 "compiled graph on the interpreter", args.tolerance)
+                                 "compiled graph on the interpreter", args.tolerance,
+                                 dynamic_batch=bool(args.dynamic_batch))
             checks += [Check(f"{c.what}: changed on purpose by {', '.join(lossy)}; shown, "
                              "not checked", c.result, checked=False)
                        for c in verify_fp32(reference, data, loaded.feeds, what,
                                             args.tolerance, original_file)]
         else:
             checks = verify_fp32(reference, data, loaded.feeds, what, args.tolerance,
-                                 original_file)
+                                 original_file, dynamic_batch=bool(args.dynamic_batch))
     for c in checks:
         if c.checked and c.result is not None and not c.result.ok:
             raise GraphcError(f"the compiled file fails verification ({c.what}); nothing was "
@@ -334,15 +335,19 @@ def verify_feeds(loaded: Loaded, options: dict[str, dict[str, Any]]) -> dict[str
 
 
 def verify_fp32(reference: Any, data: bytes, feeds: dict[str, np.ndarray], what: str,
-                tolerance: float | None, original_file: bytes | None = None) -> list[Check]:
-    """Compare the compiled file on onnxruntime with ``reference`` on the interpreter, and,
-    for an ONNX input, with the original file on onnxruntime; return what each compared and
-    its ``Comparison``."""
+                tolerance: float | None, original_file: bytes | None = None,
+                dynamic_batch: bool = False) -> list[Check]:
+    """Compare the compiled file on onnxruntime with ``reference`` on the interpreter (also at
+    a second batch size for a ``dynamic_batch`` file), and, for an ONNX input, with the
+    original file on onnxruntime; return what each compared and its ``Comparison``."""
     from graphc.interpret import run
     from graphc.onnxio.runtime import compare_outputs, run_onnxruntime
 
     got = run_onnxruntime(data, feeds)
-    checks = [Check(what, compare_outputs(run(reference, feeds), got, tolerance))]
+    expected = run(reference, feeds)
+    checks = [Check(what, compare_outputs(expected, got, tolerance))]
+    if dynamic_batch:
+        checks.append(verify_batch(data, feeds, expected, tolerance))
     if original_file is not None:
         checks.append(Check("compiled vs original file, both on onnxruntime",
                             compare_outputs(run_onnxruntime(original_file, feeds), got,
@@ -351,7 +356,8 @@ def verify_fp32(reference: Any, data: bytes, feeds: dict[str, np.ndarray], what:
 
 
 def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
-                feeds: dict[str, np.ndarray], tolerance: float | None = None) -> list[Check]:
+                feeds: dict[str, np.ndarray], tolerance: float | None = None,
+                dynamic_batch: bool = False) -> list[Check]:
     """Compare the int8 file on onnxruntime without fusion (the ops as written: must equal the
     interpreter) and fused (as it will run: shown, may differ by quantization steps) with the
     interpreter; print the relative RMS error against the fp32 model."""
@@ -375,7 +381,58 @@ def verify_int8(original: Any, graph: Any, fp32: Any, data: bytes,
                   "by quantization steps; shown, not checked",
                   compare_outputs(expected, fused, tolerance), checked=False),
             Check("fused int8 vs the original model on the interpreter: the quantization "
-                  "error", None, text=f"relative RMS {rms:.3g}")]
+                  "error", None, text=f"relative RMS {rms:.3g}")] + \
+        ([verify_batch(data, feeds, expected, tolerance, optimize=False)] if dynamic_batch
+         else [])
+
+
+# How many copies of the example inputs a dynamic-batch file is verified on, besides one.
+BATCH_COPIES = 3
+
+
+def verify_batch(data: bytes, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+                 tolerance: float | None, optimize: bool = True) -> Check:
+    """Run a dynamic-batch file on the example inputs repeated along axis 0 and compare with
+    the expected outputs repeated the same way; a file that does not run at that batch size
+    is an error that names the node onnxruntime stopped at."""
+    import re
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from graphc.onnxio.runtime import compare_outputs, session
+
+    def repeat(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([np.asarray(v)] * BATCH_COPIES) if np.ndim(v) else
+                np.asarray(v) for k, v in arrays.items()}
+
+    big = repeat(feeds)
+    batch = next((v.shape[0] for v in big.values() if v.ndim), BATCH_COPIES)
+    sess = session(data, threads=1, optimize=optimize)
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the error is reported below, in one line
+    try:
+        outputs = sess.run(None, big, quiet)
+    except Exception as err:  # noqa: BLE001 - onnxruntime's errors share no public base class
+        text = str(err)
+        op = re.search(r"running (\w+) node", text)
+        node = re.search(r"Name:'([^']*)'", text)
+        detail = text.split("Status Message: ", 1)[-1]
+        detail = detail.split(" was false. ", 1)[-1] if " was false. " in detail else \
+            re.sub(r"^\S+:\d+ ", "", detail)
+        where = f"--dynamic-batch: {op[1] if op else 'node'} node {node[1]!r}" if node else \
+            "--dynamic-batch"
+        raise GraphcError(f"the compiled file does not run at batch {batch} (the example "
+                          f"inputs repeated {BATCH_COPIES} times)", where=where,
+                          expected="a file that runs at any batch size",
+                          got=detail.strip().rstrip("."),
+                          hint="A shape with a constant batch dimension (e.g. a Reshape to "
+                               "(1, 8)) fixes it to 1: use 0 or -1 there (nn.flatten).") \
+            from None
+    got = dict(zip(expected, outputs, strict=True))
+    return Check(f"the dynamic-batch file at batch {batch} on onnxruntime, the example inputs "
+                 f"repeated, vs the expected outputs repeated",
+                 compare_outputs(repeat(expected), got, tolerance))
 
 
 def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namespace,
