@@ -3,8 +3,10 @@
 A binary layer is a Conv, Gemm or MatMul whose constant weight holds, per output channel c,
 only ``+a_c`` and ``-a_c`` (``a_c > 0``): ``W = alpha * sign(W_latent)``, ``alpha_c =
 mean|W_latent_c|`` (XNOR-Net), recognized by value after the inference pipeline folded it
-(graphc.compress.binary). Each one is stored as its signs packed 8 per byte plus alpha, unpacked
-by ops onnxruntime folds at session creation, and lowered to one of (``form`` in the notes):
+(graphc.compress.binary). Each one is stored as its signs, 1 bit per weight, plus alpha: the
+signs of all of them in one packed constant with one shared unpacking, each layer's a crop and a
+Reshape of it (graphc.compress.binary.SignTable), all folded by onnxruntime at session creation;
+and lowered to one of (``form`` in the notes):
 
 - ``weights``: ``W = signs * alpha`` folded at load, the layer unchanged: the same outputs bit
   for bit, at fp32 speed, from a file ~1/32 the size;
@@ -77,11 +79,10 @@ def _layers(g: Graph) -> tuple[list[binary.Layer], dict[str, str]]:
 
 
 def _is_stored(g: Graph, node: str) -> bool:
-    """Whether ``node``'s weight is already the packed signs times alpha of this pass."""
+    """Whether ``node``'s weight is already the stored signs times alpha of this pass."""
     values = g.in_values(node)
     w = values[1] if len(values) > 1 else None
-    return w is not None and g.op(w.node) == "Mul" and \
-        any(v is not None and v.node == f"{w.node}.signs" for v in g.in_values(w.node))
+    return w is not None and binary.is_stored(g, w)
 
 
 def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool
@@ -90,6 +91,7 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool
     when ``integer``), each layer's result, and why a layer took the weights form."""
     h = g.copy()
     codes = binary.Codes(h)
+    table = binary.SignTable(h)
     done: dict[str, binary.Lowered] = {}
     why: dict[str, str] = {}
     # Decided on g: lowering a layer rewires the signs the next layers read.
@@ -111,13 +113,14 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool
                      "would need ConvInteger, which onnxruntime runs slower than fp32)"
         if reason:
             w = np.asarray(h.const_value(Value(layer.weight)))
-            after = binary.store_weights(h, layer)
+            after = binary.store_weights(h, layer, table)
             done[layer.node] = binary.Lowered("weights", w.nbytes, after)
             why[layer.node] = reason
         elif layer.op == "Conv":
-            done[layer.node] = binary.lower_integer_conv(h, layer, fold, codes)
+            done[layer.node] = binary.lower_integer_conv(h, layer, fold, codes, table)
         else:
-            done[layer.node] = binary.lower_integer_fc(h, layer, fold, codes)
+            done[layer.node] = binary.lower_integer_fc(h, layer, fold, codes, table)
+    table.finish()
     h.remove_dead()
     h.verify()
     return h, done, why

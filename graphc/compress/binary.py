@@ -11,12 +11,14 @@ BatchNormalization folded into it keeps it (a per-channel factor). Its activatio
 when its input is a ``BinarySign`` output, possibly through MaxPool, Flatten or Reshape (which
 keep values in {-1, +1}).
 
-The stored form: the signs ``W >= 0`` packed 8 per byte (graphc.compress.bits) and unpacked in
-the graph by ops onnxruntime folds at session creation, so the file holds 1 bit per weight and
-the run pays nothing for it. The lowerings, all exact:
+The stored form (``SignTable``): the signs ``W >= 0`` of every binary layer of the graph packed
+8 per byte into one constant and unpacked once in the graph (graphc.compress.bits.unpack_flags),
+each layer's weight a crop and a Reshape of that, all folded by onnxruntime at session creation:
+the file holds 1 bit per weight and a decoder paid once per graph, and the run pays nothing for
+it. The lowerings, all exact:
 
-- ``weights``: ``W = Reshape(Where(bits, 1, -1)) * alpha`` (alpha per channel, float32), the
-  layer unchanged. The folded initializer is bit for bit the original W, so the model computes
+- ``weights``: ``W = Reshape(Crop(Where(flags, 1, -1))) * alpha`` (alpha per channel, float32),
+  the layer unchanged. The folded initializer is bit for bit the original W, so the model computes
   exactly what it computed before, at fp32 speed.
 - ``integer`` conv (binary input, and its output only read, through an optional
   BatchNormalization and MaxPool / Flatten / Reshape, by a BinarySign): ``QLinearConv`` on the
@@ -263,27 +265,99 @@ def _weight_users(g: Graph, name: str) -> list[tuple[str, int]]:
     return [(dst, d["port"]) for _, dst, d in g.nx.out_edges(name, data=True)]
 
 
-def unpack_signs(g: Graph, name: str, signs: np.ndarray, dtype: Any) -> Value:
-    """Add to ``g`` the packed ``signs`` (bool) and their unpacking to +-1 of ``dtype`` (float32
-    or int8) in the shape of ``signs``; the result is the node ``<name>.signs``."""
-    packed, tail = bits.pack(signs)
-    p = g.add_const(f"{name}.bits", packed)
-    t = g.add_const(f"{name}.bits_tail", tail) if tail.size else None
-    flat = (f"{name}.bit", f"{name}.bit_all") if t is not None else (None, None)
-    b = bits.unpack_in_graph(g, p, t, f"{name}.bits", *flat)
-    on = g.add_node("Cast", [b], {"to": BOOL}, name=f"{name}.bit_set")
-    if np.dtype(dtype) == F32:
-        plus, minus = _shared(g, "binary.one"), _shared(g, "binary.minus_one")
-    else:
-        plus, minus = _shared(g, "binary.plus_i8"), _shared(g, "binary.minus_i8")
-    sign = g.add_node("Where", [on, plus, minus], name=f"{name}.sign")
-    shape = g.add_const(f"{name}.shape", np.array(signs.shape, np.int64))
-    return g.add_node("Reshape", [sign, shape], name=f"{name}.signs")
+class SignTable:
+    """The +-1 weights of a graph's binary layers, stored together.
+
+    Every layer's signs go into one packed constant ``bits``, unpacked once into bools
+    (graphc.compress.bits.unpack_flags, ``bits.*``), made +-1 once per dtype (``signs``:
+    float32, ``signs.i8``: int8, by Where), then per layer cropped to its span (Pad with
+    negative pads ``<layer>.crop``: ``<layer>.flat``) and reshaped (``shape.<dims>``, one per
+    distinct shape): ``<layer>.signs``. A graph pays for the unpacking once instead of once per
+    layer, and onnxruntime folds all of it into the layers' initializers at load.
+
+    ``add`` puts a constant holding the +-1 values where ``<layer>.signs`` goes, so that a
+    lowering can build around it; ``finish`` replaces those constants by the decoder once every
+    layer's signs are known.
+
+    >>> from graphc.interpret import run
+    >>> g = Graph("t")
+    >>> table = SignTable(g)
+    >>> a = table.add("a", np.array([[True, False], [False, True]]), np.float32)
+    >>> b = table.add("b", np.array([True, True, False]), np.int8)
+    >>> table.finish()
+    >>> g.outputs = [a, b]
+    >>> [v.tolist() for v in run(g, {}).values()]
+    [[[1.0, -1.0], [-1.0, 1.0]], [1, 1, -1]]
+    """
+
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.entries: list[tuple[str, str, np.ndarray, np.dtype]] = []
+
+    def add(self, layer: str, signs: np.ndarray, dtype: Any) -> Value:
+        """Return the value ``<layer>.signs``: +1 where ``signs`` is set, else -1, of ``dtype``
+        (float32 or int8), in the shape of ``signs``."""
+        signs = np.asarray(signs, bool)
+        dtype = np.dtype(dtype)
+        held = self.g.add_const(f"{layer}.signs", np.where(signs, 1, -1).astype(dtype))
+        self.entries.append((layer, held.node, signs, dtype))
+        return held
+
+    def finish(self) -> None:
+        """Replace the constants of ``add`` by the shared decoder."""
+        if not self.entries:
+            return
+        g = self.g
+        packed, spans = bits.pack_flags([signs for _, _, signs, _ in self.entries])
+        total = 8 * packed.shape[0]
+        stored = g.add_const("bits", packed)
+        flags = bits.unpack_flags(g, stored, stored.node)
+        pm: dict[np.dtype, Value] = {}
+        for _, _, _, dtype in self.entries:
+            if dtype not in pm:
+                plus, minus = ("binary.one", "binary.minus_one") if dtype == F32 else \
+                    ("binary.plus_i8", "binary.minus_i8")
+                pm[dtype] = g.add_node("Where", [flags, _shared(g, plus), _shared(g, minus)],
+                                       name="signs" if dtype == F32 else "signs.i8")
+        for (layer, node, signs, dtype), (start, end) in zip(self.entries, spans, strict=True):
+            users = [(dst, d["port"]) for _, dst, d in g.nx.out_edges(node, data=True)]
+            outputs = list(g.outputs)
+            g.nx.remove_node(node)
+            flat = pm[dtype]
+            if (start, end) != (0, total):
+                crop = g.add_const(f"{layer}.crop", np.array([-start, end - total], np.int64))
+                flat = g.add_node("Pad", [flat, crop], name=f"{layer}.flat")
+            name = "shape." + "x".join(str(d) for d in signs.shape)
+            shape = bits.shared(g, name, {name: np.array(signs.shape, np.int64)})
+            out = g.add_node("Reshape", [flat, shape], name=node)
+            for dst, port in users:
+                g.nx.add_edge(out.node, dst, port=port, out=0)
+            g.outputs = [out if v.node == node else v for v in outputs]
+        self.entries = []
 
 
-def store_weights(g: Graph, layer: Layer) -> int:
-    """Replace ``layer``'s binary weight constant in ``g`` (in place) by its packed signs times
-    alpha, named as the weight was; return the bytes of the new constants."""
+def is_stored(g: Graph, value: Value) -> bool:
+    """Return whether ``value`` is a weight ``store_weights`` wrote: ``Mul(signs, alpha)`` whose
+    signs are a SignTable's Reshape of (a crop of) a Where."""
+    if g.op(value.node) != "Mul":
+        return False
+    signs = g.in_values(value.node)[0]
+    if signs is None or g.op(signs.node) != "Reshape":
+        return False
+    flat = g.in_values(signs.node)[0]
+    if flat is not None and g.op(flat.node) == "Pad":
+        flat = g.in_values(flat.node)[0]
+    return flat is not None and g.op(flat.node) == "Where"
+
+
+def stored_bytes(n: int) -> int:
+    """Return the bytes of ``n`` signs in a SignTable: 1 bit each, rounded up to a byte."""
+    return -(-n // 8)
+
+
+def store_weights(g: Graph, layer: Layer, table: SignTable) -> int:
+    """Replace ``layer``'s binary weight constant in ``g`` (in place) by its signs (added to
+    ``table``) times alpha, named as the weight was; return the bytes of the new constants."""
     w = np.asarray(g.const_value(Value(layer.weight)))
     signs, alpha = binary_parts(w, layer.axis)
     users = _weight_users(g, layer.weight)
@@ -293,13 +367,13 @@ def store_weights(g: Graph, layer: Layer) -> int:
     shape[layer.axis] = -1
     if layer.axis == w.ndim - 1:
         shape = [-1]  # broadcasts along the last axis as it is
-    a = g.add_const(f"{layer.weight}.alpha", alpha.reshape(shape))
-    signs_v = unpack_signs(g, layer.weight, signs, F32)
+    a = g.add_const(f"{layer.node}.alpha", alpha.reshape(shape))
+    signs_v = table.add(layer.node, signs, F32)
     out = g.add_node("Mul", [signs_v, a], name=layer.weight)
     for dst, port in users:
         g.nx.add_edge(out.node, dst, port=port, out=0)
     g.outputs = [out if v.node == layer.weight else v for v in outputs]
-    return bits.packed_bytes(w.size) + alpha.nbytes + 8 * w.ndim
+    return stored_bytes(w.size) + alpha.nbytes + 16 + 8 * w.ndim
 
 
 class Codes:
@@ -374,7 +448,8 @@ class Lowered:
     close: int = 0
 
 
-def lower_integer_conv(g: Graph, layer: Layer, fold: SignFold, codes: Codes) -> Lowered:
+def lower_integer_conv(g: Graph, layer: Layer, fold: SignFold, codes: Codes,
+                       table: SignTable) -> Lowered:
     """Lower a binary conv with binary input whose output only a sign reads (``fold``) to a
     thresholded QLinearConv, in place; the sign's readers get codes (see the module
     docstring)."""
@@ -386,7 +461,7 @@ def lower_integer_conv(g: Graph, layer: Layer, fold: SignFold, codes: Codes) -> 
     signs = signs ^ flip.reshape(-1, 1, 1, 1)
     x = g.in_values(layer.node)[0]
     code = codes.of(x)
-    w_int = unpack_signs(g, layer.weight + "_int8", signs, np.int8)
+    w_int = table.add(layer.node, signs, np.int8)
     b = g.add_const(f"{layer.node}.threshold", (-t).astype(np.int32))
     one, zero = _shared(g, "binary.one"), _shared(g, "binary.code_zero")
     q = g.add_node("QLinearConv", [code, one, zero, w_int, one, _shared(g, "binary.zero_i8"),
@@ -398,7 +473,7 @@ def lower_integer_conv(g: Graph, layer: Layer, fold: SignFold, codes: Codes) -> 
         value = g.add_node(g.op(node), [value, *g.in_values(node)[1:]], dict(g.attrs(node)),
                            name=f"{node}.codes")
     _float_readers(g, fold.sign, value, codes)
-    return Lowered("integer", w.nbytes, bits.packed_bytes(w.size) + 4 * t.size + 32,
+    return Lowered("integer", w.nbytes, stored_bytes(w.size) + 4 * t.size + 16 + 8 * w.ndim,
                    threshold_margin(size, real, layer.fan_in))
 
 
@@ -424,7 +499,8 @@ def _float_readers(g: Graph, sign: str, code: Value, codes: Codes) -> None:
     g.outputs = [back if v.node == sign else v for v in g.outputs]
 
 
-def lower_integer_fc(g: Graph, layer: Layer, fold: SignFold | None, codes: Codes) -> Lowered:
+def lower_integer_fc(g: Graph, layer: Layer, fold: SignFold | None, codes: Codes,
+                     table: SignTable) -> Lowered:
     """Lower a binary Gemm or MatMul with binary input to MatMulInteger on codes, in place:
     ``Cast(acc) * alpha + b`` in float, or codes ``Where(acc >= t, 129, 127)`` when a sign
     reads it (``fold``)."""
@@ -441,7 +517,7 @@ def lower_integer_fc(g: Graph, layer: Layer, fold: SignFold | None, codes: Codes
         flip, t, size, real = thresholds(alpha, bias, bn, eps, layer.fan_in)
         signs = signs ^ flip.reshape(1, -1)
         close = threshold_margin(size, real, layer.fan_in)
-    w_int = unpack_signs(g, layer.weight + "_int8", signs, np.int8)
+    w_int = table.add(layer.node, signs, np.int8)
     acc = g.add_node("MatMulInteger", [code, w_int, _shared(g, "binary.code_zero"),
                                        _shared(g, "binary.zero_i8")], name=f"{layer.node}.acc")
     if fold is not None:
@@ -454,15 +530,15 @@ def lower_integer_fc(g: Graph, layer: Layer, fold: SignFold | None, codes: Codes
             value = g.add_node(g.op(node), [value, *g.in_values(node)[1:]],
                                dict(g.attrs(node)), name=f"{node}.codes")
         _float_readers(g, fold.sign, value, codes)
-        return Lowered("integer", w.nbytes, bits.packed_bytes(w.size) + 4 * t.size + 16, close)
-    a = g.add_const(f"{layer.weight}.alpha", alpha)
+        return Lowered("integer", w.nbytes, stored_bytes(w.size) + 4 * t.size + 32, close)
+    a = g.add_const(f"{layer.node}.alpha", alpha)
     y = g.add_node("Mul", [g.add_node("Cast", [acc], {"to": FLOAT}, name=f"{layer.node}.sum"),
                           a], name=f"{layer.node}.scaled")
     b_values = g.in_values(layer.node)
     if len(b_values) > 2 and b_values[2] is not None:
         y = g.add_node("Add", [y, b_values[2]], name=f"{layer.node}.biased")
     _replace_output(g, layer.node, y)
-    return Lowered("integer", w.nbytes, bits.packed_bytes(w.size) + alpha.nbytes + 16)
+    return Lowered("integer", w.nbytes, stored_bytes(w.size) + alpha.nbytes + 32)
 
 
 def _replace_output(g: Graph, node: str, new: Value) -> None:

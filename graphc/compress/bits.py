@@ -16,8 +16,17 @@ where the integer divisions truncate, so ``b / 2^(7-j) - 2 * (b / 2^(8-j))`` is 
 of byte ``b``. Every input is a constant, so onnxruntime folds the whole chain into one
 initializer when it loads the model (the run costs nothing); BitShift and BitwiseAnd would do
 the same but are not in graphc's op set. The constants all unpackings share (``SHARED``) are
-stored once per graph. Bitmask-encoded pruned weights (graphc.compress.sparse) and binary
-weights (graphc.compress.binary) both use this form.
+stored once per graph. Bitmask-encoded pruned weights (graphc.compress.sparse) use this form.
+
+Many bit vectors of one graph can also share one stored constant and one unpacking
+(``pack_flags``, ``unpack_flags``): their bits are joined, packed 8 per byte with the last byte
+padded by zeros, and unpacked by comparisons into bools,
+
+    low   = b - (b / [256, 128, ..., 2]) * [256, 128, ..., 2]    # b mod 2^(8-j)
+    flags = Reshape(low >= [128, 64, ..., 1], [-1])               # bit 7 - j of byte b
+
+so a graph pays for the unpacking once, and each vector is a crop of ``flags`` (Pad with
+negative pads); binary weights (graphc.compress.binary) use this form.
 
 >>> bits = np.array([1, 0, 0, 1, 0, 0, 0, 0, 1, 1], bool)
 >>> packed, tail = pack(bits)
@@ -35,7 +44,7 @@ from graphc.ir import CONST, Graph, Value
 
 BIT_ORDER = "big"
 INT32 = 6  # onnx.TensorProto.INT32
-# The ops of an unpacking (decoders that recognize one accept these).
+# The ops of ``unpack_in_graph`` (decoders that recognize one accept these).
 UNPACK_OPS = ("Cast", "Div", "Mul", "Sub", "Reshape", "Concat")
 SHARED = {
     # name: value of the constants every unpacking of a graph shares
@@ -118,3 +127,44 @@ def unpack_in_graph(g: Graph, packed: Value, tail: Value | None, prefix: str,
     if tail is not None:
         bits = g.add_node("Concat", [bits, tail], {"axis": 0}, name=tail_name)
     return bits
+
+
+def pack_flags(vectors: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Return the bits of ``vectors`` (each read in row-major order) joined and packed: uint8
+    ``(ceil(n / 8), 1)``, the last byte padded with zeros, and each vector's ``(start, end)``
+    in the joined bits.
+
+    >>> packed, spans = pack_flags([np.array([1, 0, 1], bool), np.ones((2, 3), bool)])
+    >>> packed.reshape(-1).tolist(), spans
+    ([191, 128], [(0, 3), (3, 9)])
+    """
+    flat = [np.asarray(v, bool).reshape(-1) for v in vectors]
+    ends = np.cumsum([v.size for v in flat]).tolist()
+    spans = list(zip([0, *ends[:-1]], ends, strict=True))
+    joined = np.concatenate(flat) if flat else np.zeros(0, bool)
+    return np.packbits(joined, bitorder=BIT_ORDER).reshape(-1, 1), spans
+
+
+def unpack_flags(g: Graph, packed: Value, name: str) -> Value:
+    """Add to ``g`` the unpacking of ``packed`` (uint8 ``(q, 1)``) into bools ``(8 q,)``, most
+    significant bit of each byte first; return them.
+
+    The nodes are ``<name>.int`` (int32 bytes), ``<name>.high`` (``b / 2^(8-j)``, truncating),
+    ``<name>.top`` (those bits in place), ``<name>.low`` (``b mod 2^(8-j)``), ``<name>.set``
+    (bit ``7 - j``: ``low >= 2^(7-j)``) and ``<name>.flags`` (flattened). Comparing yields the
+    bools Where needs directly, one Cast fewer than the 0/1 of ``unpack_in_graph``.
+
+    >>> from graphc.interpret import run
+    >>> g = Graph("u")
+    >>> packed, _ = pack_flags([np.array([1, 0, 1, 1, 0, 0, 0, 1, 1], bool)])
+    >>> g.outputs = [unpack_flags(g, g.add_const("bits", packed), "bits")]
+    >>> run(g, {})["bits.flags"].astype(int).tolist()
+    [1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    """
+    wide = g.add_node("Cast", [packed], {"to": INT32}, name=f"{name}.int")
+    span = shared(g, "bitmask.place2")
+    high = g.add_node("Div", [wide, span], name=f"{name}.high")
+    top = g.add_node("Mul", [high, span], name=f"{name}.top")
+    low = g.add_node("Sub", [wide, top], name=f"{name}.low")
+    on = g.add_node("GreaterOrEqual", [low, shared(g, "bitmask.place")], name=f"{name}.set")
+    return g.add_node("Reshape", [on, shared(g, "bitmask.flat")], name=f"{name}.flags")
