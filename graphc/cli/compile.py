@@ -57,6 +57,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     refuse_overwriting([("-o", args.output)],
                        [args.model, args.weights, args.calibrate, args.student, args.accuracy])
     names = resolve(args.passes, args.pipeline)
+    if args.check_speed_batch is not None and not args.check_speed:
+        raise UsageError("--check-speed-batch only applies to --check-speed",
+                         where="--check-speed-batch", expected="--check-speed "
+                         "--check-speed-batch B", got=f"--check-speed-batch "
+                         f"{args.check_speed_batch}")
     if args.tolerance is not None and not args.verify:
         raise UsageError("--tolerance only applies to --verify", where="--tolerance",
                          expected="--verify --tolerance R", got=f"--tolerance {args.tolerance}")
@@ -93,6 +98,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = to_onnx(graph, opset, dynamic_batch=args.dynamic_batch)
     check(model)
     data = model.SerializeToString(deterministic=True)
+    given, speed_feeds = b"", None
+    if args.check_speed:
+        given = loaded.onnx_file.read_bytes() if loaded.onnx_file is not None else \
+            to_onnx(original, opset, dynamic_batch=args.dynamic_batch).SerializeToString(
+                deterministic=True)
+        speed_feeds = speed_check_feeds(given, data, args)
     # Verified in memory before anything is written: a file that fails is never left behind.
     checks: list[Check] = []
     if args.verify and cut < len(names):
@@ -156,7 +167,53 @@ def cmd_compile(args: argparse.Namespace) -> int:
                              weights)
     if test_set is not None:
         print_accuracy(data, args.accuracy, test_set, student or weights)
+    if speed_feeds is not None:
+        print_speed_check(given, data, speed_feeds, "given" if loaded.onnx_file else
+                          "unoptimized")
     return 0
+
+
+def speed_check_feeds(given: bytes, data: bytes, args: argparse.Namespace
+                      ) -> dict[str, np.ndarray]:
+    """Return the inputs ``--check-speed`` times both files on, checked before anything is
+    written: ``--check-speed-batch`` needs a symbolic batch dimension in both files."""
+    from graphc.compress.speed_check import feeds_for
+
+    batch = args.check_speed_batch or 1
+    feeds = feeds_for(given, batch=batch, seed=args.seed)
+    shapes = [v.shape for v in feeds.values() if v.ndim]
+    if batch != 1 and any(s[0] != batch for s in shapes):
+        raise GraphcError(f"cannot time the files at batch {batch}: the input's batch size is "
+                          "fixed", where="--check-speed-batch",
+                          expected=f"inputs of shape ({batch}, ...)",
+                          got=", ".join(str(s) for s in shapes),
+                          hint="Compile with --dynamic-batch (a DSL model), or time at the "
+                               "file's own batch size.")
+    # The compiled file's inputs must take the same arrays (it may have lost the symbol).
+    compiled = feeds_for(data, batch=batch, seed=args.seed)
+    if {k: v.shape for k, v in compiled.items()} != {k: v.shape for k, v in feeds.items()}:
+        raise GraphcError(f"cannot time the files at batch {batch}: the compiled file has "
+                          "other input shapes", where="--check-speed-batch",
+                          expected=", ".join(str(v.shape) for v in feeds.values()),
+                          got=", ".join(str(v.shape) for v in compiled.values()),
+                          hint="Compile with --dynamic-batch.")
+    return feeds
+
+
+def print_speed_check(given: bytes, data: bytes, feeds: dict[str, np.ndarray],
+                      name: str) -> None:
+    """Time the written file against ``given`` (the input file, or the model compiled without
+    passes) on onnxruntime and print the ratio, with a warning line when it is slower."""
+    from graphc.compress.speed_check import check_speed
+
+    result = check_speed(given, data, feeds)
+    shapes = [v.shape for v in feeds.values() if v.ndim]
+    at = shapes[0][0] if shapes else 1
+    print(f"  speed check  {result.describe(before=name)} (batch {at})")
+    if result.slower:
+        print(f"  warning      the compiled file is {100 * (result.ratio - 1):.1f}% slower than "
+              f"the {name} file here, beyond the noise band of +-{100 * result.noise:.1f}%: "
+              "keep the faster one")
 
 
 def student_options(args: argparse.Namespace, names: list[str], weights: Weights | None,
@@ -506,6 +563,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """Parse an int >= 1 (argparse turns the ValueError into a usage error).
+
+    >>> positive_int("32")
+    32
+    """
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``compile`` command to ``sub`` (the sub-parsers of ``graphc``)."""
     p = sub.add_parser("compile", parents=[common], help="compile a model to an ONNX file")
@@ -521,6 +590,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="--verify: relative tolerance, a fraction of each output's largest "
                         "magnitude (default by dtype: float32 1e-4, float64 1e-11, float16 "
                         "1e-2, integers exact); NaN and infinities always compare exactly")
+    p.add_argument("--check-speed", action="store_true",
+                   help="time the written file against the input (an .onnx input: that file; "
+                        "a model: the file compiled without passes) on onnxruntime, paired, "
+                        "with a noise band; warn when it is slower")
+    p.add_argument("--check-speed-batch", type=positive_int, metavar="B",
+                   help="--check-speed: the batch size to time at (default 1; needs a "
+                        "dynamic-batch file for B > 1)")
     p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
     p.add_argument("--dynamic-batch", action="store_true", default=None,
                    help="name the first dimension of inputs and outputs N")
