@@ -22,11 +22,13 @@ b'graphc'
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from graphc.errors import GraphcError, UsageError
 
@@ -131,3 +133,29 @@ def check_not_an_input(output: str | os.PathLike[str],
                              expected="an output path that is none of the inputs",
                              got=f"the same file as {str(source)!r}",
                              hint="Write the output to another file.")
+
+
+def figure_bytes(fig: Any, fmt: str, dpi: float = 110, rc: dict[str, Any] | None = None,
+                 **savefig: Any) -> bytes:
+    """Return a matplotlib figure saved as ``fmt`` (png, svg, pdf), without the date, version
+    or random ids that would make two runs of the same figure differ."""
+    import matplotlib
+
+    metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+                "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}.get(fmt)
+    buffer = io.BytesIO()
+    # SVG ids are random unless salted.
+    with matplotlib.rc_context({"svg.hashsalt": "graphc", **(rc or {})}):
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata, **savefig)
+    return buffer.getvalue()
+
+
+def write_figure(fig: Any, path: str | os.PathLike[str], dpi: float = 110) -> None:
+    """Save a matplotlib figure to ``path`` (its suffix names the format), reproducibly
+    (``figure_bytes``) and atomically (``write_atomic``), and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    data = figure_bytes(fig, fmt, dpi)
+    plt.close(fig)
+    write_atomic(path, data)

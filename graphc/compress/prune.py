@@ -426,15 +426,12 @@ def plot_pruning(result: PruneResult, before: Mapping[str, np.ndarray],
     """Draw accuracy against FLOPs and against zero weights per step, and each layer's
     histogram of |w| before and after pruning (zeros left out), into an image file (written
     atomically)."""
-    import io
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from graphc.files import write_atomic
+    from graphc.files import write_figure
 
     layers = [n for n in before if n in after]
     cols = 3
@@ -481,9 +478,4 @@ def plot_pruning(result: PruneResult, before: Mapping[str, np.ndarray],
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fmt = Path(path).suffix.lstrip(".") or "png"
-    fig.savefig(buffer, format=fmt, dpi=100, metadata={"Software": None}
-                if fmt == "png" else None)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    write_figure(fig, path, dpi=100)

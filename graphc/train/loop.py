@@ -32,7 +32,6 @@ learning in docs/training.md).
 from __future__ import annotations
 
 import fnmatch
-import io
 import math
 import sys
 import time
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from graphc.errors import GraphcError, UsageError, unknown
-from graphc.files import write_atomic
+from graphc.files import write_figure
 from graphc.ir import CONST, Graph, Value
 from graphc.train.augment import Augment
 from graphc.train.data import Dataset, one_hot
@@ -512,9 +511,4 @@ def plot_history(history: Sequence[EpochLog], path: str | Path, title: str = "")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fmt = Path(path).suffix.lstrip(".") or "png"
-    fig.savefig(buffer, format=fmt, dpi=110, metadata={"Software": None}
-                if fmt == "png" else None)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    write_figure(fig, path, dpi=110)

@@ -15,7 +15,6 @@ runs.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -196,16 +195,9 @@ def explanation(table: TemperatureTable) -> str:
 def _save(fig: object, path: Path) -> bytes:
     """Return the figure's file bytes, without the date or version that would make two runs
     differ."""
-    import matplotlib as mpl
+    from graphc.files import figure_bytes
 
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
-                "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}.get(fmt)
-    buffer = io.BytesIO()
-    # SVG ids are random unless salted.
-    with mpl.rc_context({"svg.hashsalt": "graphc"}):
-        fig.savefig(buffer, format=fmt, dpi=110, metadata=metadata)  # type: ignore[attr-defined]
-    return buffer.getvalue()
+    return figure_bytes(fig, path.suffix.lstrip(".").lower() or "png", dpi=110)
 
 
 def plot_temperature(table: TemperatureTable, path: str | Path) -> None:
