@@ -259,9 +259,11 @@ def test_unknown_at_name_is_an_error(capsys):
 
 
 def test_wrong_number_of_values(capsys):
-    assert main(["grad", "mlp_tiny", "--at", "x=[[1,2,3]]"]) == 1
+    # A usage error, found before any backprop: the value's size is checked against the input.
+    assert main(["grad", "mlp_tiny", "--at", "x=[[1,2,3]]"]) == 2
     line = one_error_line(capsys)
-    assert "expected 2 (shape (1, 2)), got 3" in line
+    assert "--at: the value of x has the wrong size; expected shape (1, 2), 2 numbers, got " \
+        "shape (1, 3), 3." in line
 
 
 def test_unknown_wrt_lists_the_known_names(capsys):

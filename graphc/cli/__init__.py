@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -67,6 +68,51 @@ def _user_frame(err: BaseException) -> str:
     return ""
 
 
+def _syntax_error(err: SyntaxError) -> str:
+    """Return ``file:line:column: message`` and the line with a caret under the column, in one
+    line (the error is one line; the caret marks the place within the quoted code).
+
+    >>> _syntax_error(SyntaxError("invalid syntax", ("m.py", 3, 5, "x = = 1\\n", 3, 6)))
+    "m.py:3:5: SyntaxError: invalid syntax: 'x = = 1' at '^= 1'"
+    """
+    where = f"{err.filename}:{err.lineno}" + (f":{err.offset}" if err.offset else "")
+    text = (err.text or "").rstrip("\n")
+    if not text.strip():
+        return f"{where}: SyntaxError: {err.msg}"
+    column = max((err.offset or 1) - 1, 0)
+    return f"{where}: SyntaxError: {err.msg}: {text.strip()!r} at {'^' + text[column:]!r}"
+
+
+# onnxruntime's messages: "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : <what>", where <what> may
+# name a C++ source file and function before the readable part.
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : ")
+_ORT_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with "
+                            r"name '([^']*)'")
+
+
+def _onnxruntime_error(err: Exception) -> str:
+    """Return onnxruntime's error in one line without its C++ source paths.
+
+    >>> _onnxruntime_error(RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not "
+    ...                                 "find an implementation for Conv(11) node with name 'y'"))
+    "onnxruntime: node 'y': no CPU kernel for Conv (opset 11) with these input types; expected \
+float32 inputs and weights (most ops), got another dtype. Cast the model to float32."
+    """
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    kind = _ORT_PREFIX.match(text)
+    body = text[kind.end():] if kind else text
+    missing = _ORT_NO_KERNEL.search(body)
+    if missing:
+        op, version, node = missing.groups()
+        return (f"onnxruntime: node {node!r}: no CPU kernel for {op} (opset {version}) with "
+                "these input types; expected float32 inputs and weights (most ops), got another "
+                "dtype. Cast the model to float32.")
+    # Drop "/path/file.cc:123 function(args) " and keep onnxruntime's own sentence.
+    body = re.sub(r"(/|[A-Za-z]:\\)\S+:\d+ (\S+\(.*?\) )?", "", body)
+    body = body.split(" was false. ", 1)[-1]
+    return f"onnxruntime ({kind[1] if kind else type(err).__name__}): {body.strip()}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``graphc`` command; return the exit status."""
     from graphc.models import MODELS
@@ -91,8 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - errors from user model files, shown in one line
         if args.debug:
             raise
-        print(f"graphc: error: {_user_frame(err)}{type(err).__name__}: {err} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        line = _syntax_error(err) if isinstance(err, SyntaxError) else \
+            _onnxruntime_error(err) if type(err).__module__.startswith("onnxruntime") else \
+            f"{_user_frame(err)}{type(err).__name__}: {err}"
+        print(f"graphc: error: {line} (run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -100,8 +100,8 @@ class Loaded:
 
 
 def load_model(spec: str, seed: int = 0) -> Loaded:
-    """Load MODEL: a zoo name, a .py file with build(), or an .onnx file."""
-    if spec.endswith(".onnx"):
+    """Load MODEL: a zoo name, a .py file with build(), or an .onnx file (any case)."""
+    if spec.lower().endswith(".onnx"):
         from graphc.onnxio.importer import from_onnx
 
         graph = from_onnx(spec)
@@ -128,6 +128,30 @@ def check_writable(path: str, option: str) -> None:
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise GraphcError(f"cannot write {path!r}: permission denied", where=option,
                           hint="Choose a writable location.")
+
+
+def positive_int(text: str) -> int:
+    """Parse an int >= 1 (argparse turns the ValueError into a usage error).
+
+    >>> positive_int("32")
+    32
+    """
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """Parse an int >= 0 (argparse turns the ValueError into a usage error).
+
+    >>> non_negative_int("0")
+    0
+    """
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def format_size(nbytes: int) -> str:

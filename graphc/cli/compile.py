@@ -18,7 +18,14 @@ from graphc.cli.checkpoints import (
     print_accuracy,
     read_checkpoint,
 )
-from graphc.cli.common import Loaded, format_size, load_model, refuse_overwriting
+from graphc.cli.common import (
+    Loaded,
+    format_size,
+    load_model,
+    non_negative_int,
+    positive_int,
+    refuse_overwriting,
+)
 from graphc.errors import GraphcError, UsageError
 
 if TYPE_CHECKING:
@@ -56,6 +63,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     refuse_overwriting([("-o", args.output)],
                        [args.model, args.weights, args.calibrate, args.student, args.accuracy])
+    if args.passes is not None and not any(p.strip() for p in args.passes.split(",")):
+        raise UsageError("--passes names no pass", where="--passes",
+                         expected="comma-separated pass names (see `graphc passes`)",
+                         got=repr(args.passes), hint="Leave --passes out to run no pass.")
     names = resolve(args.passes, args.pipeline)
     if args.check_speed_batch is not None and not args.check_speed:
         raise UsageError("--check-speed-batch only applies to --check-speed",
@@ -563,25 +574,13 @@ def positive_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """Parse an int >= 1 (argparse turns the ValueError into a usage error).
-
-    >>> positive_int("32")
-    32
-    """
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``compile`` command to ``sub`` (the sub-parsers of ``graphc``)."""
     p = sub.add_parser("compile", parents=[common], help="compile a model to an ONNX file")
     p.add_argument("model", help="a zoo model name (see `graphc models`), a .py file with "
                                  "build(), or an .onnx file")
     p.add_argument("-o", "--output", required=True, help="the ONNX file to write")
-    p.add_argument("--opset", type=int,
+    p.add_argument("--opset", type=positive_int,
                    help="ONNX opset (default 17, or an imported file's own opset)")
     p.add_argument("--verify", action="store_true",
                    help="run the file on onnxruntime and compare with the interpreter (and an "
@@ -597,7 +596,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--check-speed-batch", type=positive_int, metavar="B",
                    help="--check-speed: the batch size to time at (default 1; needs a "
                         "dynamic-batch file for B > 1)")
-    p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="parameter initialization seed (an int >= 0)")
     p.add_argument("--dynamic-batch", action="store_true", default=None,
                    help="name the first dimension of inputs and outputs N")
     p.add_argument("--passes", help="comma-separated passes to run (see `graphc passes`)")

@@ -6,7 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from graphc.cli.common import load_model, refuse_overwriting
+from graphc.cli.common import (
+    load_model,
+    non_negative_int,
+    positive_int,
+    refuse_overwriting,
+)
 from graphc.errors import UsageError
 
 
@@ -43,13 +48,47 @@ def parse_point(text: str | None) -> dict[str, Any]:
     return point
 
 
+def check_point_shapes(graph: Any, feeds: dict[str, Any], given: dict[str, Any]) -> None:
+    """Refuse a value of ``--at`` with another number of elements than its input or parameter
+    (the same numbers in another nesting are reshaped): numpy would broadcast a number over a
+    whole tensor, or fail to reshape a list."""
+    import numpy as np
+
+    from graphc.ir import Value
+
+    for name, value in given.items():
+        if name in feeds:
+            want = np.shape(feeds[name])
+        elif name in graph.nx and graph.const_value(Value(name)) is not None:
+            want = graph.const_value(Value(name)).shape
+        else:
+            continue  # an unknown name is reported by backprop with the names it knows
+        got = np.shape(value)
+        if int(np.prod(got)) != int(np.prod(want)):
+            count = int(np.prod(want))
+            raise UsageError(f"the value of {name} has the wrong size", where="--at",
+                             expected=f"shape {want}, {count} number{'s' * (count != 1)}",
+                             got=f"shape {got}, {int(np.prod(got))}",
+                             hint=f"Give e.g. --at {name}={_example(want)}.")
+
+
+def _example(shape: tuple[int, ...]) -> str:
+    """Return a literal of zeros of ``shape``, as --at reads it."""
+    text = "0"
+    for size in reversed(shape):
+        text = "[" + ",".join([text] * size) + "]"
+    return text
+
+
 def cmd_grad(args: argparse.Namespace) -> int:
     from graphc.symbolic.chain_rule import backprop
 
     refuse_overwriting([("--onnx", args.onnx), ("--draw", args.draw)], [args.model])
     loaded = load_model(args.model, args.seed)
     point: dict[str, Any] = {k: v for k, v in loaded.feeds.items()}
-    point.update(parse_point(args.at))
+    given = parse_point(args.at)
+    check_point_shapes(loaded.graph, loaded.feeds, given)
+    point.update(given)
     wrt = [w.strip() for w in args.wrt.split(",") if w.strip()] if args.wrt else None
     from graphc.symbolic.chain_rule import DEFAULT_LIMIT
 
@@ -138,10 +177,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                                                  "and the gradients")
     p.add_argument("--straight-through", action="store_true",
                    help="use the straight-through estimator for Heaviside (derivative 1)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="the size limit in scalar edges (default: graphc.symbolic.DEFAULT_LIMIT)")
-    p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
-    p.add_argument("--show", type=int, default=20, help="gradients to list (default 20)")
-    p.add_argument("--table-limit", type=int, default=60,
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="parameter initialization seed (an int >= 0)")
+    p.add_argument("--show", type=non_negative_int, default=20,
+                   help="gradients to list (default 20)")
+    p.add_argument("--table-limit", type=non_negative_int, default=60,
                    help="print the value table up to this many scalar values (default 60)")
     p.set_defaults(func=cmd_grad)

@@ -1,0 +1,154 @@
+"""A battery of bad inputs: each gives its exit status (2 for usage errors, 1 for the rest), one
+``graphc: error:`` line naming the problem, no traceback, no raw third-party message (no C++
+source paths, no site-packages), and leaves the folder as it was (no file created or
+changed)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphc.cli import main
+
+FILES = {
+    "syntax.py": """\
+        from graphc import GraphBuilder
+
+        def build():
+            x = = 1
+        """,
+    "tiny.py": """\
+        from graphc import GraphBuilder, nn
+
+        def build(seed=0, batch=1):
+            b = GraphBuilder("tiny")
+            x = b.input("x", (batch, 4))
+            b.output(nn.linear(x, 3, name="fc"), "y")
+            return b.build()
+        """,
+    "flat.py": """\
+        from graphc import GraphBuilder, nn
+
+        def build(seed=0):
+            b = GraphBuilder("flat")
+            x = b.input("x", (1, 2, 4))
+            b.output(nn.linear(nn.reshape(x, (1, 8), name="to_flat"), 3, name="fc"), "y")
+            return b.build()
+        """,
+}
+
+
+def float64_conv() -> bytes:
+    """A Conv on float64: valid ONNX that onnxruntime's CPU provider has no kernel for."""
+    w = numpy_helper.from_array(np.ones((2, 1, 3, 3)), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "f64",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 1, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2, 3, 3])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    (tmp_path / "f64.onnx").write_bytes(float64_conv())
+    return tmp_path
+
+
+# argv, exit status, a part of the error line
+CASES = {
+    "syntax error in a model file": (
+        ["compile", "syntax.py", "-o", "out.onnx"], 1,
+        "syntax.py:4:9: SyntaxError: invalid syntax: 'x = = 1' at '^= 1'"),
+    "no onnxruntime kernel for float64 Conv": (
+        ["compile", "f64.onnx", "-o", "out.onnx", "--verify"], 1,
+        "onnxruntime: node 'y': no CPU kernel for Conv (opset 11) with these input types"),
+    "negative --seed (compile)": (["compile", "tiny.py", "-o", "out.onnx", "--seed=-1"], 2,
+                                  "argument --seed: invalid non_negative_int value: '-1'"),
+    "negative --seed (grad)": (["grad", "tiny.py", "--seed=-3"], 2,
+                               "argument --seed: invalid non_negative_int value: '-3'"),
+    "negative --seed (show)": (["show", "tiny.py", "--seed=-3"], 2,
+                               "argument --seed: invalid non_negative_int value: '-3'"),
+    "grad --at a number for a (1, 4) input": (
+        ["grad", "tiny.py", "--at", "x=7"], 2,
+        "--at: the value of x has the wrong size; expected shape (1, 4), 4 numbers, got shape "
+        "(), 1. Give e.g. --at x=[[0,0,0,0]]."),
+    "grad --at a parameter of the wrong size": (
+        ["grad", "tiny.py", "--at", "fc.weight=[1,2]"], 2,
+        "--at: the value of fc.weight has the wrong size; expected shape (3, 4), 12 numbers"),
+    "grad --show -1": (["grad", "tiny.py", "--show=-1"], 2,
+                       "argument --show: invalid non_negative_int value: '-1'"),
+    "grad --limit -5": (["grad", "tiny.py", "--limit=-5"], 2,
+                        "argument --limit: invalid positive_int value: '-5'"),
+    "grad --onnx over the model": (["grad", "tiny.py", "--onnx", "tiny.py"], 2,
+                                   "--onnx 'tiny.py' would overwrite an input"),
+    "compile --opset 0": (["compile", "tiny.py", "-o", "out.onnx", "--opset", "0"], 2,
+                          "argument --opset: invalid positive_int value: '0'"),
+    "compile --passes ''": (["compile", "tiny.py", "-o", "out.onnx", "--passes", ""], 2,
+                            "--passes: --passes names no pass; expected comma-separated pass "
+                            "names (see `graphc passes`), got ''."),
+    "compile --passes ','": (["compile", "tiny.py", "-o", "out.onnx", "--passes", ","], 2,
+                             "--passes names no pass"),
+    "compile --tolerance 0": (["compile", "tiny.py", "-o", "out.onnx", "--verify",
+                               "--tolerance", "0"], 2,
+                              "argument --tolerance: invalid positive_float value: '0'"),
+    "compile -o the model": (["compile", "tiny.py", "-o", "tiny.py"], 2,
+                             "-o 'tiny.py' would overwrite an input"),
+    "compile an .onnx over itself with --verify": (
+        ["compile", "f64.onnx", "-o", "f64.onnx", "--verify"], 2,
+        "-o 'f64.onnx' would overwrite an input"),
+    "dynamic-batch file that runs at batch 1 only": (
+        ["compile", "flat.py", "-o", "out.onnx", "--dynamic-batch", "--verify"], 1,
+        "--dynamic-batch: Reshape node 'to_flat': the compiled file does not run at batch 3"),
+    "compile --check-speed-batch on a fixed batch": (
+        ["compile", "tiny.py", "-o", "out.onnx", "--check-speed", "--check-speed-batch", "4"],
+        1, "--check-speed-batch: cannot time the files at batch 4"),
+}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("argv, status, message", CASES.values(), ids=CASES.keys())
+def test_bad_input(folder, capfd, argv, status, message):
+    before = snapshot(folder)
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's usage errors
+        code = stop.code
+    captured = capfd.readouterr()  # file descriptors: onnxruntime's own log would show here
+    assert code == status, captured.err
+    # Besides argparse's usage lines (a usage error shows the command's usage first).
+    errors = [line for line in captured.err.splitlines()
+              if not line.startswith(("usage: ", " "))]
+    assert len(errors) == 1, captured.err
+    assert errors[0].startswith("graphc: error: ") and errors[0] == \
+        captured.err.splitlines()[-1]
+    assert message in errors[0], errors[0]
+    for raw in ("Traceback", "site-packages", "onnxruntime_src", "[ONNXRuntimeError]",
+                "<frozen", ".pyx"):
+        assert raw not in captured.err
+    assert "compiled " not in captured.out
+    assert snapshot(folder) == before
+
+
+def test_an_upper_case_onnx_suffix_is_an_onnx_file(folder, capsys):
+    assert main(["compile", "tiny.py", "-o", "tiny.onnx"]) == 0
+    (folder / "tiny.onnx").rename(folder / "TINY.ONNX")
+    assert main(["compile", "TINY.ONNX", "--pipeline", "inference", "-o", "again.onnx",
+                 "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "compiled tiny -> again.onnx" in out
+    assert "(compiled vs original file, both on onnxruntime)" in out
+    model = onnx.load(str(folder / "again.onnx"))
+    assert [n.op_type for n in model.graph.node] == ["Gemm"]
+    assert main(["show", "TINY.ONNX"]) == 0
+    assert "%x = Input # (1,4) f32" in capsys.readouterr().out
