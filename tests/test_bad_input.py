@@ -89,6 +89,15 @@ CASES = {
                         "argument --limit: invalid positive_int value: '-5'"),
     "grad --onnx over the model": (["grad", "tiny.py", "--onnx", "tiny.py"], 2,
                                    "--onnx 'tiny.py' would overwrite an input"),
+    "compile -o into a missing folder": (
+        ["compile", "tiny.py", "-o", "missing/out.onnx", "--verify"], 1,
+        "-o: cannot write 'missing/out.onnx': the folder 'missing' does not exist."),
+    "grad --onnx into a missing folder": (
+        ["grad", "tiny.py", "--onnx", "missing/g.onnx"], 1,
+        "--onnx: cannot write 'missing/g.onnx': the folder 'missing' does not exist."),
+    "grad --draw into a missing folder": (
+        ["grad", "tiny.py", "--draw", "missing/g.png"], 1,
+        "--draw: cannot write 'missing/g.png': the folder 'missing' does not exist."),
     "compile --opset 0": (["compile", "tiny.py", "-o", "out.onnx", "--opset", "0"], 2,
                           "argument --opset: invalid positive_int value: '0'"),
     "compile --passes ''": (["compile", "tiny.py", "-o", "out.onnx", "--passes", ""], 2,

@@ -113,8 +113,14 @@ def load_model(spec: str, seed: int = 0) -> Loaded:
 
 
 def check_writable(path: str, option: str) -> None:
-    """Refuse an output path whose folder is missing, before any work is done."""
+    """Refuse an output path whose folder is missing, before any work is done (a device or
+    FIFO, e.g. /dev/null, is written directly: only its own permission counts)."""
     target = Path(path)
+    if target.exists() and not target.is_file() and not target.is_dir():
+        if not os.access(target, os.W_OK):
+            raise GraphcError(f"cannot write {path!r}: permission denied", where=option,
+                              hint="Choose a writable location.")
+        return
     if target.is_dir():
         raise GraphcError(f"cannot write {path!r}: it is a folder", where=option,
                           hint="Give a file name.")

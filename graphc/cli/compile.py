@@ -20,6 +20,7 @@ from graphc.cli.checkpoints import (
 )
 from graphc.cli.common import (
     Loaded,
+    check_writable,
     format_size,
     load_model,
     non_negative_int,
@@ -61,6 +62,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from graphc.onnxio.export import check, default_opset, to_onnx
     from graphc.pipeline import format_reports, resolve, run_pipeline
 
+    check_writable(args.output, "-o")
     refuse_overwriting([("-o", args.output)],
                        [args.model, args.weights, args.calibrate, args.student, args.accuracy])
     if args.passes is not None and not any(p.strip() for p in args.passes.split(",")):

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from graphc.cli.common import (
+    check_writable,
     load_model,
     non_negative_int,
     positive_int,
@@ -84,6 +85,9 @@ def cmd_grad(args: argparse.Namespace) -> int:
     from graphc.symbolic.chain_rule import backprop
 
     refuse_overwriting([("--onnx", args.onnx), ("--draw", args.draw)], [args.model])
+    for option, path in (("--onnx", args.onnx), ("--draw", args.draw)):
+        if path:
+            check_writable(path, option)  # before the backprop, not after it
     loaded = load_model(args.model, args.seed)
     point: dict[str, Any] = {k: v for k, v in loaded.feeds.items()}
     given = parse_point(args.at)
