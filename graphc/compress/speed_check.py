@@ -89,9 +89,14 @@ class SpeedCheck:
         thread = "thread" if self.threads == 1 else "threads"
         return (f"{after} / {before} time {self.ratio:.3f} (rounds {self.ratio_low:.3f}-"
                 f"{self.ratio_high:.3f}), noise band +-{self.noise * 100:.1f}% ({before} / "
-                f"{before} {self.same_ratio:.3f}), {self.before * 1e3:.1f} ms -> "
-                f"{self.after * 1e3:.1f} ms, onnxruntime, {self.threads} {thread}, "
+                f"{before} {self.same_ratio:.3f}), {_seconds(self.before)} -> "
+                f"{_seconds(self.after)}, onnxruntime, {self.threads} {thread}, "
                 f"{self.rounds} rounds: {self.verdict}")
+
+
+def _seconds(t: float) -> str:
+    """A time per call as ms, or as us below 0.1 ms (a tiny model's call)."""
+    return f"{t * 1e3:.1f} ms" if t >= 1e-4 else f"{t * 1e6:.1f} us"
 
 
 def check_speed(before: bytes, after: bytes, feeds: Mapping[str, Any], rounds: int = 21, *,
