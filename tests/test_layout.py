@@ -63,7 +63,7 @@ LAZY_ONLY = {
     ("graphc.pipeline", "graphc.passes"): "the pass registry, looked up when a pipeline runs",
 }
 # Inside cli/, a command's module imports only what the commands share.
-CLI_SHARED = {"graphc.cli.common", "graphc.cli.checkpoints"}
+CLI_SHARED = {"graphc.cli.common", "graphc.cli.checkpoints", "graphc.cli.verify"}
 
 
 def module_files() -> dict[str, Path]:
