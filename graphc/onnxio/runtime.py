@@ -53,7 +53,9 @@ def session(model: onnx.ModelProto | bytes | Graph, threads: int | None = None,
     elif isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # Fatal only: an error reaches the caller as the exception's message (which the CLI turns
+    # into one line); onnxruntime's own log would print it again, raw, to stderr.
+    options.log_severity_level = 4
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
