@@ -160,6 +160,27 @@ def test_an_onnx_input_is_also_compared_with_the_original_file(tmp_path, capsys)
     assert [o.name for o in model.graph.output] == ["y1", "y2"]
 
 
+def test_external_data_in_the_model_folder_works_from_another_folder(tmp_path, capsys,
+                                                                    monkeypatch):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    plain = tmp_path / "plain.onnx"
+    assert main(["compile", str(model_file(tmp_path)), "-o", str(plain)]) == 0
+    onnx.save_model(onnx.load(str(plain)), folder / "m.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["compile", "../model/m.onnx", "--verify", "--check-speed", "-o",
+                 "out.onnx"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"ok: max abs diff \S+ .*\(compiled vs original file, both on "
+                     r"onnxruntime\)$", text, re.M), text
+    assert "speed check" in text
+    assert (elsewhere / "out.onnx").is_file()
+
+
 def test_the_interpreter_reference_is_what_the_model_computes(tmp_path, capsys, injected):
     """The failing comparison reports the interpreter's value and onnxruntime's at one
     element; both are checked here against the graphs run independently."""

@@ -25,6 +25,7 @@ from graphc.ir import CONST
 from graphc.models import MODELS, load
 from graphc.onnxio.export import max_opset, to_bytes, to_onnx
 from graphc.onnxio.importer import from_onnx, newest_opset, run_onnx, supported_ops
+from graphc.onnxio.load import file_bytes
 from graphc.onnxio.runtime import run_onnxruntime
 
 NEWEST = newest_opset()
@@ -618,6 +619,19 @@ def test_external_data_without_a_folder_is_refused(tmp_path):
         from_onnx(model.SerializeToString())
     # A model loaded with its data (onnx.load's default) imports.
     assert from_onnx(onnx.load(path)).inputs == ["input"]
+
+
+def test_file_bytes_read_external_data_in_and_run_from_another_folder(tmp_path, monkeypatch):
+    save_external(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data = file_bytes(Path("..") / "model" / "cnn.onnx")
+    feeds = feeds_for("cnn", batch=2)
+    assert_close(run_onnxruntime(data, feeds), run_onnxruntime(cnn_model(17), feeds), 1e-6)
+    plain = tmp_path / "plain.onnx"
+    onnx.save_model(cnn_model(17), plain)
+    assert file_bytes(plain) == plain.read_bytes()
 
 
 def test_missing_external_data_file_is_refused(tmp_path):

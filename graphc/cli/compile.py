@@ -54,6 +54,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     from graphc.files import write_atomic
     from graphc.onnxio.export import check, default_opset, to_onnx
+    from graphc.onnxio.load import file_bytes
     from graphc.pipeline import format_reports, resolve, run_pipeline
 
     check_writable(args.output, "-o")
@@ -107,7 +108,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     data = model.SerializeToString(deterministic=True)
     given, speed_feeds = b"", None
     if args.check_speed:
-        given = loaded.onnx_file.read_bytes() if loaded.onnx_file is not None else \
+        given = file_bytes(loaded.onnx_file) if loaded.onnx_file is not None else \
             to_onnx(original, opset, dynamic_batch=args.dynamic_batch).SerializeToString(
                 deterministic=True)
         speed_feeds = speed_check_feeds(given, data, args)
@@ -121,7 +122,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             "interpreter vs onnxruntime"
         if student is not None:
             what = "compiled on onnxruntime vs the student on the interpreter"
-        original_file = loaded.onnx_file.read_bytes() \
+        original_file = file_bytes(loaded.onnx_file) \
             if loaded.onnx_file is not None and student is None else None
         lossy = [p for p in names if p in CHANGE_OUTPUTS]
         if lossy:

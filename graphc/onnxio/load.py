@@ -101,6 +101,37 @@ def _load(model: Any) -> onnx.ModelProto:
     return proto
 
 
+def file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Return an .onnx file's bytes for onnxruntime, its external data read in (and checked to
+    stay in the file's folder), so that the bytes run whatever the current folder is.
+
+    onnxruntime resolves external data given as bytes against the current folder, not the
+    model's; a file without external data is returned as it is on disk.
+
+    >>> import tempfile
+    >>> from onnx import helper
+    >>> model = helper.make_model(helper.make_graph([], "empty", [], []))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "empty.onnx")
+    ...     onnx.save_model(model, path)
+    ...     file_bytes(path) == model.SerializeToString()
+    True
+    """
+    proto = _load(path)
+    source = f"ONNX file {str(path)!r}"
+    try:
+        on_disk = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - _load already read it; a race changed the file
+        raise GraphcError(f"cannot read {source}: {err}") from None
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in _tensors(on_disk.graph)):
+        return Path(path).read_bytes()
+    try:
+        return proto.SerializeToString()
+    except ValueError as err:  # protobuf cannot write a message over 2 GiB
+        raise GraphcError(f"cannot pass {source} to onnxruntime from memory: {err}",
+                          hint="Keep the model under 2 GiB with its external data.") from None
+
+
 def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
