@@ -350,3 +350,22 @@ def test_debug_lets_user_exceptions_propagate(tmp_path):
 def test_debug_before_the_subcommand(tmp_path):
     with pytest.raises(GraphcError, match="Did you mean 'cnn'"):
         main(["--debug", "compile", "cnnn", "-o", str(tmp_path / "x.onnx")])
+
+
+def test_grad_of_leaky_relu_at_zero_is_the_course_slope_one(tmp_path, capsys):
+    # The course: LeakyReLU(x) = (x < 0) * alpha * x + (x >= 0) * x, so the slope at 0 is 1
+    # (and alpha left of 0).
+    path = write_model(tmp_path, "lrelu.py", """\
+        from graphc import GraphBuilder, nn
+
+        def build():
+            b = GraphBuilder("lrelu")
+            x = b.input("x", (1,))
+            b.output(nn.leaky_relu(x, 0.25, name="act"), "y")
+            return b.build()
+        """)
+    for at, value, slope in (("0", "0", "1"), ("-1", "-0.25", "0.25"), ("2", "2", "1")):
+        assert main(["grad", str(path), "--at", f"x={at}"]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0] == f"backprop of lrelu at x={at}: y = {value}"
+        assert f"\n  dy/dx = {slope}\n" in out

@@ -153,10 +153,15 @@ def test_relu_and_leaky_relu_kink_conventions_come_from_the_formula() -> None:
     relu = ops.REGISTRY["Relu"].formula
     x = relu.args[0]
     assert sp.diff(relu.expr, x).subs(x, 0) == 0
+    # The course: LeakyReLU(x) = (x < 0) * alpha * x + (x >= 0) * x, so the slope at 0 is 1.
     leaky = ops.REGISTRY["LeakyRelu"].formula
     x = leaky.args[0]
     alpha = sp.Symbol("alpha", real=True)
-    assert sp.diff(leaky.expr, x).subs(x, 0) == alpha
+    assert sp.diff(leaky.expr, x).subs(x, 0) == 1
+    assert sp.diff(leaky.expr, x).subs(x, -1) == alpha
+    course = sp.Piecewise((alpha * x, x < 0), (0, True)) + sp.Piecewise((x, x >= 0), (0, True))
+    for at in (-2, -1, 0, 1, 3):
+        assert sp.simplify((leaky.expr - course).subs(x, at)) == 0
 
 
 FORMULA_CASES = [case for case in CASES if case.values[0].formula is not None]

@@ -8,7 +8,8 @@ expression). sympy is imported here, on the first use of an expression or a deri
 and running a graph never imports it (it costs most of a second at start-up).
 
 Kinks are declared with ``Piecewise`` so the derivative at the kink follows the course's
-convention (ReLU'(0) = 0, LeakyReLU'(0) = alpha); ``Max(x, 0)`` would give 0.5 there.
+convention (ReLU'(0) = 0, LeakyReLU'(0) = 1: the course's ``(x < 0) * alpha * x + (x >= 0) * x``);
+``Max(x, 0)`` would give 0.5 there.
 """
 
 from __future__ import annotations
@@ -426,8 +427,10 @@ OPS: list[OpDef] = [
     elementwise("Relu", "Rectified linear unit: x if x > 0 else 0 (derivative 0 at 0).",
                 lambda m, x: m.Piecewise((x, x > 0), (0, True)), examples=_unary_examples(),
                 nonfinite=_unary_nonfinite(), nan_in_nan_out=True, floats_only=True),
-    elementwise("LeakyRelu", "Leaky ReLU: x if x > 0 else alpha * x (derivative alpha at 0).",
-                lambda m, x, alpha: m.Piecewise((x, x > 0), (alpha * x, True)),
+    # The course's LeakyReLU: the x >= 0 branch holds the kink, so the slope at 0 is 1 (ONNX
+    # leaves it unspecified; the forward is the same either way).
+    elementwise("LeakyRelu", "Leaky ReLU: x if x >= 0 else alpha * x (derivative 1 at 0).",
+                lambda m, x, alpha: m.Piecewise((x, x >= 0), (alpha * x, True)),
                 attrs={"alpha": Attr("float", 0.01)},
                 examples=(*_unary_examples(), *_unary_examples(alpha=0.2)),
                 nonfinite=_unary_nonfinite(alpha=0.2), floats_only=True),
