@@ -131,13 +131,16 @@ def test_show_residual(capsys):
     for node in g.topo():
         assert "  " + g.format_node(node) + "\n" in out
     table = out[len(g.format()) + 2:].splitlines()
-    assert table[0].split() == ["layer", "op", "output", "params", "FLOPs"]
-    rows = {line.split()[0]: line for line in table[2:-2]}
+    assert table[0].split() == ["layer", "op", "output", "params", "state", "FLOPs"]
+    rows = {line.split()[0]: line for line in table[2:-3]}
     assert list(rows) == g.op_nodes()
-    assert rows["conv2"].split()[-2] == f"{16 * 16 * 9 + 16:,}"
-    total = re.fullmatch(r"total +([\d,]+) +([\d,]+)", table[-1])
-    assert total, table[-1]
+    assert rows["conv2"].split()[-3] == f"{16 * 16 * 9 + 16:,}"
+    total = re.fullmatch(r"total +([\d,]+) +([\d,]+) +([\d,]+)", table[-2])
+    assert total, table[-2]
+    # Two BatchNorms of 16 channels: running mean and variance, 2 * 16 each.
     assert int(total[1].replace(",", "")) == g.num_params() == 2_714
+    assert int(total[2]) == 2 * 2 * 16
+    assert table[-1] == "2,714 trainable parameters + 64 stored state = 2,778 numbers"
 
 
 def test_show_table_only(capsys):
@@ -369,3 +372,31 @@ def test_grad_of_leaky_relu_at_zero_is_the_course_slope_one(tmp_path, capsys):
         out = capsys.readouterr().out
         assert out.splitlines()[0] == f"backprop of lrelu at x={at}: y = {value}"
         assert f"\n  dy/dx = {slope}\n" in out
+
+
+def test_show_counts_batchnorm_as_the_course_does_4_numbers_per_feature_map(capsys):
+    # The course: a BatchNorm layer holds gamma, beta (trained) and the running mean and variance
+    # (stored state), 4 numbers per feature map: N_BN = 4LM.
+    assert main(["show", "cnn", "--table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["layer", "op", "output", "params", "state", "FLOPs"]
+    rows = {line.split()[0]: line.split() for line in lines[2:-3]}
+    channels = {"block1.bn": 16, "block2.bn": 32, "block3.bn": 64}
+    for name, m in channels.items():
+        params, state = (int(c.replace(",", "")) for c in rows[name][-3:-1])
+        assert (params, state) == (2 * m, 2 * m)
+        assert params + state == 4 * m
+    assert rows["block1.conv"][-3:-1] == ["144", "0"]
+    g = load("cnn").build()
+    state = 2 * sum(channels.values())
+    assert lines[-2].split() == ["total", f"{g.num_params():,}", f"{state:,}", "1,218,560"]
+    assert lines[-1] == (f"{g.num_params():,} trainable parameters + {state:,} stored state = "
+                         f"{g.num_params() + state:,} numbers")
+    assert g.num_params() == 25_978  # num_params() still counts the trainable values only
+
+
+def test_show_has_no_state_column_without_stored_state(capsys):
+    assert main(["show", "mlp", "--table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["layer", "op", "output", "params", "FLOPs"]
+    assert lines[-1].startswith("total") and "stored state" not in "\n".join(lines)
