@@ -5,7 +5,10 @@ changed)."""
 
 from __future__ import annotations
 
+import io
+import os
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphc.cli import main
+from graphc.train.checkpoint import save_checkpoint
+from graphc.train.loop import TrainConfig, TrainResult
 
 FILES = {
     "syntax.py": """\
@@ -53,12 +58,38 @@ def float64_conv() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
+def zip_bomb() -> bytes:
+    """An .npz of 24 MB of zeros deflated to a few KB (graphc writes checkpoints uncompressed)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("fc.weight.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(6_000_000, np.float32))
+    return buffer.getvalue()
+
+
+def lying_header() -> bytes:
+    """An .npz whose one array declares 10^10 floats and holds 16 bytes."""
+    buffer, member = io.BytesIO(), io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (100_000, 100_000)})
+    member.write(bytes(16))
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("fc.weight.npy", member.getvalue())
+    return buffer.getvalue()
+
+
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name, text in FILES.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
     (tmp_path / "f64.onnx").write_bytes(float64_conv())
+    (tmp_path / "bomb.ckpt").write_bytes(zip_bomb())
+    (tmp_path / "liar.ckpt").write_bytes(lying_header())
+    weight = np.ones((3, 4), np.float32)
+    weight[1, 2] = np.nan
+    save_checkpoint(tmp_path / "nan.ckpt", "tiny", TrainResult(
+        {"fc.weight": weight, "fc.bias": np.zeros(3, np.float32)}), TrainConfig(epochs=1))
     return tmp_path
 
 
@@ -119,6 +150,25 @@ CASES = {
     "compile --check-speed-batch on a fixed batch": (
         ["compile", "tiny.py", "-o", "out.onnx", "--check-speed", "--check-speed-batch", "4"],
         1, "--check-speed-batch: cannot time the files at batch 4"),
+    "bench --threads beyond the cores": (
+        ["bench", "f64.onnx", "--threads", "100000"], 2,
+        f"--threads: --threads must be between 1 and the machine's {os.cpu_count() or 1} "
+        f"cores; expected an int from 1 to {os.cpu_count() or 1}, got 100000."),
+    "prune --threads beyond the cores": (
+        ["prune", "tiny.py", "--weights", "nan.ckpt", "--sparsity", "0.5", "-o", "p.ckpt",
+         "--threads", "100000"], 2, "--threads must be between 1 and the machine's"),
+    "checkpoint zip bomb": (
+        ["compile", "tiny.py", "--weights", "bomb.ckpt", "-o", "out.onnx"], 1,
+        "bomb.ckpt declares 24,000,128 bytes of arrays in a "),
+    "checkpoint array header larger than its data": (
+        ["compile", "tiny.py", "--weights", "liar.ckpt", "-o", "out.onnx"], 1,
+        "checkpoint 'liar.ckpt', array 'fc.weight': liar.ckpt declares more data for "
+        "'fc.weight' than it holds; expected at most 144 bytes, got shape (100000, 100000) of "
+        "float32 (40,000,000,000 bytes)."),
+    "checkpoint with a NaN weight": (
+        ["compile", "tiny.py", "--weights", "nan.ckpt", "-o", "out.onnx"], 1,
+        "checkpoint 'nan.ckpt', array 'fc.weight': nan.ckpt holds non-finite values in "
+        "'fc.weight'; expected finite numbers, got 1 NaN or inf of 12."),
 }
 
 

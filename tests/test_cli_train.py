@@ -6,6 +6,7 @@ arrays, the ONNX file's initializers, and accuracies computed here with onnxrunt
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from dataclasses import replace
@@ -199,6 +200,32 @@ def test_resume_to_fewer_epochs_than_done(tmp_path, capsys):
     run_ok(capsys, ["train", "mlp", "--resume", str(path), "-o", str(copy)])
     assert_same_arrays(load_checkpoint(copy).state, load_checkpoint(path).state)
     assert load_checkpoint(copy).data == load_checkpoint(path).data
+
+
+def test_resume_bounds_the_checkpoints_threads_by_the_cores(mlp_ckpt, tmp_path, capsys):
+    ck = load_checkpoint(mlp_ckpt)
+    many = tmp_path / "many.ckpt"
+    checkpoint.save_checkpoint(many, ck.model, training.TrainResult(ck.state, ck.history,
+                                                                    ck.steps),
+                               replace(ck.config, threads=100000), data=ck.data)
+    copy = tmp_path / "copy.ckpt"
+    _, err = run_ok(capsys, ["train", "mlp", "--resume", str(many), "-o", str(copy)])
+    cores = os.cpu_count() or 1
+    assert f"{many} asks for 100000 threads, more than this machine's {cores} cores; " \
+        f"using {cores}" in err
+    assert load_checkpoint(copy).config.threads == cores
+
+
+@pytest.mark.parametrize("threads", ["0", "100000"])
+def test_threads_beyond_the_cores_is_a_usage_error(tmp_path, capsys, threads):
+    out = tmp_path / "out.ckpt"
+    line = fails(capsys, ["train", "mlp", "--data", "digits", "--threads", threads,
+                          "-o", str(out)], status=2)
+    cores = os.cpu_count() or 1
+    assert line.startswith(f"graphc: error: --threads: --threads must be between 1 and the "
+                           f"machine's {cores} cores; expected an int from 1 to {cores}, got "
+                           f"{threads}."), line
+    assert not out.exists()
 
 
 # ----- penalties and pruned checkpoints ----------------------------------------------------

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from graphc.cli.common import format_size
+from graphc.cli.common import check_threads, format_size
 from graphc.errors import GraphcError, UsageError
 
 if TYPE_CHECKING:
@@ -273,8 +273,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from graphc.compress.latency import cpu_info, measure
 
     wanted = parse_batches(args.batch)
-    for option, value, least in (("--threads", args.threads, 1), ("--rounds", args.rounds, 1),
-                                 ("--seed", args.seed, 0)):
+    check_threads(args.threads)
+    for option, value, least in (("--rounds", args.rounds, 1), ("--seed", args.seed, 0)):
         if value < least:
             raise UsageError(f"{option} must be an integer >= {least}", where=option,
                              got=value)

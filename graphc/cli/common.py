@@ -160,6 +160,43 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def cores() -> int:
+    """Return the number of CPU cores of this machine (1 when Python cannot tell)."""
+    return os.cpu_count() or 1
+
+
+def check_threads(value: int | None, option: str = "--threads") -> int | None:
+    """Refuse a thread count below 1 or above the machine's cores (onnxruntime starts that many
+    threads and gives each its memory: 100000 of them ran for minutes and grew to 16 GB).
+
+    >>> check_threads(1), check_threads(None)
+    (1, None)
+    """
+    if value is not None and not 1 <= value <= cores():
+        raise UsageError(f"{option} must be between 1 and the machine's {cores()} cores",
+                         where=option, expected=f"an int from 1 to {cores()}", got=value,
+                         hint="More threads than cores only compete for them." if value > 1
+                         else "Give 1 for one thread.")
+    return value
+
+
+def bound_threads(value: int | None, source: str) -> tuple[int | None, str | None]:
+    """Return a thread count from a file (``source``) limited to the machine's cores, and a
+    note saying so when it was larger (the file stays usable on a smaller machine).
+
+    >>> bound_threads(100000, "run.ckpt")[0] == cores()
+    True
+    >>> bound_threads(1, "run.ckpt")
+    (1, None)
+    """
+    if value is None or 1 <= value <= cores():
+        return value, None
+    if value < 1:
+        return None, f"{source} asks for {value} threads; using onnxruntime's default"
+    return cores(), (f"{source} asks for {value} threads, more than this machine's "
+                     f"{cores()} cores; using {cores()}")
+
+
 def format_size(nbytes: int) -> str:
     return f"{nbytes / 1024:,.1f} KiB" if nbytes < 1024**2 else f"{nbytes / 1024**2:,.1f} MiB"
 

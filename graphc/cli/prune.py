@@ -21,7 +21,9 @@ from graphc.cli.checkpoints import (
     read_checkpoint,
 )
 from graphc.cli.common import (
+    bound_threads,
     build_at,
+    check_threads,
     check_writable,
     format_size,
     load_module,
@@ -77,6 +79,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from graphc.train.loop import TrainResult, model_state
     from graphc.train.step import apply_state
 
+    check_threads(args.threads)
     goal = _goal(args)
     _outputs(args)
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 100:
@@ -95,8 +98,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     data = args.data or ck.data.get("data") or "digits"
     check_data(data, "--data")
     lr = args.lr if args.lr is not None else ck.config.learning_rate
-    train_config = replace(ck.config, lr=lr, freeze=(), unfreeze_at=None,
-                           **({"threads": args.threads} if args.threads else {}))
+    threads, note = (args.threads, None) if args.threads else \
+        bound_threads(ck.config.threads, args.weights)
+    if note:
+        print(f"graphc: {note}", file=sys.stderr)
+    train_config = replace(ck.config, lr=lr, freeze=(), unfreeze_at=None, threads=threads)
     config = PruneConfig(method=args.method, steps=args.steps,
                          finetune_epochs=args.finetune_epochs,
                          min_accuracy=None if args.min_accuracy is None

@@ -44,7 +44,14 @@ from graphc.cli.checkpoints import (
     qat_model,
     read_checkpoint,
 )
-from graphc.cli.common import build_at, check_writable, load_module, refuse_overwriting
+from graphc.cli.common import (
+    bound_threads,
+    build_at,
+    check_threads,
+    check_writable,
+    load_module,
+    refuse_overwriting,
+)
 from graphc.errors import UsageError
 
 if TYPE_CHECKING:
@@ -418,6 +425,8 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
         raise UsageError(f"{args.resume} has already trained {ck.epoch} epochs",
                          where="--epochs", expected=f">= {ck.epoch}", got=epochs)
     module = load_module(args.model, "train")
+    threads, note = bound_threads(ck.config.threads, args.resume)
+    ck = replace(ck, config=replace(ck.config, threads=threads))
     config = replace(ck.config, epochs=epochs)
     probe = build_at(module, config.seed, config.batch)
     fitted, _ = fit_head(probe, ck.state, config.seed)
@@ -452,7 +461,7 @@ def _plan_resume(args: argparse.Namespace) -> _Plan:
         details.append(_pruned_line(record["pruned"], sparse_masks(ck.state, record),
                                     build(config.batch)))
     return _Plan(model_name(args.model), build, train_set, test_set, config, record, ck.state,
-                 [], details, ck, teacher=teacher)
+                 [note] if note else [], details, ck, teacher=teacher)
 
 
 def _refuse_clashes(args: argparse.Namespace, output: str) -> None:
@@ -494,6 +503,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot draw {args.plot!r}", where="--plot",
                              expected=f"a {', '.join(PLOT_FORMATS)} file",
                              got=repr(Path(args.plot).suffix or "no suffix"))
+    check_threads(args.threads)
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be a positive integer", expected="an int >= 1",
                          got=args.epochs)

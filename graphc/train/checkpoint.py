@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,6 +45,10 @@ from graphc.train.distill import Distillation, Teacher
 from graphc.train.loop import Build, EpochLog, TrainConfig, TrainResult, require_all, train
 
 CHECKPOINT_FORMAT = "graphc-checkpoint"
+# graphc writes checkpoints uncompressed (np.savez): arrays that declare many times the file's
+# size are a compressed "zip bomb", refused before anything is unpacked.
+MAX_EXPANSION = 16
+SLACK_BYTES = 1 << 20
 META_KEY = "graphc.meta"
 
 
@@ -83,8 +89,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UsageError(f"checkpoint {str(path)!r} does not exist",
                          hint="Write one with `graphc train MODEL -o FILE`.")
     try:
+        _check_declared_sizes(path)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
+    except GraphcError:
+        raise
     except Exception as err:  # numpy raises many kinds for a file that is not an .npz
         raise GraphcError(f"{path} is not a graphc checkpoint", expected="an .npz file",
                           got=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
@@ -92,6 +101,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if META_KEY not in arrays:
         raise GraphcError(f"{path} is not a graphc checkpoint",
                           expected=f"an .npz file with {META_KEY!r}", got=sorted(arrays)[:5])
+    for name, array in sorted(arrays.items()):
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise GraphcError(f"{path} holds non-finite values in {name!r}",
+                              where=f"checkpoint {str(path)!r}, array {name!r}",
+                              expected="finite numbers",
+                              got=f"{bad} NaN or inf of {array.size}",
+                              hint="The run diverged before this was saved: train again with "
+                                   "a lower --lr, from an earlier checkpoint.")
     try:
         meta = json.loads(str(arrays.pop(META_KEY)))
         if meta.get("format") != CHECKPOINT_FORMAT:
@@ -110,6 +128,39 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise GraphcError(f"{path} is not a graphc checkpoint",
                           expected=f"{META_KEY!r} holding the {CHECKPOINT_FORMAT} JSON",
                           got=f"{type(err).__name__}: {err}"[:200]) from None
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse an .npz whose members declare far more bytes than the file holds, or whose array
+    headers declare more elements than their member holds, before any array is read."""
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        declared = sum(m.file_size for m in members)
+        if declared > MAX_EXPANSION * size + SLACK_BYTES:
+            raise GraphcError(f"{path} declares {declared:,} bytes of arrays in a {size:,}-byte "
+                              "file", where=f"checkpoint {str(path)!r}",
+                              expected=f"at most {MAX_EXPANSION}x the file's size "
+                              "(graphc writes checkpoints uncompressed)",
+                              got=f"{declared / max(size, 1):,.0f}x",
+                              hint="The file is not a checkpoint graphc wrote; refusing to unpack "
+                                   "it.")
+        for member in members:
+            if not member.filename.endswith(".npy"):
+                continue
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = header(stream)
+            need = math.prod(shape) * dtype.itemsize
+            if need > member.file_size:
+                name = member.filename.removesuffix(".npy")
+                raise GraphcError(f"{path} declares more data for {name!r} than it holds",
+                                  where=f"checkpoint {str(path)!r}, array {name!r}",
+                                  expected=f"at most {member.file_size:,} bytes",
+                                  got=f"shape {tuple(shape)} of {dtype} ({need:,} bytes)",
+                                  hint="The file is truncated or was not written by graphc.")
 
 
 def sparse_masks(state: Mapping[str, np.ndarray], data: Mapping[str, Any]
