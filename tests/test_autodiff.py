@@ -81,14 +81,16 @@ def test_vjp_matches_central_finite_differences(op: ops.OpDef, example: ops.Exam
             assert abs(got[index] - fd) <= 1e-6 * max(1.0, abs(fd)), (name, index, got[index], fd)
 
 
-@pytest.mark.parametrize(("act", "slope"), [("relu", 0.0), ("leaky_relu", 0.25)])
-def test_kink_conventions(act: str, slope: float) -> None:
+@pytest.mark.parametrize(("act", "at_zero"), [("relu", [0.0, 0.0, 1.0]),
+                                              ("leaky_relu", [0.25, 1.0, 1.0])])
+def test_kink_conventions(act: str, at_zero: list[float]) -> None:
+    # The course: ReLU'(0) = 0; LeakyReLU = (x < 0) alpha x + (x >= 0) x, so its slope at 0 is 1.
     b = GraphBuilder(act, dtype=np.float64)
     x = b.input("x", (3,))
     y = nn.relu(x) if act == "relu" else nn.leaky_relu(x, 0.25)
     b.output(y, "y")
     grads = run(gradient_graph(b.build(), wrt=["x"]), {"x": np.array([-1.0, 0.0, 2.0])})
-    np.testing.assert_array_equal(grads["dy/dx"], [slope, slope, 1.0])
+    np.testing.assert_array_equal(grads["dy/dx"], at_zero)
 
 
 def test_a_value_with_two_users_gets_both_paths() -> None:

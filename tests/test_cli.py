@@ -372,6 +372,10 @@ def test_grad_of_leaky_relu_at_zero_is_the_course_slope_one(tmp_path, capsys):
         out = capsys.readouterr().out
         assert out.splitlines()[0] == f"backprop of lrelu at x={at}: y = {value}"
         assert f"\n  dy/dx = {slope}\n" in out
+    # The other convention, the kink in the alpha branch, on request.
+    for at, slope in (("0", "0.25"), ("-1", "0.25"), ("2", "1")):
+        assert main(["grad", str(path), "--at", f"x={at}", "--leaky-kink", "alpha"]) == 0
+        assert f"\n  dy/dx = {slope}\n" in capsys.readouterr().out
 
 
 def test_show_counts_batchnorm_as_the_course_does_4_numbers_per_feature_map(capsys):

@@ -205,15 +205,30 @@ def test_relu_derivative_at_the_kink_is_zero():
 
 
 @pytest.mark.parametrize("alpha", [0.25, 0.2])
-def test_leaky_relu_derivative_at_the_kink_is_alpha(alpha):
+def test_leaky_relu_derivative_at_the_kink_is_one(alpha):
+    # The course's LeakyReLU is (x < 0) alpha x + (x >= 0) x: at 0 the x branch holds.
     r = backprop(kink_graph("leaky_relu", alpha), at={"x": 0.5})
     assert r.value("add") == 0.0
     (step,) = [st for st in r.steps_list if st.node.name == "y"]
-    assert step.local_value == alpha
-    # dy/dx = alpha * w, dy/dw = alpha * x, dy/db = alpha.
-    assert r.grad("b") == alpha
-    assert r.grad("x") == pytest.approx(alpha * 2.0, rel=1e-15)
-    assert r.grad("w") == pytest.approx(alpha * 0.5, rel=1e-15)
+    assert step.local_value == 1.0
+    # dy/dx = w, dy/dw = x, dy/db = 1.
+    assert r.grad("b") == 1.0
+    assert r.grad("x") == pytest.approx(2.0, rel=1e-15)
+    assert r.grad("w") == pytest.approx(0.5, rel=1e-15)
+
+
+@pytest.mark.parametrize(("x", "one", "alpha"), [(0.5, 1.0, 0.25), (0.0, 0.25, 0.25),
+                                                  (1.0, 1.0, 1.0)])
+def test_leaky_relu_kink_convention_is_selectable(x, one, alpha):
+    # At the kink (x = 0.5) the conventions differ; away from it they agree.
+    for kink, slope in (("one", one), ("alpha", alpha)):
+        r = backprop(kink_graph("leaky_relu", 0.25), at={"x": x}, leaky_kink=kink)
+        assert r.grad("b") == slope
+        assert r.grad("x") == pytest.approx(2.0 * slope, rel=1e-15)
+        # The gradient model on onnxruntime follows the same convention.
+        assert run_gradient_onnx(r)["dy/db"] == slope
+    with pytest.raises(GraphcError, match="leaky_kink must be one of one, alpha, got 'half'"):
+        backprop(kink_graph("leaky_relu", 0.25), at={"x": x}, leaky_kink="half")
 
 
 @pytest.mark.parametrize("x1", [-1.0, 0.5, 1.0, 3.0])

@@ -97,7 +97,8 @@ def cmd_grad(args: argparse.Namespace) -> int:
     from graphc.symbolic.chain_rule import DEFAULT_LIMIT
 
     result = backprop(loaded.graph, point, wrt, output=args.output,
-                      limit=args.limit or DEFAULT_LIMIT, straight_through=args.straight_through)
+                      limit=args.limit or DEFAULT_LIMIT, straight_through=args.straight_through,
+                      leaky_kink=args.leaky_kink)
     shown = ", ".join(f"{k}={_short(v)}" for k, v in parse_point(args.at).items()) or \
         "the model's example inputs"
     obj = result.objective.name
@@ -181,6 +182,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                                                  "and the gradients")
     p.add_argument("--straight-through", action="store_true",
                    help="use the straight-through estimator for Heaviside (derivative 1)")
+    p.add_argument("--leaky-kink", choices=("one", "alpha"), default="one",
+                   help="LeakyReLU's slope at 0: one (the course's (x >= 0) x branch, default) "
+                        "or alpha")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="the size limit in scalar edges (default: graphc.symbolic.DEFAULT_LIMIT)")
     p.add_argument("--seed", type=non_negative_int, default=0,

@@ -90,6 +90,9 @@ def _name(ir_name: str, index: tuple[int, ...], shape: tuple[int, ...]) -> str:
     return f"{ir_name}[{','.join(str(i) for i in index)}]"
 
 
+LEAKY_KINKS = ("one", "alpha")
+
+
 class _Expander:
     """Turns an IR graph into a straight-line program of scalar nodes."""
 
@@ -373,7 +376,8 @@ def _softmax(z: np.ndarray, axis: int, log: bool) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
-def _local_derivatives(node: ScalarNode, straight_through: bool) -> dict[sp.Symbol, sp.Expr]:
+def _local_derivatives(node: ScalarNode, straight_through: bool,
+                       leaky_kink: str = "one") -> dict[sp.Symbol, sp.Expr]:
     """Return dv/dp for every input p of node v, cheaply.
 
     A sum is differentiated term by term, touching only the terms that contain p (sympy.diff of
@@ -392,6 +396,11 @@ def _local_derivatives(node: ScalarNode, straight_through: bool) -> dict[sp.Symb
     op_rule = ops.REGISTRY[node.op].formula if node.op in ops.REGISTRY else None
     if node.op == "Heaviside" and straight_through:
         return {p: sp.Integer(1) for p in node.parents}
+    if node.op == "LeakyRelu" and leaky_kink == "alpha":
+        # The other common convention: the kink belongs to the alpha branch.
+        (p,) = node.parents
+        (_, _), (negative, _) = expr.args
+        return {p: sp.Piecewise((1, p > 0), (sp.diff(negative, p), True))}
     if op_rule is not None and len(node.parents) == 1 and len(op_rule.args) == 1:
         in_terms_of_y = derivative_in_terms_of_output(node.op)
         if in_terms_of_y is not None:
@@ -436,6 +445,7 @@ class BackpropResult:
     steps_list: list[Step] = field(default_factory=list)
     accumulations: list[Accumulation] = field(default_factory=list)
     straight_through: bool = False
+    leaky_kink: str = "one"
 
     def symbol(self, name: str) -> sp.Symbol:
         for s in self.nodes:
@@ -603,7 +613,7 @@ class BackpropResult:
 
 def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, *,
              output: str | None = None, limit: int | None = DEFAULT_LIMIT,
-             straight_through: bool = False) -> BackpropResult:
+             straight_through: bool = False, leaky_kink: str = "one") -> BackpropResult:
     """Run symbolic backprop on ``g`` at the point ``at`` (input name -> value).
 
     The objective is the graph's output ``output`` (default: the first); a tensor output is
@@ -611,8 +621,12 @@ def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, 
     and parameter). Parameters take their stored values unless ``at`` gives them.
     ``straight_through`` uses the straight-through estimator for Heaviside (derivative 1):
     the true derivative of a step is 0 almost everywhere, so a step-function network cannot
-    learn by gradient descent without it.
+    learn by gradient descent without it. ``leaky_kink`` is LeakyReLU's slope at 0: ``"one"``
+    (the course's (x < 0) alpha x + (x >= 0) x) or ``"alpha"`` (the kink in the alpha branch).
     """
+    if leaky_kink not in LEAKY_KINKS:
+        raise GraphcError(f"leaky_kink must be one of {', '.join(LEAKY_KINKS)}, got "
+                          f"{leaky_kink!r}", hint='"one" is the course\'s convention')
     if limit is not None:
         _check_size(g, limit)
     known = set(g.inputs) | set(g.params())
@@ -632,7 +646,7 @@ def backprop(g: Graph, at: Mapping[str, Any], wrt: Sequence[str] | None = None, 
         nodes[objective].value = float(sum(_val(nodes, c) for c in cells))
     wrt_syms = _wrt(g, nodes, wrt)
     result = BackpropResult(g, nodes, objective, wrt_syms, {}, {}, {},
-                            straight_through=straight_through)
+                            straight_through=straight_through, leaky_kink=leaky_kink)
     _reverse(result)
     return result
 
@@ -711,7 +725,7 @@ def _reverse(r: BackpropResult) -> None:
         node = nodes[s]
         if node.is_leaf:
             continue
-        for p, local in _local_derivatives(node, r.straight_through).items():
+        for p, local in _local_derivatives(node, r.straight_through, r.leaky_kink).items():
             values = {q: nodes[q].value for q in local.free_symbols if q in nodes}
             local_value = float(local.xreplace(values)) if values or local.is_Number else \
                 float(local)
