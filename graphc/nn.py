@@ -203,13 +203,37 @@ def batch_norm(x: Tensor, *, eps: float = 1e-5, momentum: float = 0.9,
                 momentum=momentum)
 
 
+LAYER_NORM_AFFINE = ("element", "channel")
+
+
 @layer
-def layer_norm(x: Tensor, *, axis: int = -1, eps: float = 1e-5,
+def layer_norm(x: Tensor, *, axis: int = 1, affine: str = "element", eps: float = 1e-5,
                name: str | None = None) -> Tensor:
-    """Layer normalization over the axes from ``axis`` to the last (scale and bias there)."""
+    """Layer normalization: each sample standardized over the axes from ``axis`` to the last.
+
+    The default ``axis=1`` is the course's: every feature of a sample together (M, H, W for a
+    conv map of M channels; the F features of an MLP layer). ``axis=-1`` normalizes the last axis
+    only (the transformer form). ``affine="element"`` learns a scale and shift per normalized
+    element (shape ``x.shape[axis:]``, ONNX's and PyTorch's form); ``"channel"`` one per channel
+    (shape (M, 1, ..., 1), which needs ``axis=1``), the per-map gamma and beta of BatchNorm.
+    """
     b = x.builder
     local, full = _layer(x, "ln", name)
-    shape = x.shape[axis:] if axis != 0 else x.shape
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError("layer_norm axis out of range", where=f"layer {full!r}",
+                         expected=f"-{x.ndim} <= axis < {x.ndim}", got=axis)
+    if affine not in LAYER_NORM_AFFINE:
+        raise unknown("layer_norm affine", affine, LAYER_NORM_AFFINE, where=f"layer {full!r}")
+    first = axis % x.ndim
+    if affine == "element":
+        shape = x.shape[first:]
+    elif first != 1 or x.ndim < 3:
+        raise ShapeError("a per-channel layer_norm normalizes a (N, M, ...) map from axis 1",
+                         where=f"layer {full!r}", expected="axis=1 and rank >= 3",
+                         got=f"axis={axis}, shape {x.shape}",
+                         hint='use affine="element" for other axes')
+    else:
+        shape = (x.shape[1],) + (1,) * (x.ndim - 2)
     w = b.param(local + ".weight", shape, init="ones")
     bias = b.param(local + ".bias", shape, init="zeros")
     return b.op("LayerNormalization", x, w, bias, name=full, axis=axis, epsilon=eps)
@@ -290,27 +314,42 @@ DROPOUT_SCALING = ("train", "test")
 
 
 @layer
-def dropout(x: Tensor, p: float = 0.5, *, scale_at: str = "train",
+def dropout(x: Tensor, p: float | None = None, *, keep: float | None = None,
+            drop: float | None = None, scale_at: str = "train",
             name: str | None = None) -> Tensor:
-    """Dropout with drop probability ``p``.
+    """Dropout: each unit is kept with probability ``keep`` and zeroed with ``drop = 1 - keep``.
+
+    Say which probability you mean: ``keep=0.75`` is the course's p (a unit is kept with
+    probability p, its expected value is p * x); ``drop=0.25`` is ONNX's ``ratio`` and PyTorch's
+    ``p``. A positional ``p`` is the drop probability, as in ONNX and PyTorch. Give one of the
+    three (default: drop 0.5). The graph stores ONNX's ``ratio`` (the drop probability).
 
     ``scale_at="train"`` (default) is inverted dropout, ONNX's: training divides the kept
-    values by the keep probability ``1 - p``, and inference is the identity. ``"test"`` is the
-    original convention: training only zeroes, and inference multiplies by ``1 - p`` (built as
-    Dropout followed by a constant Mul by ``1 - p``, which the inference pipeline keeps).
+    values by ``keep``, and inference is the identity. ``"test"`` is the course's original
+    convention: training only zeroes, and inference multiplies by ``keep`` (built as Dropout
+    followed by a constant Mul by ``keep``, which the inference pipeline keeps).
     """
-    if not 0.0 <= p < 1.0:
-        raise GraphcError("dropout probability out of range", where=f"layer {name or 'dropout'}",
-                          expected="0 <= p < 1", got=p)
+    where = f"layer {name or 'dropout'}"
+    given = {k: v for k, v in (("p", p), ("keep", keep), ("drop", drop)) if v is not None}
+    if len(given) > 1:
+        raise GraphcError("dropout takes one probability", where=where,
+                          expected="one of p=, keep=, drop=", got=", ".join(given),
+                          hint="keep = 1 - drop; a positional p is the drop probability.")
+    rate = 0.5 if not given else (1.0 - keep if keep is not None else next(iter(given.values())))
+    if keep is not None and not 0.0 < keep <= 1.0:
+        raise GraphcError("dropout keep probability out of range", where=where,
+                          expected="0 < keep <= 1", got=keep)
+    if not 0.0 <= rate < 1.0:
+        raise GraphcError("dropout probability out of range", where=where,
+                          expected="0 <= drop < 1", got=rate)
     if scale_at not in DROPOUT_SCALING:
-        raise unknown("dropout scaling", scale_at, DROPOUT_SCALING,
-                      where=f"layer {name or 'dropout'}")
+        raise unknown("dropout scaling", scale_at, DROPOUT_SCALING, where=where)
     b = x.builder
     local, full = _layer(x, "dropout", name)
-    ratio = b.const(np.float32(p), name=local + ".ratio", dtype=np.float32)
+    ratio = b.const(np.float32(rate), name=local + ".ratio", dtype=np.float32)
     y = b.op("Dropout", x, ratio, name=full)
     if scale_at == "test":
-        y = b.op("Mul", y, b.const(1.0 - p, name=local + ".keep"), name=full + ".scale")
+        y = b.op("Mul", y, b.const(1.0 - rate, name=local + ".keep"), name=full + ".scale")
     return y
 
 

@@ -31,6 +31,7 @@ class LayerRow:
     params: int
     flops: int
     state: int = 0
+    drop: float | None = None  # Dropout: the drop probability (ONNX's ratio), when constant
 
 
 def layer_table(g: Graph) -> list[LayerRow]:
@@ -57,19 +58,33 @@ def layer_table(g: Graph) -> list[LayerRow]:
         opdef = ops.get(g.op(node))
         flops = opdef.flops(g.view(node)) if opdef.flops else 0
         rows.append(LayerRow(node, g.op(node), g.type_of(Value(node)), int(params),
-                             int(flops), int(state)))
+                             int(flops), int(state), _drop_rate(g, node)))
     return rows
+
+
+def _drop_rate(g: Graph, node: str) -> float | None:
+    if g.op(node) != "Dropout":
+        return None
+    ins = g.in_values(node)
+    if len(ins) < 2 or ins[1] is None:
+        return 0.5  # ONNX's default ratio
+    if g.op(ins[1].node) != CONST:
+        return None
+    return float(g.nx.nodes[ins[1].node]["value"])
 
 
 def format_table(rows: list[LayerRow]) -> str:
     """Return the per-layer table as aligned text with a total line.
 
     A graph with stored state (BatchNorm's running statistics) gets a ``state`` column and a
-    last line adding it to the trainable parameters.
+    line adding it to the trainable parameters; a graph with Dropout, a line giving each one's
+    keep probability (the course's p) and drop probability (ONNX's ratio).
 
     >>> from graphc.models import load
-    >>> print(format_table(layer_table(load("cnn").build())).splitlines()[-1])
+    >>> for line in format_table(layer_table(load("cnn").build())).splitlines()[-2:]:
+    ...     print(line)
     25,978 trainable parameters + 224 stored state = 26,202 numbers
+    dropout, as keep p (the course's) / drop ratio (ONNX's): drop 0.7 / 0.3
     """
     with_state = any(r.state for r in rows)
     header = ("layer", "op", "output", "params", *(("state",) if with_state else ()), "FLOPs")
@@ -90,4 +105,14 @@ def format_table(rows: list[LayerRow]) -> str:
     if with_state:
         lines.append(f"{params:,} trainable parameters + {state:,} stored state = "
                      f"{params + state:,} numbers")
+    drops = [r for r in rows if r.op == "Dropout"]
+    if drops:
+        # ONNX stores the probability of dropping; the course's p is the one of keeping.
+        lines.append("dropout, as keep p (the course's) / drop ratio (ONNX's): " + ", ".join(
+            f"{r.node} {_fmt_p(1 - r.drop)} / {_fmt_p(r.drop)}" if r.drop is not None
+            else f"{r.node} set at run time" for r in drops))
     return "\n".join(lines)
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.4g}"

@@ -24,7 +24,7 @@ def build(seed: int = 0, batch: int = 1) -> Graph:
     h = conv_bn_relu(x, 16, "block1")
     h = nn.max_pool2d(conv_bn_relu(h, 32, "block2"), 2, name="pool2")
     h = nn.max_pool2d(conv_bn_relu(h, 64, "block3"), 2, name="pool3")
-    h = nn.dropout(nn.flatten(h), 0.3, name="drop")
+    h = nn.dropout(nn.flatten(h), drop=0.3, name="drop")
     b.output(nn.linear(h, 10, name="fc"), "logits")
     return b.build()
 

@@ -13,8 +13,8 @@ def build(seed: int = 0, batch: int = 1) -> Graph:
     """Return x (batch, 64) -> 128 -> 64 -> 10 logits."""
     b = GraphBuilder("mlp", seed=seed)
     x = b.input("x", (batch, 64))
-    h = nn.dropout(nn.relu(nn.linear(x, 128, name="fc1")), 0.2, name="drop1")
-    h = nn.dropout(nn.relu(nn.linear(h, 64, name="fc2")), 0.2, name="drop2")
+    h = nn.dropout(nn.relu(nn.linear(x, 128, name="fc1")), drop=0.2, name="drop1")
+    h = nn.dropout(nn.relu(nn.linear(h, 64, name="fc2")), drop=0.2, name="drop2")
     b.output(nn.linear(h, 10, name="fc3"), "logits")
     return b.build()
 

@@ -19,7 +19,7 @@ def build(seed: int = 0, batch: int = 1) -> Graph:
     h = nn.max_pool2d(h, 2, name="pool1")
     h = conv_bn_relu(conv_bn_relu(h, 64, "block2a"), 64, "block2b")
     h = nn.flatten(nn.max_pool2d(h, 2, name="pool2"))
-    h = nn.dropout(nn.relu(nn.linear(h, 128, name="fc1")), 0.3, name="drop")
+    h = nn.dropout(nn.relu(nn.linear(h, 128, name="fc1")), drop=0.3, name="drop")
     b.output(nn.linear(h, 10, name="fc2"), "logits")
     return b.build()
 

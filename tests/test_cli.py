@@ -384,7 +384,7 @@ def test_show_counts_batchnorm_as_the_course_does_4_numbers_per_feature_map(caps
     assert main(["show", "cnn", "--table"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["layer", "op", "output", "params", "state", "FLOPs"]
-    rows = {line.split()[0]: line.split() for line in lines[2:-3]}
+    rows = {line.split()[0]: line.split() for line in lines[2:-4]}
     channels = {"block1.bn": 16, "block2.bn": 32, "block3.bn": 64}
     for name, m in channels.items():
         params, state = (int(c.replace(",", "")) for c in rows[name][-3:-1])
@@ -393,8 +393,8 @@ def test_show_counts_batchnorm_as_the_course_does_4_numbers_per_feature_map(caps
     assert rows["block1.conv"][-3:-1] == ["144", "0"]
     g = load("cnn").build()
     state = 2 * sum(channels.values())
-    assert lines[-2].split() == ["total", f"{g.num_params():,}", f"{state:,}", "1,218,560"]
-    assert lines[-1] == (f"{g.num_params():,} trainable parameters + {state:,} stored state = "
+    assert lines[-3].split() == ["total", f"{g.num_params():,}", f"{state:,}", "1,218,560"]
+    assert lines[-2] == (f"{g.num_params():,} trainable parameters + {state:,} stored state = "
                          f"{g.num_params() + state:,} numbers")
     assert g.num_params() == 25_978  # num_params() still counts the trainable values only
 
@@ -403,4 +403,7 @@ def test_show_has_no_state_column_without_stored_state(capsys):
     assert main(["show", "mlp", "--table"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["layer", "op", "output", "params", "FLOPs"]
-    assert lines[-1].startswith("total") and "stored state" not in "\n".join(lines)
+    assert lines[-2].startswith("total") and "stored state" not in "\n".join(lines)
+    # The course's p keeps a unit; ONNX's ratio drops it: mlp's layers drop 0.2.
+    assert lines[-1] == ("dropout, as keep p (the course's) / drop ratio (ONNX's): "
+                         "drop1 0.8 / 0.2, drop2 0.8 / 0.2")

@@ -57,3 +57,38 @@ def test_unknown_convention_is_named() -> None:
     b = GraphBuilder("drop")
     with pytest.raises(GraphcError, match="unknown dropout scaling 'tset'.*Did you mean 'test'"):
         nn.dropout(b.input("x", (2, 2)), 0.5, scale_at="tset")
+
+
+@pytest.mark.parametrize("spelling", [{"keep": 0.75}, {"drop": 0.25}, {"p": 0.25}])
+def test_keep_and_drop_spell_the_same_layer(spelling: dict) -> None:
+    # The course's p is the probability of keeping a unit; ONNX's ratio (and PyTorch's p) the
+    # probability of dropping it. keep=0.75 and drop=0.25 are the same layer.
+    b = GraphBuilder("drop", dtype=np.float64)
+    x = b.input("x", (6, 4))
+    b.output(nn.dropout(x, **spelling, scale_at="test", name="drop"), "y")
+    g = b.build()
+    assert float(g.nx.nodes["drop.ratio"]["value"]) == 0.25
+    xv = np.arange(24.0).reshape(6, 4)
+    # Scaled at test: the inference output is the expectation keep * x of the training output.
+    np.testing.assert_allclose(run(g, {"x": xv})["y"], 0.75 * xv, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"keep": 0.75, "drop": 0.25}, "dropout takes one probability; expected one of p=, keep=, "
+                                   "drop=, got keep, drop"),
+    ({"keep": 0.0}, "dropout keep probability out of range; expected 0 < keep <= 1, got 0.0"),
+    ({"drop": 1.0}, "dropout probability out of range; expected 0 <= drop < 1, got 1.0"),
+])
+def test_bad_probabilities_are_named(kwargs: dict, message: str) -> None:
+    b = GraphBuilder("drop")
+    with pytest.raises(GraphcError) as info:
+        nn.dropout(b.input("x", (2, 2)), **kwargs, name="d")
+    assert message in str(info.value)
+
+
+def test_keep_one_is_no_dropout() -> None:
+    b = GraphBuilder("drop", dtype=np.float64)
+    x = b.input("x", (3, 2))
+    b.output(nn.dropout(x, keep=1.0, name="d"), "y")
+    g = b.build()
+    assert float(g.nx.nodes["d.ratio"]["value"]) == 0.0

@@ -618,6 +618,46 @@ def test_layer_norm(axis, shape):
     check(g, {"x": xv}, {"y": normalize_ref(xv, axes, 1e-4) * gamma + beta})
 
 
+def test_layer_norm_default_is_the_courses_every_feature_of_a_sample():
+    # The course: LN standardizes each sample over all of its features, (M, H, W) of a conv map.
+    b = GraphBuilder("ln_course")
+    x = b.input("x", (2, 3, 4, 5))
+    b.output(nn.layer_norm(x, name="ln"), "y")
+    g = b.build()
+    assert param(g, "ln.weight").shape == (3, 4, 5)
+    xv = rand(2, 3, 4, 5)
+    mu = xv.mean(axis=(1, 2, 3), keepdims=True)
+    var = ((xv - mu) ** 2).mean(axis=(1, 2, 3), keepdims=True)
+    check(g, {"x": xv}, {"y": (xv - mu) / np.sqrt(var + 1e-5)})
+
+
+def test_layer_norm_per_channel_scale_and_shift():
+    b = GraphBuilder("ln_channel")
+    x = b.input("x", (2, 3, 4, 5))
+    b.output(nn.layer_norm(x, affine="channel", name="ln"), "y")
+    g = b.build()
+    gamma = set_param(g, "ln.weight", np.array([0.5, 1.5, -2.0]).reshape(3, 1, 1))
+    beta = set_param(g, "ln.bias", np.array([0.0, 1.0, -1.0]).reshape(3, 1, 1))
+    xv = rand(2, 3, 4, 5)
+    want = normalize_ref(xv, (1, 2, 3), 1e-5) * gamma + beta
+    check(g, {"x": xv}, {"y": want})
+    # Three numbers each for gamma and beta, against 60 per-element.
+    assert g.num_params() == 6
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"axis": 4}, "layer_norm axis out of range; expected -4 <= axis < 4, got 4"),
+    ({"affine": "row"}, "unknown layer_norm affine 'row'"),
+    ({"affine": "channel", "axis": 2}, "a per-channel layer_norm normalizes a (N, M, ...) map"),
+])
+def test_layer_norm_bad_arguments(kwargs, message):
+    b = GraphBuilder("ln_bad")
+    x = b.input("x", (2, 3, 4, 5))
+    with pytest.raises(GraphcError) as info:
+        nn.layer_norm(x, name="ln", **kwargs)
+    assert message in str(info.value)
+
+
 def test_instance_norm():
     b = GraphBuilder("in")
     x = b.input("x", (2, 3, 4, 5))
