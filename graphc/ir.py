@@ -167,10 +167,13 @@ class Graph:
                 if d["out"] == value.out]
 
     def value_name(self, value: Value) -> str:
-        """Return the readable name of a value: the node id, or ``node.output`` for out > 0."""
+        """Return the readable name of a value: the node id, or ``node.output`` for out > 0
+        (``node.outputs_<k>`` for the k-th output of a variadic one, as Split's)."""
         if value.out == 0:
             return value.node
         outputs = ops.get(self.op(value.node)).outputs
+        if outputs[-1].endswith("*") and value.out >= len(outputs) - 1:
+            return f"{value.node}.{outputs[-1].rstrip('*')}_{value.out}"
         return f"{value.node}.{outputs[value.out].rstrip('?')}"
 
     def output_names(self) -> list[str]:

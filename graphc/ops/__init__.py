@@ -22,6 +22,7 @@ from graphc.ops import (
     quant_conv,
     quant_fake,
     reduce,
+    shape,
     tensor,
 )
 from graphc.ops.base import Attr, Example, NodeView, OpDef, TensorType
@@ -30,7 +31,8 @@ REGISTRY: dict[str, OpDef] = {
     op.name: op
     for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pad.OPS, *pool.OPS, *norm.OPS,
                *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS,
-               *quant.OPS, *quant_fake.OPS, *quant_conv.OPS, *binary.OPS]
+               *quant.OPS, *quant_fake.OPS, *quant_conv.OPS, *binary.OPS,
+               *shape.OPS]
 }
 
 
