@@ -76,7 +76,15 @@ from graphc import ops
 from graphc.errors import GraphcError, OpError, UsageError, unknown
 from graphc.interpret import run
 from graphc.ir import Graph, Value
-from graphc.onnxio.load import DEFAULT_DOMAINS, MIN_OPSET, _default_opset, _load, newest_opset
+from graphc.onnxio.bind import bind_inputs, graph_inputs, needed_inputs, with_bind_hint
+from graphc.onnxio.load import (
+    DEFAULT_DOMAINS,
+    MIN_OPSET,
+    _default_opset,
+    _load,
+    newest_opset,
+    upgrade,
+)
 from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES
 
 # Ops PyTorch emits for x.view(x.size(0), -1) and other shape arithmetic.
@@ -202,6 +210,8 @@ class _Importer:
         self.taken = set(self.initializers) | {i.name for i in self.source.input}
         self.taken |= {out for node in self.source.node for out in node.output if out}
         self.absorbed: set[int] = set()
+        # The ONNX node the import refused, if any (a caller may bind its inputs and retry).
+        self.failed: onnx.NodeProto | None = None
 
     # ----- values ---------------------------------------------------------------------------
 
@@ -218,6 +228,7 @@ class _Importer:
             try:
                 self._node(node, where)
             except GraphcError as err:
+                self.failed = node
                 raise (err if err.where else _relocate(err, where)) from None
         for info in self.source.output:
             where = f"graph output {info.name!r}"
@@ -683,11 +694,50 @@ class _Importer:
 # ----- public API ---------------------------------------------------------------------------
 
 
+def _prepare(model: onnx.ModelProto | bytes | str | os.PathLike[str]
+             ) -> tuple[onnx.ModelProto, int | None]:
+    """Return the loaded model at a supported opset and the opset it was upgraded from."""
+    return upgrade(_load(model))
+
+
+def _build(proto: onnx.ModelProto, batch: int, upgraded_from: int | None,
+           known: Mapping[str, Any] | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
+    """Import ``proto``; when an op refuses a graph input because it needs its value (a setting:
+    a shape, pads, axes), bind the input to its value in ``known`` and import again.
+
+    Returns the graph and the inputs bound. Without a known value the refusal names the input
+    and how to give its value.
+    """
+    bound: dict[str, np.ndarray] = {}
+    while True:
+        importer = _Importer(bind_inputs(proto, bound) if bound else proto, batch)
+        try:
+            g = importer.build()
+            break
+        except GraphcError as err:
+            names = [n for n in needed_inputs(importer.failed, proto) if n not in bound]
+            fed = [n for n in names if known is not None and n in known]
+            if fed:
+                bound.update({n: np.asarray(known[n]) for n in fed})
+                continue
+            if names and "constant" in err.what:
+                raise with_bind_hint(err, names[0]) from None
+            raise
+    if upgraded_from is not None:
+        g.meta["upgraded_from"] = upgraded_from
+    if bound:
+        g.meta["bound_inputs"] = sorted(bound)
+    return g, bound
+
+
 def from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *,
-              batch: int = 1) -> Graph:
+              batch: int = 1, bind: Mapping[str, Any] | None = None) -> Graph:
     """Import an ONNX model (a ModelProto, its bytes, or a path) into a graphc ``Graph``.
 
     A symbolic first input dimension becomes ``batch``. Errors name the ONNX node at fault.
+    A model older than opset 13 is upgraded first (``g.meta["upgraded_from"]`` says from
+    which opset). ``bind`` maps graph input names to values: those inputs become constants
+    (``graphc.onnxio.bind``), which ops that need a setting's value (Reshape's shape) require.
 
     >>> from graphc.models import mlp_tiny
     >>> from graphc.onnxio.export import to_onnx
@@ -698,15 +748,17 @@ def from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *,
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise UsageError("batch must be a positive integer", where="from_onnx",
                          expected="an int >= 1", got=repr(batch))
-    return _Importer(_load(model), int(batch)).build()
+    proto, upgraded_from = _prepare(model)
+    if bind:
+        proto = bind_inputs(proto, bind, where="from_onnx bind")
+    return _build(proto, int(batch), upgraded_from)[0]
 
 
 def _batch_of(model: onnx.ModelProto, inputs: Mapping[str, Any]) -> int:
     """Return the batch size the feeds give to inputs whose first dimension is symbolic."""
-    initializers = {t.name for t in model.graph.initializer}
     sizes: dict[str, int] = {}
-    for info in model.graph.input:
-        if info.name in initializers or info.name not in inputs:
+    for info in graph_inputs(model).values():
+        if info.name not in inputs:
             continue
         dims = info.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
@@ -720,21 +772,35 @@ def _batch_of(model: onnx.ModelProto, inputs: Mapping[str, Any]) -> int:
     return next(iter(sizes.values()), 1)
 
 
+def specialize(model: onnx.ModelProto | bytes | str | os.PathLike[str],
+               inputs: Mapping[str, Any]) -> tuple[Graph, dict[str, Any]]:
+    """Import ``model`` specialized on the values fed: return the graph and the feeds it takes.
+
+    The batch size of a symbolic first dimension is taken from the inputs, and a graph input
+    that an op needs as a constant (Reshape's shape, Pad's pads, a Reduce's axes) is bound to
+    its value (``graphc.onnxio.bind``); the feeds returned leave the bound inputs out.
+    """
+    proto, upgraded_from = _prepare(model)
+    g, bound = _build(proto, _batch_of(proto, inputs), upgraded_from, inputs)
+    return g, {k: v for k, v in inputs.items() if k not in bound}
+
+
 def run_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str],
              inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Run an ONNX model on graphc's interpreter; return ONNX output name -> array.
 
-    The batch size of a symbolic first dimension is taken from the inputs.
+    The graph is specialized on the values fed (``specialize``): the batch size of a
+    symbolic first dimension, and the inputs an op needs as constants.
 
     >>> from graphc.models import backprop_example
     >>> from graphc.onnxio.export import to_onnx
     >>> run_onnx(to_onnx(backprop_example.build()), {"x": -2.0, "y": 5.0, "z": -4.0})
     {'f': array(-12., dtype=float32)}
     """
-    proto = _load(model)
-    g = _Importer(proto, _batch_of(proto, inputs)).build()
-    results = run(g, inputs)
+    proto, _ = _prepare(model)
+    g, feeds = specialize(proto, inputs)
+    results = run(g, feeds)
     return dict(zip([o.name for o in proto.graph.output], results.values(), strict=True))
 
 
-__all__ = ["MIN_OPSET", "from_onnx", "newest_opset", "run_onnx", "supported_ops"]
+__all__ = ["MIN_OPSET", "from_onnx", "newest_opset", "run_onnx", "specialize", "supported_ops"]

@@ -8,7 +8,10 @@ What it guarantees to the importer (``graphc.onnxio.importer``):
   or as a ModelProto with external data is refused, it has no folder to read from, and a
   ModelProto passed in is never modified;
 - the default-domain opset is in range: ``MIN_OPSET`` to ``newest_opset()``, the newest the
-  installed onnx defines; a model that imports no default-domain opset is refused.
+  installed onnx defines; a model that imports no default-domain opset is refused. An older
+  model (opset 7 to 12, as the ONNX model zoo still has many) is first upgraded to
+  ``MIN_OPSET`` by ``upgrade`` with ``onnx.version_converter``; what the converter cannot convert
+  is refused with its message.
 
 Errors are ``GraphcError`` naming the file (or "the ONNX bytes"/"the ONNX model") and the
 tensor or graph at fault.
@@ -29,6 +32,7 @@ opset 12 cannot be imported
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +88,14 @@ def _load(model: Any) -> onnx.ModelProto:
     if proto.ir_version <= 0 or not proto.HasField("graph"):
         raise GraphcError(f"{source} is not an ONNX model", expected="an ONNX ModelProto",
                           got="a message without ir_version or graph")
+    if proto.ir_version > onnx.IR_VERSION:
+        # onnxruntime refuses it too, with a C++ message; say it once, before any work.
+        raise GraphcError(f"{source} has ONNX IR version {proto.ir_version}, newer than the "
+                          f"installed onnx {onnx.__version__} reads",
+                          expected=f"IR version {onnx.IR_VERSION} or older",
+                          got=proto.ir_version,
+                          hint="Export the model again with an older exporter, or upgrade onnx "
+                               "and onnxruntime.")
     external = [t for t in _tensors(proto.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         if base_dir is None:
@@ -188,3 +200,37 @@ def _default_opset(model: onnx.ModelProto) -> int:
                           where=f"ONNX graph {model.graph.name!r}",
                           expected=f"an opset from {MIN_OPSET} to {top}", got=opset, hint=hint)
     return opset
+
+
+def upgrade(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int | None]:
+    """Return the model at ``MIN_OPSET`` if its default-domain opset is older, and the opset it
+    had (``None`` when nothing was converted; the model is then returned as it is).
+
+    >>> from onnx import helper, TensorProto
+    >>> node = helper.make_node("Relu", ["x"], ["y"])
+    >>> info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    >>> out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    >>> old = helper.make_model(helper.make_graph([node], "g", [info], [out]),
+    ...                         opset_imports=[helper.make_opsetid("", 9)])
+    >>> new, was = upgrade(old)
+    >>> _default_opset(new), was
+    (13, 9)
+    """
+    versions = [o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS]
+    if not versions or max(versions) >= MIN_OPSET:
+        return model, None
+    opset = max(versions)
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as err:  # noqa: BLE001 - the converter raises RuntimeError, ValueError, ...
+        # The C++ converter's message starts with its source location and assertion.
+        message = re.sub(r"^.*?Assertion `.*?` failed: ", "", " ".join(str(err).split()))
+        message = re.sub(r"^\S+\.cc:\d+: \w+: ", "", message) or type(err).__name__
+        raise GraphcError(f"opset {opset} cannot be upgraded to opset {MIN_OPSET}: {message}",
+                          where=f"ONNX graph {model.graph.name!r}",
+                          expected=f"a model onnx.version_converter converts to {MIN_OPSET}",
+                          got=f"opset {opset}",
+                          hint=f"Export the model at opset {MIN_OPSET} or newer.") from None
+    return converted, opset
