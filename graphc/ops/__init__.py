@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from graphc.errors import OpError, unknown
 from graphc.ops import (
+    activation,
     binary,
     conv,
     elementwise,
@@ -24,6 +25,7 @@ from graphc.ops import (
     reduce,
     shape,
     tensor,
+    variadic,
 )
 from graphc.ops.base import Attr, Example, NodeView, OpDef, TensorType
 
@@ -32,7 +34,7 @@ REGISTRY: dict[str, OpDef] = {
     for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pad.OPS, *pool.OPS, *norm.OPS,
                *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS,
                *quant.OPS, *quant_fake.OPS, *quant_conv.OPS, *binary.OPS,
-               *shape.OPS]
+               *shape.OPS, *activation.OPS, *variadic.OPS]
 }
 
 

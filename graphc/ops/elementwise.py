@@ -321,6 +321,12 @@ def _lower_expr(ctx: Any, e: Any, env: dict[Any, Any], dtype: Any) -> Any:
         return _lower_piecewise(ctx, e, env, dtype)
     if e.is_Relational:
         return ctx.op(SYMPY_RELATIONS[e.rel_op], *args)
+    if isinstance(e, (sp.And, sp.Or)):
+        # sympy merges Piecewise branches of equal value: (x <= a) | (x >= b).
+        total = args[0]
+        for a in args[1:]:
+            total = ctx.op(type(e).__name__, total, a)
+        return total
     name = SYMPY_FUNCTIONS.get(type(e).__name__)
     if name is not None:
         return ctx.op(name, *args)
