@@ -13,12 +13,15 @@ from graphc.train.augment import (
     DIGITS_AUGMENT,
     Augment,
     add_noise,
+    colour,
+    crop_resize,
     feature_mixup,
     feature_noise,
     hflip,
     inject_outliers,
     mixup,
     random_crop,
+    resize_bilinear,
     rotate,
     rotate_by,
     shift,
@@ -54,6 +57,8 @@ IMAGE_AUGMENTS = {
     "add_noise": lambda x, r: add_noise(x, 0.1, r),
     "random_crop": lambda x, r: random_crop(x, 8, 2, r),
     "hflip": lambda x, r: hflip(x, r),
+    "colour": lambda x, r: colour(x, 0.2, 0.3, r),
+    "crop_resize": lambda x, r: crop_resize(x, 0.6, r),
     "mixup": _mixup_x,
     "inject_outliers": lambda x, r: inject_outliers(x, 0.5, 3.0, r),
     "feature_noise": lambda x, r: feature_noise(x, 0.1, r),
@@ -292,8 +297,8 @@ def test_augment_parse_and_print() -> None:
     assert Augment.parse(str(aug), classes=10) == aug
     assert Augment.parse("").steps == () and Augment.parse("none").steps == ()
     assert "hflip" not in Augment.parse(DIGITS_AUGMENT).names  # mirrored digits change meaning
-    assert set(AUGMENTATIONS) == {"shift", "rotate", "noise", "crop", "hflip", "mixup",
-                                  "outliers"}
+    assert set(AUGMENTATIONS) == {"shift", "rotate", "noise", "crop", "hflip", "brightness",
+                                  "contrast", "cropresize", "mixup", "outliers"}
 
 
 def test_augment_runs_in_order_and_is_deterministic(digits: tuple[Dataset, Dataset]) -> None:
@@ -318,8 +323,8 @@ def test_augment_runs_in_order_and_is_deterministic(digits: tuple[Dataset, Datas
 
 @pytest.mark.parametrize(("spec", "message"), [
     ("shift=1,rotat=10", "augment item 'rotat=10': unknown augmentation 'rotat'; expected one "
-     "of 'crop', 'hflip', 'mixup', 'noise', 'outliers', 'rotate', 'shift', got 'rotat'. "
-     "Did you mean 'rotate'?"),
+     "of 'brightness', 'contrast', 'crop', 'cropresize', 'hflip', 'mixup', 'noise', "
+     "'outliers', 'rotate', 'shift', got 'rotat'. Did you mean 'rotate'?"),
     ("nois=0.1", "Did you mean 'noise'?"),
     ("rotate=abc", "augment item 'rotate=abc': bad value for rotate; expected a number in "
      "[0, 180], got 'abc'. Write it as rotate=<value>."),
@@ -346,3 +351,79 @@ def test_augment_call_errors_name_the_step() -> None:
         Augment.parse("shift=1")(np.zeros((4, 64)), np.zeros(4, dtype=int), rng())
     with pytest.raises(GraphcError, match="rng must be a numpy random Generator"):
         Augment.parse("noise=0.1")(np.zeros((4, 3)), np.zeros(4, dtype=int), 0)
+
+
+# --- colour distortion and crop-then-resize ------------------------------------------------
+
+
+def test_colour_is_contrast_around_the_mean_plus_brightness() -> None:
+    x = images(n=200, c=2).astype(np.float64)
+    out = colour(x, 0.3, 0.5, rng(3))
+    mean = x.mean(axis=(2, 3), keepdims=True)
+    # Per image: out = c * (x - m) + m + b, with one c and one b for all its channels.
+    centred, moved = x - mean, out - mean
+    c = (moved[..., 0, 1] - moved[..., 0, 0]) / (centred[..., 0, 1] - centred[..., 0, 0])
+    b = moved[..., 0, 0] - c * centred[..., 0, 0]
+    np.testing.assert_allclose(out, c[..., None, None] * centred + mean + b[..., None, None],
+                               atol=1e-12)
+    np.testing.assert_allclose(c[:, 0], c[:, 1], atol=1e-9)
+    np.testing.assert_allclose(b[:, 0], b[:, 1], atol=1e-9)
+    assert 0.5 <= c.min() and c.max() <= 1.5 and c.max() - c.min() > 0.8
+    assert -0.3 <= b.min() and b.max() <= 0.3 and b.max() - b.min() > 0.5
+    # Brightness alone keeps the contrast; contrast alone keeps each image's mean.
+    np.testing.assert_allclose(colour(x, 0.0, 0.5, rng(4)).mean(axis=(2, 3)),
+                               x.mean(axis=(2, 3)), atol=1e-12)
+    diff = colour(x, 0.3, 0.0, rng(4)) - x
+    np.testing.assert_allclose(diff, diff[..., :1, :1] * np.ones_like(x), atol=1e-12)
+
+
+def test_resize_bilinear_matches_onnxruntime_resize() -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from graphc.onnxio.runtime import session
+
+    x = images(n=2, c=3, h=8, w=8)
+    for size in ((5, 5), (8, 8), (12, 6), (3, 10)):
+        node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
+                                coordinate_transformation_mode="half_pixel")
+        graph = helper.make_graph(
+            [node], "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 3, *size))],
+            [helper.make_tensor("sizes", TensorProto.INT64, (4,), [2, 3, *size])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(model)
+        (want,) = session(model.SerializeToString()).run(None, {"x": x})
+        np.testing.assert_allclose(resize_bilinear(x, size), want, rtol=0, atol=2e-6)
+
+
+def test_crop_resize_is_a_zoom_into_a_window() -> None:
+    x = images(n=5)
+    np.testing.assert_array_equal(crop_resize(x, 1.0, rng()), x)  # the whole image
+    # On an image linear in row and column, a bilinear zoom is linear again, with the slopes
+    # multiplied by the window's scale s in [0.5, 1] (the same for rows and columns). Samples
+    # 2..5 of each axis lie inside the pixel centres for any window (edges are clamped).
+    rows, cols = np.meshgrid(np.arange(8.0), np.arange(8.0), indexing="ij")
+    ramp = np.broadcast_to(3 * rows + cols, (40, 1, 8, 8)).astype(np.float64)
+    zoomed = crop_resize(ramp, 0.5, rng(2))[:, 0]
+    out = zoomed[:, 2:6, 2:6]
+    row_slope = np.diff(out, axis=1)
+    col_slope = np.diff(out, axis=2)
+    s = col_slope[:, 0, 0]
+    np.testing.assert_allclose(row_slope, 3 * s[:, None, None] * np.ones_like(row_slope),
+                               atol=1e-9)
+    np.testing.assert_allclose(col_slope, s[:, None, None] * np.ones_like(col_slope),
+                               atol=1e-9)
+    assert 0.5 <= s.min() and s.max() <= 1.0 and s.max() - s.min() > 0.3
+    # The window lies inside the image: every value is one of the image's range.
+    assert zoomed.min() >= 0 and zoomed.max() <= 3 * 7 + 7
+
+
+def test_colour_and_crop_resize_in_a_pipeline() -> None:
+    aug = Augment.parse("brightness=0.1,contrast=0.2,cropresize=0.8")
+    assert str(aug) == "brightness=0.1,contrast=0.2,cropresize=0.8"
+    x, y = aug(images(n=4), np.arange(4), rng())
+    assert x.shape == (4, 2, 8, 8) and y.tolist() == [0, 1, 2, 3]
+    with pytest.raises(UsageError, match=r"bad value for cropresize; expected a number in "
+                                         r"\(0, 1\], got '0'"):
+        Augment.parse("cropresize=0")

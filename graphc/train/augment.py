@@ -188,6 +188,87 @@ def hflip(x: Any, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
     return out
 
 
+def colour(x: Any, brightness: float, contrast: float, rng: np.random.Generator) -> np.ndarray:
+    """Distort each image's colour: ``c * (x - m) + m + b`` with ``m`` the image's mean per
+    channel, the contrast factor ``c ~ U[1 - contrast, 1 + contrast]`` and the brightness shift
+    ``b ~ U[-brightness, brightness]`` drawn per image (the same for all its channels).
+
+    >>> x = np.array([0.0, 1.0], np.float32).reshape(1, 1, 1, 2)
+    >>> colour(x, 0.0, 0.0, np.random.default_rng(0))[0, 0, 0]  # no distortion: unchanged
+    array([0., 1.], dtype=float32)
+    """
+    x = _batch(x, "colour", ndim=4)
+    brightness = _number_in(brightness, 0.0, math.inf, "brightness", "colour")
+    contrast = _number_in(contrast, 0.0, 1.0, "contrast", "colour")
+    rng = _need_rng(rng, "colour")
+    n = x.shape[0]
+    c = rng.uniform(1.0 - contrast, 1.0 + contrast, n).reshape(n, 1, 1, 1)
+    b = rng.uniform(-brightness, brightness, n).reshape(n, 1, 1, 1)
+    m = x.mean(axis=(2, 3), keepdims=True, dtype=np.float64)
+    return (c * (x - m) + m + b).astype(x.dtype)
+
+
+def resize_bilinear(x: Any, size: tuple[int, int]) -> np.ndarray:
+    """Resize images ``(N, C, H, W)`` to ``size`` by bilinear interpolation between pixel
+    centres (half-pixel alignment, edges clamped: ONNX Resize's ``linear`` with
+    ``half_pixel``), which is exact on images that are linear in the row and column.
+
+    >>> ramp = np.arange(4, dtype=np.float32).reshape(1, 1, 1, 4)
+    >>> resize_bilinear(ramp, (1, 2))[0, 0, 0]  # the centres of pixels 0..1 and 2..3
+    array([0.5, 2.5], dtype=float32)
+    """
+    x = _batch(x, "resize_bilinear", ndim=4)
+    th, tw = (_int_at_least(s, 1, "size", "resize_bilinear") for s in size)
+    rows = _bilinear_axis(x.shape[2], th, np.zeros(1), np.full(1, float(x.shape[2])))
+    cols = _bilinear_axis(x.shape[3], tw, np.zeros(1), np.full(1, float(x.shape[3])))
+    return _sample(x.astype(np.float64), rows, cols).astype(x.dtype)
+
+
+def _bilinear_axis(length: int, out: int, start: np.ndarray, extent: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For windows ``[start, start + extent)`` of an axis of ``length`` pixels, sampled at
+    ``out`` points: the lower pixel, the upper pixel and the upper weight, each ``(N, out)``."""
+    pos = start[:, None] + (np.arange(out)[None, :] + 0.5) * extent[:, None] / out - 0.5
+    pos = np.clip(pos, 0.0, length - 1)
+    low = np.floor(pos).astype(np.int64)
+    high = np.minimum(low + 1, length - 1)
+    return low, high, pos - low
+
+
+def _sample(x: np.ndarray, rows: tuple[np.ndarray, ...], cols: tuple[np.ndarray, ...]
+            ) -> np.ndarray:
+    (r0, r1, wr), (c0, c1, wc) = rows, cols
+    wr, wc = wr[:, None, :, None], wc[:, None, None, :]
+
+    def at(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        n = max(len(x), len(r))
+        rr = np.broadcast_to(r[:, :, None], (n, r.shape[1], c.shape[1]))
+        cc = np.broadcast_to(c[:, None, :], (n, r.shape[1], c.shape[1]))
+        return _gather(x, rr, cc)
+
+    top = at(r0, c0) * (1 - wc) + at(r0, c1) * wc
+    bottom = at(r1, c0) * (1 - wc) + at(r1, c1) * wc
+    return top * (1 - wr) + bottom * wr
+
+
+def crop_resize(x: Any, min_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Crop a random window of each image, then resize it back to the image's size.
+
+    The window's side is a fraction ``s ~ U[min_scale, 1]`` of the image's (the same fraction
+    for height and width, so the aspect ratio is kept) at a random place inside the image; the
+    resize is bilinear (``resize_bilinear``). ``min_scale=1`` returns the images unchanged.
+    """
+    x = _batch(x, "crop_resize", ndim=4)
+    min_scale = _number_in(min_scale, 0.0, 1.0, "min_scale", "crop_resize", open_low=True)
+    rng = _need_rng(rng, "crop_resize")
+    n, _, h, w = x.shape
+    scale = rng.uniform(min_scale, 1.0, n)
+    eh, ew = scale * h, scale * w
+    top, left = rng.uniform(0, 1, n) * (h - eh), rng.uniform(0, 1, n) * (w - ew)
+    return _sample(x.astype(np.float64), _bilinear_axis(h, h, top, eh),
+                   _bilinear_axis(w, w, left, ew)).astype(x.dtype)
+
+
 # --- tabular and feature-space augmentation ------------------------------------------------
 
 
@@ -299,6 +380,10 @@ _STEPS: dict[str, _Step] = {
     "crop": _Step(True, 0, 64, None,
                   lambda x, y, v, r, k: (random_crop(x, None, int(v), r), y)),
     "hflip": _Step(False, 0, 1, 0.5, lambda x, y, v, r, k: (hflip(x, r, v), y)),
+    "brightness": _Step(False, 0, math.inf, None,
+                        lambda x, y, v, r, k: (colour(x, v, 0.0, r), y)),
+    "contrast": _Step(False, 0, 1, None, lambda x, y, v, r, k: (colour(x, 0.0, v, r), y)),
+    "cropresize": _Step(False, 0, 1, None, lambda x, y, v, r, k: (crop_resize(x, v, r), y)),
     "mixup": _Step(False, 0, math.inf, None, lambda x, y, v, r, k: mixup(x, y, k, v, r)),
     "outliers": _Step(False, 0, 1, None,
                       lambda x, y, v, r, k: (inject_outliers(x, v, OUTLIER_SCALE, r), y)),
@@ -311,7 +396,9 @@ class Augment:
     """A pipeline of augmentations applied in order, e.g. ``Augment.parse("shift=1,noise=0.05")``.
 
     Names: ``shift=<max pixels>``, ``rotate=<max degrees>``, ``noise=<std>``, ``crop=<padding>``,
-    ``hflip[=<p>]``, ``mixup=<alpha>`` (labels become soft), ``outliers=<fraction>``. Noise,
+    ``hflip[=<p>]``, ``brightness=<max shift>``, ``contrast=<max change>`` (colour distortion),
+    ``cropresize=<min scale>`` (random crop resized back), ``mixup=<alpha>`` (labels become
+    soft), ``outliers=<fraction>`` (corrupts that fraction of each batch in place). Noise,
     mixup and outliers work on any batch, so a pipeline also serves a hidden layer's outputs.
 
     >>> aug = Augment.parse("shift=1, hflip")
@@ -370,7 +457,9 @@ class Augment:
 
 
 def _parse_value(text: str, step: _Step, name: str, where: str) -> float:
-    open_low = name == "mixup"  # alpha = 0 is no mixing at all, and Beta(0, 0) is undefined
+    # mixup: alpha = 0 is no mixing at all, and Beta(0, 0) is undefined; cropresize: a window
+    # of scale 0 has no pixels.
+    open_low = name in ("mixup", "cropresize")
     expected = _range_text("an integer" if step.integer else "a number", step.low, step.high,
                            open_low)
     try:

@@ -48,6 +48,7 @@ from graphc.ir import CONST, Graph, Value
 from graphc.train.augment import Augment
 from graphc.train.data import Dataset, one_hot
 from graphc.train.distill import Distillation, Teacher, check_teacher, label_with_teacher
+from graphc.train.extend import Extend
 from graphc.train.optim import SGD, Adam, Optimizer, schedule_from_spec
 from graphc.train.penalties import Penalty, layer_weights, parse_penalty, penalty_spec
 from graphc.train.runner import InterpreterRunner, OrtRunner, Runner
@@ -58,6 +59,10 @@ BACKENDS = ("onnxruntime", "interpreter")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 
 Build = Callable[[int], Graph]
+
+# The random stream of a run's data set extension: np.random.default_rng([seed, EXTEND_STREAM])
+# (epochs draw from [seed, epoch]; an epoch count never reaches this).
+EXTEND_STREAM = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     augment: str = ""
     feature_augment: tuple[str, ...] = ()
+    extend: str = ""
     loss: str = "cross_entropy"
     freeze: tuple[str, ...] = ()
     unfreeze_at: int | None = None
@@ -113,6 +119,7 @@ class TrainConfig:
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise UsageError("the momentum must be in [0, 1)", where="--momentum",
                              expected="a number in [0, 1), e.g. 0.9", got=repr(self.momentum))
+        Extend.parse(self.extend)
         self.make_optimizer()  # the optimizer checks the rest
         schedule_from_spec(self.schedule, self.learning_rate, total=self.epochs)
 
@@ -430,6 +437,21 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
         x_all = np.concatenate([train_set.x, feed.extra_x])
         y_all = np.concatenate([train_set.y, np.argmax(feed.extra_soft, axis=1)])
         soft_all = np.concatenate([one_hot(train_set.y, train_set.classes), feed.extra_soft])
+    if config.extend and feed is not None:
+        raise UsageError("extend the data set of a distilled student with its teacher",
+                         where="--extend", expected="--teacher-labels N (new samples the "
+                         "teacher labels)", got=f"--extend {config.extend} with --teacher",
+                         hint="Drop --extend, or train without --teacher.")
+    if config.extend:
+        # New samples, drawn once from the seed; a foreign object (uniform label) has no class
+        # (-1) and does not count in the training accuracy.
+        new_x, new_soft = Extend.parse(config.extend)(train_set, np.random.default_rng(
+            [config.seed, EXTEND_STREAM]))
+        hard = np.where(new_soft.max(axis=1) == 1.0, np.argmax(new_soft, axis=1), -1)
+        soft_all = np.concatenate([one_hot(y_all, train_set.classes) if soft_all is None
+                                   else soft_all, new_soft])
+        x_all = np.concatenate([x_all, new_x.astype(x_all.dtype)])
+        y_all = np.concatenate([y_all, hard])
     result = TrainResult(current, list(history), steps)
     for epoch in range(start_epoch, config.epochs):
         if config.unfreeze_at is not None and epoch == config.unfreeze_at and spec.frozen:
@@ -461,7 +483,7 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
                                   hint="Lower the learning rate (--lr).")
             losses.append(out.loss)
             correct += int(np.sum(np.argmax(out.prediction, axis=1) == yb))
-            seen += len(yb)
+            seen += int(np.sum(yb >= 0))
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"loss {out.loss:.4f}")
         result.state = {**result.state, **runner.state()}
@@ -471,7 +493,7 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
         result.history.append(log)
         result.steps = runner.steps
         if progress:
-            print(log.line(config.epochs), file=sys.stderr, flush=True)
+            print(log.line(config.epochs), flush=True)  # the log: stdout; bars: stderr
         if on_epoch is not None:
             on_epoch(result)
     return result
