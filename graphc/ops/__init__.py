@@ -23,6 +23,7 @@ from graphc.ops import (
     quant_conv,
     quant_fake,
     reduce,
+    resize,
     shape,
     tensor,
     variadic,
@@ -34,7 +35,7 @@ REGISTRY: dict[str, OpDef] = {
     for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pad.OPS, *pool.OPS, *norm.OPS,
                *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS,
                *quant.OPS, *quant_fake.OPS, *quant_conv.OPS, *binary.OPS,
-               *shape.OPS, *activation.OPS, *variadic.OPS]
+               *shape.OPS, *activation.OPS, *variadic.OPS, *resize.OPS]
 }
 
 

@@ -1,0 +1,323 @@
+"""Resize: nearest-neighbour and (bi/tri)linear resampling (ONNX opset 13+ semantics, as
+onnxruntime's CPU kernel computes them).
+
+For each resized axis of input size ``n`` and output size ``m`` (``floor(n * scale)`` from
+``scales``, or given by ``sizes`` with ``scale = m / n``), output index ``x`` reads the input at
+the coordinate
+
+- ``half_pixel``: ``(x + 0.5) / scale - 0.5``
+- ``pytorch_half_pixel``: the same, but 0 when ``m == 1``
+- ``align_corners``: ``x * (n - 1) / (m - 1)`` (0 when ``m == 1``)
+- ``asymmetric``: ``x / scale``
+
+computed in float32 as onnxruntime does. ``nearest`` rounds it by ``nearest_mode`` and clamps
+it to ``0..n-1``; ``linear`` clamps it and mixes the two neighbours by distance. Both are
+linear maps along each axis (a matrix of 0/1 or of two weights per row), so the gradient
+applies each axis's matrix transposed. The shape rule refuses what onnxruntime's CPU kernel
+or graphc does not compute: ``cubic``, ``tf_crop_and_resize``, ``antialias``, aspect-ratio
+policies other than ``stretch``, and linear resizing of axes other than the innermost two of a
+rank-2 or rank-4 input (or three of a rank-3 or rank-5 one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphc.errors import OpError, ShapeError
+from graphc.ops.base import (
+    DTYPE_SHORT,
+    Attr,
+    Example,
+    LowerCtx,
+    NodeView,
+    OpDef,
+    TensorType,
+    normalize_axis,
+    optional_inputs,
+    rng_array,
+    with_nonfinite,
+)
+
+MODES = ("nearest", "linear")
+COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+# float64 too: the interpreter computes it (gradient checks run in float64), though
+# onnxruntime's CPU kernel has no float64 Resize.
+DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64), np.dtype(np.int32),
+          np.dtype(np.int8), np.dtype(np.uint8))
+# onnxruntime's linear kernels: (rank, number of innermost axes they may resize).
+LINEAR_AXES = {2: 2, 3: 3, 4: 2, 5: 3}
+F32 = np.float32
+
+
+def _check_attrs(attrs: dict[str, Any]) -> None:
+    for key, allowed in (("mode", MODES), ("coordinate_transformation_mode", COORDINATES),
+                         ("nearest_mode", NEAREST_MODES),
+                         ("keep_aspect_ratio_policy", ("stretch",))):
+        if attrs[key] not in allowed:
+            raise OpError(f"Resize {key} {attrs[key]!r} is not supported",
+                          expected=" or ".join(repr(a) for a in allowed), got=repr(attrs[key]),
+                          hint="graphc computes nearest and linear resizing.")
+    if attrs["antialias"]:
+        raise OpError("Resize with antialias is not supported", expected="antialias=0",
+                      got=f"antialias={attrs['antialias']}")
+
+
+def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
+          consts: list[np.ndarray | None]) -> tuple[tuple[int, ...], list[float]]:
+    """Return the output shape and the per-axis scale (float32, as onnxruntime uses it)."""
+    _check_attrs(attrs)
+    x, _, scales_type, sizes_type = optional_inputs(in_types, 4)
+    _, _, scales, sizes = optional_inputs(consts, 4)
+    shape = x.shape
+    rank = len(shape)
+    if np.dtype(x.dtype) not in DTYPES:
+        raise ShapeError("Resize does not take this dtype",
+                         expected=", ".join(DTYPE_SHORT[d] for d in DTYPES),
+                         got=DTYPE_SHORT.get(np.dtype(x.dtype), str(x.dtype)))
+    axes = list(range(rank)) if attrs["axes"] is None else [
+        normalize_axis(a, rank, "Resize axis") for a in attrs["axes"]]
+    if len(set(axes)) != len(axes):
+        raise ShapeError("Resize axes repeat an axis", expected="distinct axes",
+                         got=list(attrs["axes"]))
+    given_scales = scales_type is not None and scales_type.size > 0
+    given_sizes = sizes_type is not None
+    if given_scales == given_sizes:
+        raise ShapeError("Resize needs either scales or sizes", expected="exactly one of them",
+                         got="both" if given_scales else "neither")
+    values = scales if given_scales else sizes
+    if values is None:
+        raise ShapeError("Resize scales and sizes must be constants",
+                         expected="an initializer", got="a computed value",
+                         hint="graphc shapes are static: give them as constants.")
+    # ONNX's scales are float32; a float64 graph (gradient checks) may hold them as float64.
+    want = ("f32", "f64") if given_scales else ("i64",)
+    got = DTYPE_SHORT.get(values.dtype, str(values.dtype))
+    if got not in want or values.shape != (len(axes),):
+        raise ShapeError(f"Resize {'scales' if given_scales else 'sizes'} must hold one "
+                         f"{want[0]} per resized axis", expected=f"({len(axes)},) {want[0]}",
+                         got=f"{values.shape} {got}")
+    out, factor = list(shape), [1.0] * rank
+    for axis, v in zip(axes, values.tolist(), strict=True):
+        if given_scales:
+            if not v > 0:
+                raise ShapeError("Resize scale is not positive", expected="scales > 0",
+                                 got=values.tolist())
+            out[axis] = int(np.floor(F32(shape[axis]) * F32(v)))
+            factor[axis] = float(F32(v))
+        else:
+            if v < 1:
+                raise ShapeError("Resize size is not positive", expected="sizes >= 1",
+                                 got=values.tolist())
+            out[axis] = int(v)
+            factor[axis] = float(F32(v) / F32(shape[axis]))
+        if out[axis] < 1:
+            raise ShapeError(f"Resize gives axis {axis} no elements", expected="size >= 1",
+                             got=f"{shape[axis]} * {v}")
+    if attrs["mode"] == "linear":
+        if np.dtype(x.dtype).kind != "f":
+            raise ShapeError("linear Resize needs a floating-point input", expected="f32 or f16",
+                             got=DTYPE_SHORT[np.dtype(x.dtype)], hint="Cast to f32 first.")
+        resized = [k for k in range(rank) if out[k] != shape[k] or factor[k] != 1.0]
+        inner = LINEAR_AXES.get(rank, 0)
+        if any(k < rank - inner for k in resized):
+            raise ShapeError("linear Resize of these axes has no onnxruntime kernel",
+                             expected=f"only the innermost {inner} axes resized" if inner else
+                             "an input of rank 2 to 5", got=f"axes {resized} of shape {shape}",
+                             hint="Resize with mode 'nearest', or transpose the axes inward.")
+    return tuple(out), factor
+
+
+def _coordinates(n: int, m: int, scale: float, attrs: dict[str, Any]) -> np.ndarray:
+    """Return the input coordinate of each output index, in float32 like onnxruntime."""
+    x = np.arange(m, dtype=F32)
+    s = F32(scale)
+    mode = attrs["coordinate_transformation_mode"]
+    if mode == "asymmetric":
+        return x / s
+    if mode == "align_corners":
+        return np.zeros(m, F32) if m == 1 else x * F32(n - 1) / F32(m - 1)
+    if mode == "pytorch_half_pixel" and m == 1:
+        return np.zeros(m, F32)
+    return (x + F32(0.5)) / s - F32(0.5)
+
+
+def _round(c: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "floor":
+        return np.floor(c)
+    if mode == "ceil":
+        return np.ceil(c)
+    away = np.sign(c) * np.floor(np.abs(c) + F32(0.5))  # std::round: halves away from zero
+    half = c == np.trunc(c) + F32(0.5)
+    return np.where(half, np.floor(c) if mode == "round_prefer_floor" else np.ceil(c), away)
+
+
+def _taps(n: int, m: int, scale: float, attrs: dict[str, Any]
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return, per output index, two input indices and their weights (nearest: one index,
+    weights 1 and 0)."""
+    c = _coordinates(n, m, scale, attrs)
+    if attrs["mode"] == "nearest":
+        idx = np.clip(_round(c, attrs["nearest_mode"]), 0, n - 1).astype(np.int64)
+        return idx, idx, np.zeros(m, np.float64)
+    c = np.clip(c, F32(0), F32(n - 1))
+    lo = np.minimum(c.astype(np.int64), n - 1)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (c - lo.astype(F32)).astype(np.float64)
+    return lo, hi, np.where(lo == hi, 0.5, frac)
+
+
+def _matrix(n: int, m: int, scale: float, attrs: dict[str, Any]) -> np.ndarray:
+    """Return the (m, n) matrix that resizes one axis."""
+    lo, hi, w = _taps(n, m, scale, attrs)
+    a = np.zeros((m, n))
+    rows = np.arange(m)
+    np.add.at(a, (rows, lo), 1.0 - w)
+    np.add.at(a, (rows, hi), w)
+    return a
+
+
+def _infer(in_types: list[TensorType | None], attrs: dict[str, Any],
+           consts: list[np.ndarray | None]) -> list[TensorType]:
+    shape, _ = _plan(in_types, attrs, consts)
+    return [TensorType(shape, in_types[0].dtype)]
+
+
+def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    types = [None if a is None else TensorType(a.shape, a.dtype) for a in inputs]
+    shape, factor = _plan(types, attrs, list(inputs))
+    y = x
+    # onnxruntime's linear kernels interpolate every axis they cover, also one of scale 1:
+    # there the neighbour has weight 0, and an infinity or NaN there makes the output NaN.
+    covered = x.ndim - LINEAR_AXES.get(x.ndim, 0) if attrs["mode"] == "linear" else x.ndim
+    for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
+        if n == m and factor[axis] == 1.0 and axis < covered:
+            continue
+        lo, hi, w = _taps(n, m, factor[axis], attrs)
+        if attrs["mode"] == "nearest":
+            y = np.take(y, lo, axis=axis)
+            continue
+        where = [1] * x.ndim
+        where[axis] = m
+        w = w.reshape(where)
+        y = np.take(y, lo, axis=axis).astype(np.float64) * (1.0 - w) + \
+            np.take(y, hi, axis=axis).astype(np.float64) * w
+    return [np.asarray(y).astype(x.dtype)]
+
+
+def _lower(ctx: LowerCtx, view: NodeView) -> None:
+    """One Resize node; below opset 18, ``axes`` becomes full-rank scales or sizes."""
+    attrs = dict(view.attrs)
+    axes = attrs.get("axes")
+    for key in ("antialias", "keep_aspect_ratio_policy"):
+        if key in attrs and ctx.opset < 18:
+            attrs.pop(key)  # only their defaults pass the shape rule
+    inputs = list(view.inputs)
+    if axes is not None and ctx.opset < 18:
+        attrs.pop("axes")
+        rank = len(view.in_types[0].shape)
+        scales = view.consts[2] if len(view.consts) > 2 else None
+        port = 2 if scales is not None and scales.size else 3
+        given = view.consts[port]
+        full = np.ones(rank, F32) if port == 2 else np.array(view.in_types[0].shape, np.int64)
+        for a, v in zip(axes, given, strict=True):
+            full[normalize_axis(a, rank, "Resize axis")] = v
+        inputs = (inputs + [""] * 4)[:4]
+        inputs[port] = ctx.const(f"{view.name}.{'scales' if port == 2 else 'sizes'}", full)
+        inputs = inputs[:port + 1]
+    ctx.node("Resize", inputs, view.outputs, view.name, **attrs)
+
+
+def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+    """Resizing multiplies each axis by a constant (m, n) matrix A; dX applies A^T to dY on
+    each resized axis (MatMul on the last two, through a Transpose elsewhere)."""
+    g = grads[0]
+    x, dtype = ctx.in_types[0], ctx.out_types[0].dtype
+    consts = [ctx.g.const_value(v) for v in ctx.inputs]
+    shape, factor = _plan(ctx.in_types, ctx.attrs, consts)
+    rank = len(shape)
+    for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
+        if n == m and factor[axis] == 1.0:
+            continue
+        a = _matrix(n, m, factor[axis], ctx.attrs).astype(dtype)
+        if axis == rank - 1:
+            g = ctx.op("MatMul", g, ctx.const(a, dtype))
+        elif axis == rank - 2:
+            g = ctx.op("MatMul", ctx.const(a.T.copy(), dtype), g)
+        else:
+            perm = [k for k in range(rank) if k != axis] + [axis]
+            moved = ctx.op("MatMul", ctx.op("Transpose", g, perm=perm), ctx.const(a, dtype))
+            g = ctx.op("Transpose", moved, perm=[int(k) for k in np.argsort(perm)])
+    return [g, None, None, None]
+
+
+def _examples() -> tuple[Example, ...]:
+    x = rng_array((1, 2, 3, 4), seed=1)
+    scales = lambda *v: np.array(v, np.float32)  # noqa: E731
+    sizes = lambda *v: np.array(v, np.int64)  # noqa: E731
+    nearest = {"mode": "nearest"}
+    linear = {"mode": "linear"}
+    return (
+        # F.interpolate(scale_factor=2, mode="nearest") as PyTorch exports it.
+        Example((x, None, scales(1, 1, 2, 2)), {**nearest, "coordinate_transformation_mode":
+                                                "asymmetric", "nearest_mode": "floor"},
+                consts=(2,), name="nearest-torch"),
+        Example((x, None, scales(1, 1, 1.5, 0.5)), nearest, consts=(2,),
+                name="nearest-half-pixel"),
+        Example((rng_array((2, 5, 3), seed=2), None, None, sizes(2, 8, 2)),
+                {**nearest, "nearest_mode": "round_prefer_ceil"}, consts=(3,),
+                name="nearest-sizes-ceil"),
+        Example((x, None, scales(1, 1, 2.5, 1.75)), {**nearest, "nearest_mode": "ceil",
+                                                     "coordinate_transformation_mode":
+                                                     "align_corners"}, consts=(2,),
+                name="nearest-align-corners"),
+        # F.interpolate(scale_factor=2, mode="bilinear", align_corners=False).
+        Example((x, None, scales(1, 1, 2, 2)), {**linear, "coordinate_transformation_mode":
+                                                "pytorch_half_pixel"}, consts=(2,),
+                name="bilinear-torch"),
+        Example((x, None, None, sizes(1, 2, 5, 3)), linear, consts=(3,),
+                name="bilinear-sizes"),
+        Example((x, None, scales(1, 1, 0.5, 1.5)), {**linear, "coordinate_transformation_mode":
+                                                    "align_corners"}, consts=(2,),
+                name="bilinear-align-corners"),
+        Example((rng_array((3, 4), seed=3), None, scales(1.5, 0.75)),
+                {**linear, "coordinate_transformation_mode": "asymmetric"}, consts=(2,),
+                name="linear-2d"),
+        Example((rng_array((2, 3, 2), seed=4), None, scales(2, 1, 3)), linear, consts=(2,),
+                name="trilinear"),
+        # opset 18's axes (lowered to full-rank scales below opset 18).
+        Example((x, None, scales(2, 3)), {**linear, "axes": (-2, 3)}, consts=(2,),
+                name="linear-axes"),
+        Example((np.arange(12, dtype=np.uint8).reshape(1, 1, 3, 4), None, scales(1, 1, 2, 2)),
+                nearest, consts=(2,), name="nearest-uint8"),
+    )
+
+
+RESIZE = OpDef(
+    name="Resize",
+    doc="Resample to new sizes by nearest-neighbour or (bi/tri)linear interpolation.",
+    inputs=("X", "roi?", "scales?", "sizes?"),
+    outputs=("Y",),
+    attrs={
+        "antialias": Attr("int", 0, since=18),
+        "axes": Attr("ints", None, since=18),
+        "coordinate_transformation_mode": Attr("str", "half_pixel"),
+        "cubic_coeff_a": Attr("float", -0.75),
+        "exclude_outside": Attr("int", 0),
+        "extrapolation_value": Attr("float", 0.0),
+        "keep_aspect_ratio_policy": Attr("str", "stretch", since=18),
+        "mode": Attr("str", "nearest"),
+        "nearest_mode": Attr("str", "round_prefer_floor"),
+    },
+    infer=_infer,
+    ref=_ref,
+    examples=_examples(),
+    lower=_lower,
+    flops=lambda view: 4 * view.out_types[0].size,
+    vjp=_vjp,
+)
+
+OPS: list[OpDef] = [with_nonfinite(RESIZE, 0, 1, 4, 5, 8)]
