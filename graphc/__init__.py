@@ -46,7 +46,13 @@ if TYPE_CHECKING:
     from graphc.onnxio.runtime import Comparison, compare, compare_outputs, run_onnxruntime
 
 
+# Public submodules, imported on first use like the names above.
+_SUBMODULES = ("backend",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"graphc.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'graphc' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -55,7 +61,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
 
 
 __all__ = [
@@ -66,6 +72,7 @@ __all__ = [
     "Tensor",
     "Value",
     "__version__",
+    "backend",
     "compare",
     "compare_outputs",
     "from_onnx",

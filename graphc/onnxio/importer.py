@@ -19,7 +19,11 @@ What it converts on the way in:
   import as themselves;
 - GroupNormalization-18 (opsets 18 to 20) takes scale and bias per group: constant ones are
   repeated per channel, which is graphc's (and GroupNormalization-21's) form;
-- Pad-18's ``axes`` input, when constant, is folded into pads for every axis.
+- Pad-18's ``axes`` input, when constant, is folded into pads for every axis;
+- ``Shape`` and ``Size`` (static in graphc), and the shape arithmetic on their results (nodes
+  whose inputs are all constants, one of them so folded: PyTorch's Gather, Unsqueeze, Concat
+  for ``x.view(x.size(0), -1)``), become constants; ``g.meta["import_notes"]`` lists each
+  constant so made with the nodes folded into it (``graphc compile -v`` prints them).
 
 Quantized models import as they are written, op for op, and the interpreter computes what
 their ONNX ops say (onnxruntime with graph optimizations off gives the same numbers): the QDQ
@@ -32,8 +36,7 @@ contrib ops (``com.microsoft`` QGemm, QLinearAdd, ...) and is refused with the w
 What it refuses, naming the ONNX node: ops graphc does not have (the message lists the ones it
 has), attributes it cannot represent, other domains, training-mode BatchNormalization, extra
 outputs that are used (LayerNormalization's Mean), symbolic dimensions other than the batch,
-computed shapes (``Shape``/``Gather``/``Unsqueeze`` before a Reshape), and
-external data whose path leaves the model's folder (loading and the opset check are in
+and external data whose path leaves the model's folder (loading and the opset check are in
 ``graphc.onnxio.load``).
 
 Float initializers are trainable parameters, except those used only as BatchNormalization
@@ -74,7 +77,7 @@ from onnx import helper, numpy_helper
 
 from graphc import ops
 from graphc.errors import GraphcError, OpError, UsageError, unknown
-from graphc.interpret import run
+from graphc.interpret import run, run_node
 from graphc.ir import Graph, Value
 from graphc.onnxio.bind import bind_inputs, graph_inputs, needed_inputs, with_bind_hint
 from graphc.onnxio.load import (
@@ -210,6 +213,8 @@ class _Importer:
         self.taken = set(self.initializers) | {i.name for i in self.source.input}
         self.taken |= {out for node in self.source.node for out in node.output if out}
         self.absorbed: set[int] = set()
+        # Constants folded from shape arithmetic: name -> the folded nodes, first to last.
+        self.folded: dict[str, list[str]] = {}
         # The ONNX node the import refused, if any (a caller may bind its inputs and retry).
         self.failed: onnx.NodeProto | None = None
 
@@ -242,6 +247,10 @@ class _Importer:
                                   where=where, expected=DTYPE_SHORT[got],
                                   got=DTYPE_SHORT[_dtype(declared, "the output", where)])
         self.g.verify()
+        notes = [self._fold_note(name, steps) for name, steps in self.folded.items()
+                 if name in self.g.nx and self.g.nx.out_degree(name)]
+        if notes:
+            self.g.meta["import_notes"] = notes
         if self.dynamic_batch:
             # The export names the first dimension again (N) when this is set.
             self.g.meta["dynamic_batch"] = True
@@ -445,16 +454,23 @@ class _Importer:
                   for port, n in enumerate(node.input)]
         while inputs and inputs[-1] is None:
             inputs.pop()
+        if self._fold_shape(node, inputs, attrs, where):
+            return
         if op == "BatchNormalization":
             self._check_batchnorm(node, attrs, where)
+        variadic = opdef.outputs[-1].endswith("*")
+        if op == "Split" and len(inputs) < 2 and "num_outputs" not in attrs:
+            # Split-13 without sizes cuts into as many equal parts as the node has outputs.
+            attrs["num_outputs"] = len(node.output)
         for k, out in enumerate(node.output):
-            if k >= len(opdef.outputs) and self._used(out):
+            if k >= len(opdef.outputs) and self._used(out) and not variadic:
                 raise OpError(f"output {k} of {op} ({out!r}) is used, and graphc's {op} has "
                               f"{len(opdef.outputs)} output(s)", where=where,
                               expected=f"outputs 0..{len(opdef.outputs) - 1} only",
                               got=f"output {k} used")
         value = self._add(op, inputs, attrs, node.output[0], where)
-        for k, out in enumerate(node.output[1:len(opdef.outputs)], start=1):
+        count = len(node.output) if variadic else len(opdef.outputs)
+        for k, out in enumerate(node.output[1:count], start=1):
             if out:
                 self.values[out] = Value(value.node, k)
 
@@ -622,6 +638,52 @@ class _Importer:
         self._add("Heaviside", [x], attrs, cast.output[0], _where(cast))
         self.absorbed.add(id(cast))
         return True
+
+    def _fold_shape(self, node: onnx.NodeProto, inputs: list[Value | None],
+                    attrs: dict[str, Any], where: str) -> bool:
+        """Make ``Shape``/``Size`` of a value, and a node of shape arithmetic (all inputs
+        constant, one folded here), a constant; return whether it did.
+
+        The node is added first, so that its shape rule checks it, then evaluated by its
+        reference and replaced by its results; constants only it used go back to pending.
+        """
+        op = node.op_type
+        consts = [v is None or self.g.const_value(v) is not None for v in inputs]
+        if any(out in self.output_names for out in node.output) or not inputs or (
+                op not in ("Shape", "Size") and not (all(consts) and any(
+                    v is not None and v.node in self.folded for v in inputs))):
+            return False
+        value = self._add(op, inputs, attrs, node.output[0], where)
+        args = [None if v is None else self.g.const_value(v) for v in inputs]
+        if op in ("Shape", "Size"):
+            # Only the static type matters: a zero-stride view stands for the data.
+            t = self.g.type_of(inputs[0])
+            args[0] = np.broadcast_to(np.zeros((), t.dtype), t.shape)
+        results = run_node(self.g, value.node, args)
+        self.g.nx.remove_node(value.node)
+        del self.values[node.output[0]]
+        steps: list[str] = []
+        for v in inputs:
+            if v is None:
+                continue
+            steps += [s for s in self.folded.get(v.node, []) if s not in steps]
+            data = self.g.nx.nodes.get(v.node, {})
+            if data.get("op") == "Const" and not self.g.nx.out_degree(v.node):
+                self.pending[v.node] = (data["value"], bool(data.get("trainable")))
+                self.g.nx.remove_node(v.node)
+                del self.values[v.node]
+        steps.append(f"{op} {node.name!r}" if node.name else op)
+        for name, array in zip(node.output, results, strict=False):
+            if name:
+                self._const(name, np.asarray(array), False, where)
+                self.folded[name] = steps
+        return True
+
+    def _fold_note(self, name: str, steps: list[str]) -> str:
+        array = self.g.const_value(self.values[name])
+        batch = f" at batch {self.batch}" if self.dynamic_batch else ""
+        return (f"folded {' -> '.join(steps)} into the constant {name!r} = "
+                f"{array.tolist()}{batch} (graphc's shapes are static)")
 
     def _check_batchnorm(self, node: onnx.NodeProto, attrs: dict[str, Any],
                          where: str) -> None:

@@ -29,6 +29,11 @@ DTYPE_SHORT = {
     np.dtype(np.int8): "i8",
     np.dtype(np.uint8): "u8",
     np.dtype(np.bool_): "bool",
+    # The other integer types ONNX defines arithmetic and comparisons on.
+    np.dtype(np.int16): "i16",
+    np.dtype(np.uint16): "u16",
+    np.dtype(np.uint32): "u32",
+    np.dtype(np.uint64): "u64",
 }
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
 # ONNX's TensorProto.DataType numbers of the dtypes above (fixed by the ONNX spec), so that the
@@ -43,6 +48,10 @@ ONNX_DTYPES = {
     np.dtype(np.bool_): 9,
     np.dtype(np.float16): 10,
     np.dtype(np.float64): 11,
+    np.dtype(np.uint16): 4,
+    np.dtype(np.int16): 5,
+    np.dtype(np.uint32): 12,
+    np.dtype(np.uint64): 13,
 }
 
 

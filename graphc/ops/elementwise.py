@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from graphc.errors import ShapeError
 from graphc.ops.base import (
+    FLOAT_DTYPES,
     Attr,
     Example,
     LowerCtx,
@@ -392,6 +394,55 @@ def _sigmoid(m: Any, x: Any) -> Any:
     return 1 / (1 + m.exp(-x))
 
 
+# Pow(A, B) may raise A to a B of another numeric dtype (ONNX's T and T1); Y has A's dtype.
+POW_BASE_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.float16, np.int32,
+                                              np.int64))
+
+
+def _pow_infer(in_types: list[TensorType], attrs: dict[str, Any], consts: list
+               ) -> list[TensorType]:
+    a, b = in_types
+    if np.dtype(a.dtype) == np.dtype(b.dtype):
+        return _infer(in_types, attrs, consts)
+    for what, t, allowed in (("base A", a, POW_BASE_DTYPES), ("exponent B", b, None)):
+        if np.dtype(t.dtype) == np.bool_ or (allowed and np.dtype(t.dtype) not in allowed):
+            raise ShapeError(f"Pow {what} of another dtype than the other input must be a "
+                             "number of a type ONNX allows there", expected="f32, f64, f16, "
+                             "i32 or i64" if allowed else "a float or integer tensor",
+                             got=str(t))
+    return [TensorType(broadcast_shapes(a.shape, b.shape), np.dtype(a.dtype))]
+
+
+def _mixed_pow(op: OpDef) -> OpDef:
+    """Return Pow's record taking an exponent of another dtype (float ** int, int ** float).
+
+    The gradient of a float base with an integer exponent is dY B A^(B - 1), B cast to A's
+    dtype; an integer exponent or an integer output gets none.
+    """
+    same = op.vjp
+
+    def vjp(ctx: Any, grads: list[Any]) -> list[Any]:
+        a_type, b_type = ctx.in_types
+        if np.dtype(a_type.dtype) == np.dtype(b_type.dtype):
+            return same(ctx, grads)
+        if np.dtype(a_type.dtype) not in FLOAT_DTYPES or grads[0] is None:
+            return [None, None]
+        a, b = ctx.inputs
+        dtype = a_type.dtype
+        exponent = ctx.op("Cast", b, to=onnx_dtype(dtype))
+        power = ctx.op("Pow", a, ctx.op("Sub", exponent, ctx.const(1.0, dtype)))
+        local = ctx.op("Mul", exponent, power)
+        return [ctx.unbroadcast(ctx.op("Mul", grads[0], local), a_type.shape), None]
+
+    examples = (
+        Example((rng_array((2, 3), seed=61, low=0.5, high=2.0),
+                 np.array([[2, -1, 3]], np.int64)), consts=(1,), name="float-to-int"),
+        Example((np.array([1, 2, 3, -4], np.int64), np.array([0.5, 2.0, 1.5, 3.0], np.float32)),
+                name="int-to-float"),
+    )
+    return replace(op, infer=_pow_infer, vjp=vjp, examples=op.examples + examples)
+
+
 OPS: list[OpDef] = [
     elementwise("Add", "Add two tensors with numpy broadcasting.", lambda m, a, b: a + b, 2,
                 examples=_binary_examples(), nonfinite=_binary_nonfinite()),
@@ -405,13 +456,14 @@ OPS: list[OpDef] = [
                            Example((np.array([1.0, -1.0, 0.0, -0.0, np.inf, np.nan], np.float32),
                                     np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)),
                                    name="by-zero"))),
-    elementwise("Pow", "Raise A to the power B with numpy broadcasting.",
-                lambda m, a, b: m.Pow(a, b), 2,
-                examples=tuple(
-                    Example((np.abs(e.inputs[0]) + np.float32(0.5), e.inputs[1]), e.attrs,
-                            e.consts, e.name)
-                    for e in _binary_examples()),
-                nonfinite=_pow_nonfinite()),
+    _mixed_pow(elementwise(
+        "Pow", "Raise A to the power B (of A's dtype, or float ** int, int ** float) with "
+        "numpy broadcasting.", lambda m, a, b: m.Pow(a, b), 2,
+        examples=tuple(
+            Example((np.abs(e.inputs[0]) + np.float32(0.5), e.inputs[1]), e.attrs,
+                    e.consts, e.name)
+            for e in _binary_examples()),
+        nonfinite=_pow_nonfinite())),
     elementwise("Neg", "Negate: -x.", lambda m, x: -x, examples=_unary_examples(),
                 nonfinite=_unary_nonfinite()),
     elementwise("Exp", "Exponential: e^x.", lambda m, x: m.exp(x), examples=_unary_examples(),
