@@ -11,6 +11,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import onnx
 import pytest
@@ -45,6 +46,34 @@ FILES = {
             b.output(nn.linear(nn.reshape(x, (1, 8), name="to_flat"), 3, name="fc"), "y")
             return b.build()
         """,
+    "int64ex.py": """\
+        import numpy as np
+        from graphc import GraphBuilder, nn
+
+        def build(seed=0):
+            b = GraphBuilder("int64ex")
+            b.output(nn.linear(b.input("x", (1, 4)), 3, name="fc"), "y")
+            return b.build()
+
+        def example_inputs():
+            return {"x": np.arange(4).reshape(1, 4)}  # int64
+        """,
+    "empty.py": """\
+        from graphc import GraphBuilder, nn
+
+        def build(seed=0, batch=0):
+            b = GraphBuilder("empty")
+            b.output(nn.linear(b.input("x", (batch, 4)), 3, name="fc"), "y")
+            return b.build()
+        """,
+    "ctrlc.py": """\
+        raise KeyboardInterrupt  # Ctrl-C while graphc imports the model
+        """,
+    "bad.csv": """\
+        a,b,label
+        0.5,1.5,0
+        0.5,oops,1
+        """,
 }
 
 
@@ -56,6 +85,19 @@ def float64_conv() -> bytes:
         [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 1, 5, 5])],
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2, 3, 3])], [w])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def gemm(ir_version: int | None = None) -> bytes:
+    """x (1, 4) -> Gemm -> y (1, 3): a compiled file with a fixed batch of 1."""
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if ir_version is not None:
+        model.ir_version = ir_version
+    return model.SerializeToString()
 
 
 def zip_bomb() -> bytes:
@@ -84,6 +126,16 @@ def folder(tmp_path, monkeypatch):
     for name, text in FILES.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
     (tmp_path / "f64.onnx").write_bytes(float64_conv())
+    (tmp_path / "gemm.onnx").write_bytes(gemm())
+    (tmp_path / "ir99.onnx").write_bytes(gemm(ir_version=99))
+    np.save(tmp_path / "x.npy", np.ones((5, 4), np.float32))
+    np.save(tmp_path / "none.npy", np.ones((0, 4), np.float32))
+    np.save(tmp_path / "wide.npy", np.ones((5, 6), np.float32))
+    np.save(tmp_path / "labels.npy", np.arange(4))
+    np.savez(tmp_path / "only_x.npz", x=np.ones((8, 4), np.float32))
+    for label, size in (("a", 4), ("b", 5)):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        plt.imsave(tmp_path / "imgs" / label / "0.png", np.zeros((size, size)), cmap="gray")
     (tmp_path / "bomb.ckpt").write_bytes(zip_bomb())
     (tmp_path / "liar.ckpt").write_bytes(lying_header())
     weight = np.ones((3, 4), np.float32)
@@ -165,6 +217,64 @@ CASES = {
         "checkpoint 'liar.ckpt', array 'fc.weight': liar.ckpt declares more data for "
         "'fc.weight' than it holds; expected at most 144 bytes, got shape (100000, 100000) of "
         "float32 (40,000,000,000 bytes)."),
+    "ONNX IR version 99 (compile)": (
+        ["compile", "ir99.onnx", "-o", "out.onnx"], 1,
+        "ONNX file 'ir99.onnx' has ONNX IR version 99, newer than the installed onnx"),
+    "ONNX IR version 99 (run)": (["run", "ir99.onnx", "--input", "x.npy"], 1,
+                                 "has ONNX IR version 99"),
+    "int64 example inputs": (
+        ["compile", "int64ex.py", "-o", "out.onnx", "--verify"], 1,
+        "input 'x' has the wrong dtype or shape; expected float32 of shape (1, 4), got int64 "
+        "of shape (1, 4)."),
+    "a batch of 0 (compile)": (["compile", "empty.py", "-o", "out.onnx", "--verify"], 1,
+                               "input 'x' has a batch of 0; expected sizes >= 1, got shape "
+                               "(0, 4)."),
+    "a batch of 0 (grad)": (["grad", "empty.py"], 1, "input 'x' has a batch of 0"),
+    "a batch of 0 (run --batch)": (["run", "gemm.onnx", "--input", "x.npy", "--batch", "0"], 2,
+                                   "argument --batch: invalid positive_int value: '0'"),
+    "a batch of 0 (run data)": (["run", "gemm.onnx", "--input", "none.npy"], 1,
+                                "--input x=none.npy: none.npy holds no samples"),
+    "Ctrl-C while loading the model": (["compile", "ctrlc.py", "-o", "out.onnx"], 130,
+                                       "interrupted (Ctrl-C); no output was left half-written"),
+    "run a .py file": (["run", "tiny.py", "--input", "x.npy"], 2,
+                       "cannot run 'tiny.py'; expected an .onnx file"),
+    "run -o not .npz": (["run", "gemm.onnx", "--input", "x.npy", "-o", "out.txt"], 2,
+                        "-o: cannot write 'out.txt'; expected an .npz file"),
+    "run -o over its input": (["run", "gemm.onnx", "--input", "only_x.npz", "-o", "only_x.npz"],
+                              2, "-o 'only_x.npz' would overwrite an input"),
+    "run an unknown input name": (["run", "gemm.onnx", "--input", "z=x.npy"], 2,
+                                  "--input: unknown input 'z'; expected one of 'x'"),
+    "run --batch on a fixed batch": (["run", "gemm.onnx", "--input", "x.npy", "--batch", "4"], 2,
+                                     "--batch: gemm.onnx takes batches of 1"),
+    "run data of another shape": (["run", "gemm.onnx", "--input", "x=wide.npy"], 1,
+                                  "the samples of wide.npy do not fit input 'x'; expected "
+                                  "samples of shape (4,)"),
+    "run --labels of another length": (["run", "gemm.onnx", "--input", "x.npy", "--labels",
+                                        "labels.npy"], 1,
+                                       "labels.npy does not hold one class id per sample"),
+    "train --data unknown": (["train", "tiny.py", "--data", "blob", "-o", "t.ckpt"], 2,
+                             "--data: unknown data set 'blob'; expected one of 'blobs', "
+                             "'digits', 'images', 'spirals', 'xor', got 'blob'. Did you mean "
+                             "'blobs'?"),
+    "train --data a missing file": (["train", "tiny.py", "--data", "gone.npz", "-o", "t.ckpt"],
+                                    2, "--data: gone.npz does not exist"),
+    "train --data an .npz without y": (["train", "tiny.py", "--data", "only_x.npz", "-o",
+                                        "t.ckpt"], 1, "only_x.npz has no array 'y'"),
+    "train --data a CSV with a word": (["train", "tiny.py", "--data", "bad.csv", "-o", "t.ckpt"],
+                                       1, "bad.csv has a feature that is not a number; expected "
+                                       "numbers in every column but 'label', got 'oops'."),
+    "train --data images of two sizes": (["train", "tiny.py", "--data", "imgs", "-o",
+                                          "t.ckpt"], 1, "differs in size from"),
+    "train --data that does not fit the input": (
+        ["train", "tiny.py", "--data", "spirals", "-o", "t.ckpt"], 2,
+        "--data spirals: the data does not fit the model's input; expected samples of shape "
+        "(4,), got samples of shape (2,)."),
+    "train --data blobs with an unknown parameter": (
+        ["train", "tiny.py", "--data", "blobs:k=2", "-o", "t.ckpt"], 2,
+        "unknown parameter of blobs 'k'"),
+    "compile --accuracy an unknown data set": (
+        ["compile", "tiny.py", "-o", "out.onnx", "--accuracy", "digts"], 2,
+        "unknown data set 'digts'"),
     "checkpoint with a NaN weight": (
         ["compile", "tiny.py", "--weights", "nan.ckpt", "-o", "out.onnx"], 1,
         "checkpoint 'nan.ckpt', array 'fc.weight': nan.ckpt holds non-finite values in "

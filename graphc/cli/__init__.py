@@ -1,12 +1,12 @@
 """The ``graphc`` command line: ``main()`` and the parser.
 
-One module per command (``compile``, ``train``, ``prune``, ``grad``, ``show``, ``explain``, and
-``listing`` for ``passes``, ``models`` and ``ops``); what they share is in ``common`` (loading
-MODEL, output paths) and ``checkpoints`` (data sets, checkpoints, accuracy). No command module
-imports another.
+One module per command (``compile``, ``train``, ``prune``, ``grad``, ``show``, ``explain``,
+``run``, and ``listing`` for ``passes``, ``models`` and ``ops``); what they share is in
+``common`` (loading MODEL, output paths) and ``checkpoints`` (data sets, checkpoints, accuracy).
+No command module imports another.
 
 Errors print one line, ``graphc: error: ...``, and exit 1 (2 for usage errors); ``--debug``
-shows the traceback instead.
+shows the traceback instead. Ctrl-C prints one line and exits 130.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from graphc.cli import bench, compile, explain, grad, listing, prune, show, train
+    from graphc.cli import bench, compile, explain, grad, listing, prune, run, show, train
     from graphc.version import __version__
 
     # --debug is accepted before and after the subcommand; SUPPRESS keeps the subcommand's
@@ -52,6 +52,7 @@ def make_parser() -> argparse.ArgumentParser:
     listing.add_models_parser(sub, common)
     listing.add_ops_parser(sub, common)
     bench.add_parser(sub, common)
+    run.add_parser(sub, common)
     return parser
 
 
@@ -114,7 +115,20 @@ float32 inputs and weights (most ops), got another dtype. Cast the model to floa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``graphc`` command; return the exit status."""
+    """Run the ``graphc`` command; return the exit status (130 after Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C at any point, start-up (imports, parsing, loading MODEL) included: one line.
+        # Outputs are written atomically, so none is left half-written.
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            raise
+        print("graphc: error: interrupted (Ctrl-C); no output was left half-written",
+              file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from graphc.models import MODELS
 
     parser = make_parser()
@@ -128,8 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"graphc: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         # The reader of our output went away (e.g. `graphc ops | head`): stop quietly.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115

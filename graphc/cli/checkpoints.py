@@ -18,15 +18,32 @@ from typing import Any
 from graphc.cli.common import Loaded
 from graphc.errors import GraphcError, UsageError
 
-DATA_SETS = ("digits",)
+# The data sets by name; --data also takes an .npz or .csv file or a folder of class folders
+# (graphc.train.datafiles).
+DATA_SETS = ("digits", "blobs", "xor", "spirals", "images")
+DATA_HELP = ("digits, blobs, xor, spirals or images (e.g. blobs:n=600,classes=4), an .npz file "
+             "(arrays x, y; optional x_test, y_test), a .csv file (label column: label, y, "
+             "class, target or the last; FILE.csv:COLUMN), or a folder with one sub-folder of "
+             "images per class")
 
 
 def check_data(name: str, option: str) -> None:
-    """Refuse a data set name that is not in ``DATA_SETS`` (a usage error of ``option``)."""
-    from graphc.errors import unknown
+    """Refuse a ``--data`` value that names no data set or file (a usage error of
+    ``option``), before anything is loaded."""
+    from graphc.train.datafiles import check_spec
 
-    if name not in DATA_SETS:
-        raise unknown("data set", name, DATA_SETS, cls=UsageError, where=option)
+    check_spec(name, option)
+
+
+def has_labels(spec: str) -> bool:
+    """Whether ``spec`` is a labeled data set (a name, a CSV file, a folder, or an .npz file
+    with arrays x and y), rather than an .npz file of inputs alone (``--calibrate``)."""
+    from graphc.train.datafiles import data_kind, read_arrays
+
+    kind = data_kind(spec)
+    if kind != "npz":
+        return kind is not None
+    return Path(spec).is_file() and {"x", "y"} <= set(read_arrays(spec, spec))
 
 
 def parse_classes(text: str) -> list[int]:
@@ -58,13 +75,17 @@ def load_data(name: str, classes: Sequence[int] | None = None) -> tuple[Any, Any
     only those classes, relabeled ``0..M-1`` in the given order."""
     import numpy as np
 
-    from graphc.train.data import Dataset, load_digits
+    from graphc.train.data import Dataset
+    from graphc.train.datafiles import load_dataset
 
-    check_data(name, "--data")
-    splits = load_digits()
+    splits = load_dataset(name, "--data")
     if not classes:
         return splits
-    relabel = np.full(10, -1, np.int64)
+    if max(classes) >= splits[0].classes:
+        raise UsageError(f"--classes {_classes_label(classes)} names a class that {name} lacks",
+                         where="--classes", expected=f"classes 0..{splits[0].classes - 1}",
+                         got=max(classes))
+    relabel = np.full(splits[0].classes, -1, np.int64)
     relabel[list(classes)] = np.arange(len(classes))
     subsets = []
     for split in splits:
@@ -72,6 +93,11 @@ def load_data(name: str, classes: Sequence[int] | None = None) -> tuple[Any, Any
         subsets.append(Dataset(split.x[keep], relabel[split.y[keep]], len(classes),
                                f"{split.name}[{_classes_label(classes)}]"))
     return subsets[0], subsets[1]
+
+
+def samples_word(data: Any) -> str:
+    """"images" for a data set of images (N, C, H, W), "samples" for other data."""
+    return "images" if data.x.ndim == 4 else "samples"
 
 
 def _classes_label(classes: Sequence[int]) -> str:
@@ -284,7 +310,8 @@ def print_accuracy(model: bytes, name: str, test_set: Any, weights: Weights | No
     record of it after its last epoch."""
     accuracy = onnx_accuracy(model, test_set)
     print(f"  accuracy     {100 * accuracy:.2f}% on the {name} test split"
-          f"{classes_text(weights.classes if weights else None)} ({len(test_set)} images, "
+          f"{classes_text(weights.classes if weights else None)} ({len(test_set)} "
+          f"{samples_word(test_set)}, "
           "the written file on onnxruntime)")
     if weights is not None and weights.checkpoint.history:
         last = weights.checkpoint.history[-1]

@@ -86,8 +86,51 @@ def example_feeds(module: ModuleType | None, graph: Any, seed: int = 0
     from graphc.testing import random_feeds
 
     if module is not None and callable(getattr(module, "example_inputs", None)):
-        return module.example_inputs()
+        return check_examples(module.example_inputs(), graph, _origin(module))
     return random_feeds(graph, seed)
+
+
+def check_examples(feeds: Any, graph: Any, origin: str) -> dict[str, np.ndarray]:
+    """Refuse example inputs that onnxruntime would refuse (another name, dtype or shape than
+    the graph's inputs), naming the input, instead of onnxruntime's raw message later."""
+    import numpy as np
+
+    from graphc.ir import Value
+
+    where = f"example_inputs() of {origin}"
+    if not isinstance(feeds, dict):
+        raise GraphcError("example_inputs() must return a dict", where=where,
+                          expected="{input name: array}", got=type(feeds).__name__)
+    if sorted(feeds) != sorted(graph.inputs):
+        raise GraphcError("the example inputs are not the model's inputs", where=where,
+                          expected=", ".join(graph.inputs) or "no inputs",
+                          got=", ".join(map(str, feeds)) or "none")
+    arrays = {}
+    for name in graph.inputs:
+        want = graph.type_of(Value(name))
+        array = np.asarray(feeds[name])
+        if array.dtype != want.dtype or array.shape != tuple(want.shape):
+            raise GraphcError(f"input {name!r} has the wrong dtype or shape", where=where,
+                              expected=f"{want.dtype} of shape {tuple(want.shape)}",
+                              got=f"{array.dtype} of shape {array.shape}",
+                              hint=f"Return np.asarray(..., np.{want.dtype}) of that shape "
+                                   "(onnxruntime converts no dtypes).")
+        arrays[name] = array
+    return arrays
+
+
+def check_no_empty_input(graph: Any, origin: str) -> None:
+    """Refuse an input with a dimension of size 0 (a batch of 0): there is nothing to run,
+    verify or measure on it."""
+    from graphc.ir import Value
+
+    for name in graph.inputs:
+        shape = tuple(graph.type_of(Value(name)).shape)
+        if 0 in shape:
+            what = "a batch of 0" if shape and shape[0] == 0 else "a dimension of size 0"
+            raise GraphcError(f"input {name!r} has {what}", where=origin,
+                              expected="sizes >= 1", got=f"shape {shape}",
+                              hint="Give the input at least one sample (batch 1).")
 
 
 @dataclass
@@ -106,9 +149,11 @@ def load_model(spec: str, seed: int = 0) -> Loaded:
 
         graph = from_onnx(spec)
         graph.verify()
+        check_no_empty_input(graph, spec)
         return Loaded(graph, example_feeds(None, graph, seed), Path(spec))
     module = load_module(spec)
     graph = _build(module, seed)
+    check_no_empty_input(graph, _origin(module))
     return Loaded(graph, example_feeds(module, graph, seed))
 
 
@@ -199,8 +244,6 @@ def bound_threads(value: int | None, source: str) -> tuple[int | None, str | Non
 
 def format_size(nbytes: int) -> str:
     return f"{nbytes / 1024:,.1f} KiB" if nbytes < 1024**2 else f"{nbytes / 1024**2:,.1f} MiB"
-
-
 
 
 def input_files(*specs: str | None) -> list[str]:

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphc.cli.checkpoints import (
-    DATA_SETS,
     Weights,
     accuracy_data,
     apply_weights,
     check_data,
+    has_labels,
     load_data,
     onnx_accuracy,
     print_accuracy,
@@ -320,12 +320,13 @@ def calibration_data(spec: str, graph: Any, weights: Any) -> np.ndarray:
     from graphc.train.loop import fit_data
 
     shape = graph.type_of(Value(graph.inputs[0])).shape
-    if spec in DATA_SETS:
+    if has_labels(spec):
         train_set, _ = load_data(spec, weights.classes if weights else None)
         return fit_data(train_set, shape, f"--calibrate {spec}")[:CALIBRATION_SAMPLES]
     if not spec.endswith(".npz"):
         raise UsageError(f"cannot calibrate with {spec!r}", where="--calibrate",
-                         expected=f"{' or '.join(DATA_SETS)}, or an .npz file", got=spec)
+                         expected="a data set (see --data of `graphc train --help`), or an "
+                         ".npz file of inputs", got=spec)
     try:
         with np.load(spec, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -363,7 +364,7 @@ def print_int8_summary(fp32: Any, data: bytes, opset: int, args: argparse.Namesp
     t = measure([reference, data], {first: feeds[first]}, rounds=21)[1]
     print(f"               time {t.ratio:.2f}x fp32 at batch {feeds[first].shape[0]} (median of 21 "
           f"interleaved runs, 1 thread; {cpu_info().describe()})")
-    if args.calibrate in DATA_SETS:
+    if has_labels(args.calibrate):
         _, test_set = load_data(args.calibrate, weights.classes if weights else None)
         before, after = onnx_accuracy(reference, test_set), onnx_accuracy(data, test_set)
         print(f"               accuracy {100 * after:.2f}% vs {100 * before:.2f}% fp32 on the "
@@ -451,8 +452,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a checkpoint of `graphc train` to take the weights from (its head "
                         "may have another number of classes)")
     p.add_argument("--accuracy", metavar="DATA",
-                   help="print the written file's test accuracy on onnxruntime: digits (the "
-                        "checkpoint's --classes subset, if any)")
+                   help="print the written file's test accuracy on onnxruntime on the test "
+                        "split of DATA: digits (the checkpoint's --classes subset, if any), "
+                        "another data set name, an .npz or .csv file or an image folder (see "
+                        "docs/data.md)")
     r = p.add_argument_group("pruning (with --passes prune-magnitude or prune-channels; "
                              "`graphc prune` fine-tunes between steps)")
     r.add_argument("--sparsity", type=float, metavar="S",
@@ -478,7 +481,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "than POINTS below the model's (default 1.0)")
     q = p.add_argument_group("int8 quantization (with --passes quantize-int8)")
     q.add_argument("--calibrate", metavar="DATA",
-                   help="calibration inputs: digits (256 training images) or FILE.npz")
+                   help="calibration inputs: 256 training samples of a data set (digits, "
+                        "a name, a labeled .npz or .csv file, an image folder), or FILE.npz "
+                        "of inputs")
     q.add_argument("--calibration", metavar="METHOD",
                    help="activation ranges by minmax (default), percentile or entropy")
     q.add_argument("--per-tensor", action="store_true",

@@ -99,8 +99,7 @@ def cmd_grad(args: argparse.Namespace) -> int:
     result = backprop(loaded.graph, point, wrt, output=args.output,
                       limit=args.limit or DEFAULT_LIMIT, straight_through=args.straight_through,
                       leaky_kink=args.leaky_kink)
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in parse_point(args.at).items()) or \
-        "the model's example inputs"
+    shown = _header_point(loaded.graph.inputs, loaded.feeds, given)
     obj = result.objective.name
     print(f"backprop of {loaded.graph.name} at {shown}: {obj} = "
           f"{result.nodes[result.objective].value:.6g}")
@@ -156,6 +155,36 @@ def cmd_grad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _header_point(inputs: list[str], feeds: dict[str, Any], given: dict[str, Any]) -> str:
+    """The point of the header: the values ``--at`` gives, then the inputs it leaves at the
+    model's example values.
+
+    >>> _header_point(["x", "y"], {"x": 1.0, "y": 2.0}, {"x": -2})
+    'x=-2; example input y=2'
+    >>> _header_point(["x"], {"x": 1.0}, {})
+    "the model's example inputs"
+    """
+    if not given:
+        return "the model's example inputs"
+    text = ", ".join(f"{k}={_short(v)}" for k, v in given.items())
+    rest = [k for k in inputs if k not in given]
+    if rest:
+        text += f"; example input{'s' * (len(rest) > 1)} " + ", ".join(
+            f"{k}={_short(_plain(feeds[k]))}" for k in rest)
+    return text
+
+
+def _plain(value: Any) -> Any:
+    """A number or nested list of an array, rounded for the header (6 significant digits)."""
+    import numpy as np
+
+    array = np.asarray(value, dtype=np.float64)
+    rounded = np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[float])(array) \
+        if array.size else array
+    result = rounded.tolist()
+    return int(result) if isinstance(result, float) and result.is_integer() else result
+
+
 def _short(v: Any) -> str:
     text = str(v).replace(" ", "")
     return text if len(text) <= 40 else text[:37] + "..."
@@ -171,8 +200,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                                 "keep their initial values unless given (default: the model's "
                                 "example inputs)")
     p.add_argument("--wrt", help="comma-separated inputs or parameters (default: all)")
-    p.add_argument("--output", help="the graph output to differentiate (default: the first; "
-                                    "a tensor output is summed)")
+    p.add_argument("--of", "--output", dest="output", metavar="OUTPUT",
+                   help="the name of the graph output to differentiate (default: the first; "
+                        "a tensor output is summed); --output is its older spelling (a name, "
+                        "not a file, unlike -o/--output of the other commands)")
     p.add_argument("--steps", action="store_true", help="print every chain-rule step")
     p.add_argument("--formulas", action="store_true", help="print the formulas as text")
     p.add_argument("--latex", action="store_true", help="print the formulas as LaTeX")

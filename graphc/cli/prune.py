@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from graphc.cli.checkpoints import (
+    DATA_HELP,
     check_data,
     classes_text,
     fit_head,
@@ -196,8 +197,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="the trained checkpoint to prune (from `graphc train`)")
     p.add_argument("-o", "--output", metavar="CKPT", required=True,
                    help="the pruned checkpoint (written after every accepted step)")
-    p.add_argument("--data", metavar="NAME",
-                   help="the data set to fine-tune and evaluate on (default: the checkpoint's)")
+    p.add_argument("--data", metavar="DATA",
+                   help="the data set to fine-tune and evaluate on (default: the checkpoint's): "
+                        f"{DATA_HELP}")
     p.add_argument("--target-flops", type=float, metavar="F",
                    help="keep this fraction of the FLOPs (channel pruning), e.g. 0.5")
     p.add_argument("--target-params", type=float, metavar="P",

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphc.cli.checkpoints import (
+    DATA_HELP,
     binary_model,
     binary_text,
     check_data,
@@ -43,6 +44,7 @@ from graphc.cli.checkpoints import (
     pruned_model,
     qat_model,
     read_checkpoint,
+    samples_word,
 )
 from graphc.cli.common import (
     bound_threads,
@@ -95,14 +97,16 @@ class _Plan:
 
 
 def _plan_fresh(args: argparse.Namespace) -> _Plan:
+    from graphc.ir import Value
     from graphc.train.augment import DIGITS_AUGMENT, Augment
-    from graphc.train.loop import TrainConfig, frozen_params, model_state
+    from graphc.train.loop import TrainConfig, fit_data, frozen_params, model_state
     from graphc.train.optim import schedule_from_spec
     from graphc.train.step import FeatureAugment
     from graphc.train.transfer import head_params, replace_head
 
     if args.data is None:
-        raise UsageError("train needs --data", expected="--data digits", got="no --data")
+        raise UsageError("train needs --data", expected="--data digits (or another data set "
+                         "name, an .npz or .csv file, an image folder)", got="no --data")
     check_data(args.data, "--data")
     if args.new_head and not args.init:
         raise UsageError("--new-head needs --init", expected="--init CHECKPOINT --new-head",
@@ -141,6 +145,7 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
     name = model_name(args.model)
     probe = build_at(module, config.seed, config.batch)
     train_set, test_set = load_data(args.data, classes)
+    fit_data(train_set, probe.type_of(Value(probe.inputs[0])).shape, f"--data {args.data}")
     wanted = train_set.classes
     Augment.parse(config.augment, classes=wanted)
 
@@ -526,10 +531,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                      state=plan.state, on_epoch=save, masks=plan.masks,
                                      teacher=plan.teacher)
     except KeyboardInterrupt:
-        if last[0]:
-            print(f"graphc: interrupted; {output} holds epoch {last[0]}: continue with "
-                  f"`graphc train {args.model} --resume {output}`", file=sys.stderr)
-        raise
+        if not last[0] or args.debug:
+            raise
+        print(f"graphc: interrupted; {output} holds epoch {last[0]}: continue with "
+              f"`graphc train {args.model} --resume {output}`", file=sys.stderr)
+        return 130
     if plan.checkpoint is not None and last[0] == plan.checkpoint.epoch:
         save(result)  # nothing left to train: still write -o
     data = f"{plan.record.get('data', 'digits')}{classes_text(plan.record.get('classes'))}"
@@ -537,7 +543,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         training.plot_history(result.history, args.plot, title=f"{plan.name} on {data}")
     epochs = len(result.history)
     print(f"trained {plan.name} for {epochs} epoch{'s' if epochs != 1 else ''} on {data} "
-          f"({len(plan.train_set)} training, {len(plan.test_set)} test images, "
+          f"({len(plan.train_set)} training, {len(plan.test_set)} test "
+          f"{samples_word(plan.train_set)}, "
           f"{plan.train_set.classes} classes)")
     for line in plan.details:
         print(line)
@@ -555,7 +562,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train a model, writing a checkpoint "
                                                        "after every epoch")
     p.add_argument("model", help="a zoo model name or a .py file with build(seed, batch)")
-    p.add_argument("--data", metavar="NAME", help="the data set: digits")
+    needed = p.add_argument_group("required (except with --resume, which reads it from the "
+                                  "checkpoint)")
+    needed.add_argument("--data", metavar="DATA", help=f"the data set: {DATA_HELP}")
     p.add_argument("--epochs", type=int, metavar="N",
                    help="epochs in all (default 30; with --resume, the checkpoint's)")
     p.add_argument("-o", "--output", metavar="CKPT",
