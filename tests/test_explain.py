@@ -200,6 +200,7 @@ def test_no_topic_lists_the_topics(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^\s+temperature\s+softmax\(z / T\)", out, re.MULTILINE)
     assert re.search(r"^\s+binary\s+dot\(a, w\) of \+-1 vectors", out, re.MULTILINE)
+    assert re.search(r"^\s+activations\s+f\(x\) and f'\(x\)", out, re.MULTILINE)
 
 
 def fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -210,7 +211,8 @@ def fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 def test_unknown_topic_names_the_closest(capsys):
     line = fails(capsys, ["explain", "temprature"])
     assert line == ("graphc: error: graphc explain: unknown topic 'temprature'; expected one of "
-                    "'binary', 'temperature', got 'temprature'. Did you mean 'temperature'?")
+                    "'activations', 'binary', 'temperature', got 'temprature'. Did you mean "
+                    "'temperature'?")
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -432,3 +434,68 @@ def test_binary_api_refuses_like_the_cli():
     with pytest.raises(UsageError, match="w_latent: a value is not finite; expected finite "
                                          "numbers, got nan"):
         binary_neuron([1.0], [float("nan")])
+
+
+# ----- activations ----------------------------------------------------------------------------
+
+
+def numpy_activations(x: np.ndarray, alpha: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each activation and its derivative as the course writes them, in numpy."""
+    s = 1 / (1 + np.exp(-x))
+    t = np.tanh(x)
+    return {"heaviside": ((x >= 0).astype(float), np.zeros_like(x)),
+            "sigmoid": (s, s * (1 - s)),
+            "tanh": (t, 1 - t**2),
+            "relu": (np.maximum(x, 0), (x > 0).astype(float)),
+            "leaky_relu": (np.where(x < 0, alpha * x, x), np.where(x < 0, alpha, 1.0))}
+
+
+def test_activation_table_against_numpy_and_finite_differences():
+    from graphc.symbolic.activations import ACTIVATIONS, LEAKY_ALPHA, activation_table
+
+    x = np.array([-3.0, -1.0, -0.25, 0.0, 0.5, 2.0])
+    table = activation_table(x)
+    # ONNX stores LeakyRelu's alpha as a float32 attribute.
+    want = numpy_activations(x, float(np.float32(LEAKY_ALPHA)))
+    assert list(table.values) == list(ACTIVATIONS)
+    for name in ACTIVATIONS:
+        np.testing.assert_allclose(table.values[name], want[name][0], rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(table.slopes[name], want[name][1], rtol=1e-12, atol=1e-15)
+    # Away from the kinks the slopes are the central differences of the values.
+    h = 1e-6
+    smooth = x != 0
+    for name in ("sigmoid", "tanh", "relu", "leaky_relu"):
+        up = activation_table(x[smooth] + h).values[name]
+        down = activation_table(x[smooth] - h).values[name]
+        np.testing.assert_allclose(table.slopes[name][smooth], (up - down) / (2 * h),
+                                   rtol=1e-6, atol=1e-9)
+
+
+def test_activations_command_prints_the_table_and_the_identity(capsys, tmp_path):
+    plot = tmp_path / "act.png"
+    assert main(["explain", "activations", "--at", "-1,0,2", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[4:14]}
+    assert rows["sigmoid"] == ["0.2689", "0.5", "0.8808"]
+    assert rows["sigmoid'"] == ["0.1966", "0.25", "0.105"]
+    assert rows["relu'"] == ["0", "0", "1"]
+    assert rows["leaky_relu(0.1)'"] == ["0.1", "1", "1"]
+    assert rows["heaviside'"] == ["0", "0", "0"]
+    assert "sympy proves it for every x" in out
+    difference = float(re.search(r"largest difference at these points (\S+);", out).group(1))
+    assert difference < 1e-15
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--at", "1,a"], "--at: 'a' is not a number"),
+    (["--at", "1,inf"], "--at: points must be finite numbers; expected finite, got 1, inf."),
+    (["--at", ",".join(["1"] * 21)], "--at: wrong number of points; expected 1 to 20 numbers, "
+                                     "got 21."),
+    (["--plot", "a.gif"], "--plot: cannot draw 'a.gif'"),
+])
+def test_activations_bad_options_are_one_line(capsys, tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    line = fails(capsys, ["explain", "activations", *argv])
+    assert line.startswith("graphc: error: " + expected)
+    assert list(tmp_path.iterdir()) == []

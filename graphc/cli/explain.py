@@ -67,12 +67,7 @@ def _temperature(args: argparse.Namespace) -> int:
                                       "--logits")
     temps = temperature.check_temperatures(_numbers(args.temperatures, "--T", "1,2,4,20,100"),
                                            "--T", logits=logits)
-    if args.plot:
-        check_writable(args.plot, "--plot")
-        if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
-            raise UsageError(f"cannot draw {args.plot!r}", where="--plot",
-                             expected=f"a {', '.join(PLOT_FORMATS)} file",
-                             got=repr(Path(args.plot).suffix or "no suffix"))
+    _check_plot(args.plot)
     table = temperature.temperature_table(logits, temps)
     print(f"softmax(z / T) for the logits z = {', '.join(f'{v:g}' for v in logits)}")
     print()
@@ -83,6 +78,50 @@ def _temperature(args: argparse.Namespace) -> int:
         temperature.plot_temperature(table, args.plot)
         print(f"\nwrote {args.plot}")
     return 0
+
+
+# ----- activations ----------------------------------------------------------------------------
+
+
+def _activations_options(p: argparse.ArgumentParser) -> None:
+    from graphc.symbolic.activations import DEFAULT_POINTS
+
+    p.add_argument("--at", default=",".join(f"{v:g}" for v in DEFAULT_POINTS),
+                   metavar="X1,X2,...", help="the points x (default: %(default)s)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw each activation and its derivative from x = -4 to 4")
+
+
+def _activations(args: argparse.Namespace) -> int:
+    from graphc.symbolic import activations
+
+    points = activations.check_points(_numbers(args.at, "--at", "-2,-1,0,1,2"), "--at")
+    _check_plot(args.plot)
+    table = activations.activation_table(points)
+    print("f(x) and f'(x) of the course's activations (f' from graphc's gradient graphs)")
+    print()
+    print(activations.format_table(table))
+    print()
+    print("At the kinks: Heaviside' = 0 everywhere (no gradient to learn from), ReLU'(0) = 0,")
+    print("LeakyReLU'(0) = 1 (the course's (x < 0) alpha x + (x >= 0) x).")
+    difference, proved = activations.tanh_identity(points)
+    print()
+    print(f"tanh(x) = 2 sigmoid(2x) - 1: largest difference at these points {difference:.1e}; "
+          f"sympy {'proves' if proved else 'does not prove'} it for every x")
+    if args.plot:
+        activations.plot_activations(args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+def _check_plot(path: str | None) -> None:
+    if not path:
+        return
+    check_writable(path, "--plot")
+    if Path(path).suffix.lower() not in PLOT_FORMATS:
+        raise UsageError(f"cannot draw {path!r}", where="--plot",
+                         expected=f"a {', '.join(PLOT_FORMATS)} file",
+                         got=repr(Path(path).suffix or "no suffix"))
 
 
 # ----- binary ---------------------------------------------------------------------------------
@@ -162,6 +201,8 @@ def _binary(args: argparse.Namespace) -> int:
 
 
 TOPICS: dict[str, Topic] = {
+    "activations": Topic("f(x) and f'(x) of Heaviside, sigmoid, tanh, ReLU, leaky ReLU; "
+                         "tanh = 2 sigmoid(2x) - 1", _activations_options, _activations),
     "binary": Topic("dot(a, w) of +-1 vectors as 2 * popcount(xnor(a, w)) - n, bit by bit",
                     _binary_options, _binary),
     "temperature": Topic("softmax(z / T) of a teacher's logits, from T = 1 to the uniform 1/n",
@@ -219,8 +260,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``explain`` command to ``sub`` (the sub-parsers of ``graphc``)."""
     p = sub.add_parser("explain", parents=[common],
-                       help="show the course's arithmetic on a small example (binary XNOR "
-                            "dot products, softmax with a temperature)",
+                       help="show the course's arithmetic on a small example (activations, "
+                            "binary XNOR dot products, softmax with a temperature)",
                        usage="%(prog)s [-h] [--debug] [TOPIC [the topic's options]]",
                        description="Show the course's arithmetic on a small example.",
                        epilog="topics:\n" + _topic_list(),

@@ -66,7 +66,8 @@ PLOT_FORMATS = (".png", ".svg", ".pdf")
 TRAIN_OPTIONS = {
     "lr": "--lr", "batch": "--batch", "optimizer": "--optimizer", "momentum": "--momentum",
     "weight_decay": "--weight-decay", "schedule": "--schedule", "augment": "--augment",
-    "feature_augment": "--feature-augment", "seed": "--seed", "threads": "--threads",
+    "feature_augment": "--feature-augment", "extend": "--extend", "seed": "--seed",
+    "threads": "--threads",
     "backend": "--backend", "init": "--init", "new_head": "--new-head", "freeze": "--freeze",
     "unfreeze_at": "--unfreeze-at", "classes": "--classes", "qat": "--qat",
     "penalty": "--penalty", "teacher": "--teacher", "T": "--T", "alpha": "--alpha",
@@ -125,6 +126,7 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
               "optimizer": args.optimizer, "momentum": args.momentum,
               "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
               "augment": augment, "feature_augment": tuple(args.feature_augment or ()),
+              "extend": args.extend,
               "freeze": tuple(args.freeze or ()), "unfreeze_at": args.unfreeze_at,
               "backend": args.backend, "threads": args.threads,
               "penalty": tuple(args.penalty or ())}
@@ -587,6 +589,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-augment", action="append", metavar="LAYER:KIND=VALUE",
                    help="feature-space augmentation after a layer: LAYER:noise=STD or "
                         "LAYER:mixup=ALPHA (repeatable)")
+    p.add_argument("--extend", metavar="SPEC",
+                   help="new training samples, e.g. averages=500,outliers=50,foreign=100 "
+                        "(averages of two objects of a class, far-off copies, objects of "
+                        "another distribution labeled uniformly)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="seed of the initial weights, the batch order, dropout and "
                         "augmentation (default 0)")

@@ -174,7 +174,9 @@ def _formula_vjp(formula: Formula) -> Callable[..., list[Any]]:
         args, params = formula.args, formula.params
         dy = grads[0]
         dtype = ctx.out_types[0].dtype
-        values = {s: sp.Float(str(np.float32(ctx.attrs[p])))
+        # ONNX float attributes are float32: the forward computes with alpha = 0.1f, so must
+        # its derivative (the double nearest 0.1f, not the decimal 0.1).
+        values = {s: sp.Float(float(np.float32(ctx.attrs[p])), 24)
                   for p in params for s in [sp.Symbol(p, real=True)]}
         env = {a: v for a, v in zip(args, ctx.inputs, strict=False)}
         in_terms_of_y = derivative_in_terms_of_output(ctx.g.op(ctx.node)) \
