@@ -1,4 +1,4 @@
-"""Layer helpers on top of the DSL: linear, conv2d, pools, norms, dropout and activations.
+"""Layer helpers on top of the DSL: linear, conv1d/2d/3d, pools, norms, dropout and activations.
 
 Each helper names its node after the layer (``block1.conv``) and its parameters after the layer
 (``block1.conv.weight``, ``block1.conv.bias``); parameter layouts follow PyTorch (linear weight
@@ -24,16 +24,24 @@ from graphc.dsl import Tensor
 from graphc.errors import GraphcError, ShapeError, unknown
 
 PADDINGS = ("valid", "same")
-PADDING_MODES = ("zeros", "reflect", "edge")
+PADDING_MODES = ("zeros", "reflect", "edge", "symmetric")
+PAD_MODES = ("constant", "reflect", "edge", "symmetric", "wrap")
+_SPATIAL = {1: "(l)", 2: "(h, w)", 3: "(d, h, w)"}
+
+
+def _ints(v: int | Sequence[int], what: str, k: int) -> tuple[int, ...]:
+    """Return one int per spatial axis from an int (the same on every axis) or k ints."""
+    if isinstance(v, (int, np.integer)):
+        return (int(v),) * k
+    items = tuple(int(i) for i in v)
+    if len(items) != k:
+        raise GraphcError(f"{what} needs one int or {k}", expected=f"int or {_SPATIAL[k]}",
+                          got=v)
+    return items
 
 
 def _pair(v: int | Sequence[int], what: str) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    items = tuple(int(i) for i in v)
-    if len(items) != 2:
-        raise GraphcError(f"{what} needs one int or two", expected="int or (h, w)", got=v)
-    return items  # type: ignore[return-value]
+    return _ints(v, what, 2)  # type: ignore[return-value]
 
 
 def _need_rank(x: Tensor, rank: int, layer: str) -> None:
@@ -43,23 +51,25 @@ def _need_rank(x: Tensor, rank: int, layer: str) -> None:
                          hint="Flatten or reshape the input first." if rank == 2 else None)
 
 
-def _pads(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-          dilation: tuple[int, int], padding: Any, layer: str) -> tuple[int, int, int, int]:
-    """Return ONNX pads (top, left, bottom, right) for 'valid', 'same' or an int/pair."""
+def _pads(x: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+          dilation: tuple[int, ...], padding: Any, layer: str) -> tuple[int, ...]:
+    """Return ONNX pads (the begins, then the ends, of the spatial axes; in 2-D (top, left,
+    bottom, right)) for 'valid', 'same' or an int or one int per spatial axis."""
+    k = len(kernel)
     if isinstance(padding, str):
         if padding not in PADDINGS:
             raise unknown("padding", padding, PADDINGS, where=f"layer {layer!r}")
         if padding == "valid":
-            return (0, 0, 0, 0)
+            return (0,) * (2 * k)
         # SAME as in ONNX SAME_UPPER: output = ceil(input / stride), extra padding at the end.
         begin, end = [], []
-        for size, k, s, d in zip(x.shape[2:], kernel, stride, dilation, strict=True):
-            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        for size, kk, s, d in zip(x.shape[2:], kernel, stride, dilation, strict=True):
+            total = max((-(-size // s) - 1) * s + (kk - 1) * d + 1 - size, 0)
             begin.append(total // 2)
             end.append(total - total // 2)
-        return (begin[0], begin[1], end[0], end[1])
-    ph, pw = _pair(padding, "padding")
-    return (ph, pw, ph, pw)
+        return (*begin, *end)
+    sizes = _ints(padding, "padding", k)
+    return (*sizes, *sizes)
 
 
 def layer(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -80,13 +90,14 @@ def _layer(x: Tensor, kind: str, name: str | None) -> tuple[str, str]:
     return local, x.builder.scoped(local)
 
 
-def _padded(x: Tensor, pads: tuple[int, int, int, int], mode: str, local: str) -> Tensor:
-    """Put a reflect or edge Pad node in front of a layer; zero padding stays inside the op."""
+def _padded(x: Tensor, pads: tuple[int, ...], mode: str, local: str) -> Tensor:
+    """Put a reflect, edge or symmetric Pad node in front of a layer; zero padding stays inside
+    the op."""
     if mode not in PADDING_MODES:
         raise unknown("padding_mode", mode, PADDING_MODES, where=f"layer {local!r}")
     if mode == "zeros" or not any(pads):
         return x
-    return pad(x, pads, mode="reflect" if mode == "reflect" else "edge", name=local + ".pad")
+    return pad(x, pads, mode=mode, name=local + ".pad")
 
 
 # ----- layers with parameters ---------------------------------------------------------------
@@ -107,6 +118,56 @@ def linear(x: Tensor, out_features: int, *, bias: bool = True, init: str = "he",
     return b.op("Gemm", x, w, bias_t, name=full, transB=1)
 
 
+def _conv(x: Tensor, k: int, out_channels: int, kernel_size: int | Sequence[int],
+          stride: int | Sequence[int], padding: Any, padding_mode: str,
+          dilation: int | Sequence[int], groups: int, bias: bool, init: str,
+          in_channels: int | None, name: str | None) -> Tensor:
+    """A Conv over the ``k`` spatial axes of a rank-(k + 2) input (conv1d, conv2d, conv3d)."""
+    b = x.builder
+    local, full = _layer(x, "conv", name)
+    _need_rank(x, k + 2, full)
+    kernel = _ints(kernel_size, "kernel_size", k)
+    strides = _ints(stride, "stride", k)
+    dilations = _ints(dilation, "dilation", k)
+    pads = _pads(x, kernel, strides, dilations, padding, full)
+    x = _padded(x, pads, padding_mode, local)
+    if padding_mode != "zeros":
+        pads = (0,) * (2 * k)
+    cin = in_channels or x.shape[1]
+    if cin % groups:
+        raise ShapeError("input channels are not divisible by groups", where=f"layer {full!r}",
+                         expected=f"a multiple of groups={groups}", got=cin)
+    w = b.param(local + ".weight", (out_channels, cin // groups, *kernel), init=init)
+    bias_t = b.param(local + ".bias", (out_channels,), init="zeros") if bias else None
+    attrs: dict[str, Any] = {"kernel_shape": kernel}
+    if strides != (1,) * k:
+        attrs["strides"] = strides
+    if dilations != (1,) * k:
+        attrs["dilations"] = dilations
+    if groups != 1:
+        attrs["group"] = groups
+    if any(pads):
+        attrs["pads"] = pads
+    return b.op("Conv", x, w, bias_t, name=full, **attrs)
+
+
+@layer
+def conv1d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
+           stride: int | Sequence[int] = 1, padding: Any = 0, padding_mode: str = "zeros",
+           dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+           init: str = "he", in_channels: int | None = None, name: str | None = None) -> Tensor:
+    """1-D convolution on an (N, C, L) input (audio, sequences); weight ``(out, in / groups,
+    k)``. Arguments as in ``conv2d``, with one int per axis.
+
+    >>> from graphc.dsl import GraphBuilder
+    >>> x = GraphBuilder("seq").input("x", (2, 3, 16))
+    >>> conv1d(x, 8, 5, stride=2, padding="same", name="conv").shape
+    (2, 8, 8)
+    """
+    return _conv(x, 1, out_channels, kernel_size, stride, padding, padding_mode, dilation,
+                 groups, bias, init, in_channels, name)
+
+
 @layer
 def conv2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
            stride: int | Sequence[int] = 1, padding: Any = 0, padding_mode: str = "zeros",
@@ -115,35 +176,29 @@ def conv2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
     """2-D convolution on an NCHW input.
 
     ``padding`` is ``"valid"``, ``"same"`` (output = ceil(input / stride)) or an int or (h, w)
-    pair; ``padding_mode`` is ``"zeros"``, ``"reflect"`` (mirror) or ``"edge"``. Reflect and
-    edge padding become a Pad node in front of the Conv.
+    pair; ``padding_mode`` is ``"zeros"``, ``"reflect"`` (mirror about the edge cell: c b | a b
+    c), ``"symmetric"`` (the course's mirror padding, repeating the edge cell: b a | a b c) or
+    ``"edge"``. Reflect, symmetric and edge padding become a Pad node in front of the Conv.
     """
-    b = x.builder
-    local, full = _layer(x, "conv", name)
-    _need_rank(x, 4, full)
-    kernel = _pair(kernel_size, "kernel_size")
-    strides = _pair(stride, "stride")
-    dilations = _pair(dilation, "dilation")
-    pads = _pads(x, kernel, strides, dilations, padding, full)
-    x = _padded(x, pads, padding_mode, local)
-    if padding_mode != "zeros":
-        pads = (0, 0, 0, 0)
-    cin = in_channels or x.shape[1]
-    if cin % groups:
-        raise ShapeError("input channels are not divisible by groups", where=f"layer {full!r}",
-                         expected=f"a multiple of groups={groups}", got=cin)
-    w = b.param(local + ".weight", (out_channels, cin // groups, *kernel), init=init)
-    bias_t = b.param(local + ".bias", (out_channels,), init="zeros") if bias else None
-    attrs: dict[str, Any] = {"kernel_shape": kernel}
-    if strides != (1, 1):
-        attrs["strides"] = strides
-    if dilations != (1, 1):
-        attrs["dilations"] = dilations
-    if groups != 1:
-        attrs["group"] = groups
-    if any(pads):
-        attrs["pads"] = pads
-    return b.op("Conv", x, w, bias_t, name=full, **attrs)
+    return _conv(x, 2, out_channels, kernel_size, stride, padding, padding_mode, dilation,
+                 groups, bias, init, in_channels, name)
+
+
+@layer
+def conv3d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
+           stride: int | Sequence[int] = 1, padding: Any = 0, padding_mode: str = "zeros",
+           dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+           init: str = "he", in_channels: int | None = None, name: str | None = None) -> Tensor:
+    """3-D convolution on an (N, C, D, H, W) input (video, volumes); weight ``(out, in /
+    groups, kd, kh, kw)``. Arguments as in ``conv2d``, with one int per axis.
+
+    >>> from graphc.dsl import GraphBuilder
+    >>> x = GraphBuilder("vol").input("x", (1, 2, 8, 8, 8))
+    >>> conv3d(x, 4, 3, padding=1, stride=(1, 2, 2), name="conv").shape
+    (1, 4, 8, 4, 4)
+    """
+    return _conv(x, 3, out_channels, kernel_size, stride, padding, padding_mode, dilation,
+                 groups, bias, init, in_channels, name)
 
 
 @layer
@@ -260,37 +315,32 @@ def group_norm(x: Tensor, num_groups: int, *, eps: float = 1e-5,
 # ----- layers without parameters ------------------------------------------------------------
 
 
-def _pool_attrs(x: Tensor, kernel_size: Any, stride: Any, padding: Any, full: str
-                ) -> dict[str, Any]:
-    kernel = _pair(kernel_size, "kernel_size")
-    strides = _pair(kernel if stride is None else stride, "stride")
-    pads = _pads(x, kernel, strides, (1, 1), padding, full)
+def _pool_attrs(x: Tensor, kernel_size: Any, stride: Any, padding: Any, full: str,
+                k: int = 2) -> dict[str, Any]:
+    kernel = _ints(kernel_size, "kernel_size", k)
+    strides = _ints(kernel if stride is None else stride, "stride", k)
+    pads = _pads(x, kernel, strides, (1,) * k, padding, full)
     attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": strides}
     if any(pads):
         attrs["pads"] = pads
     return attrs
 
 
-@layer
-def max_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
-               padding: Any = 0, ceil_mode: bool = False, name: str | None = None) -> Tensor:
-    """Max pooling; ``stride`` defaults to the kernel size; padding as in ``conv2d``."""
+def _max_pool(x: Tensor, k: int, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
+              name: str | None) -> Tensor:
     _, full = _layer(x, "maxpool", name)
-    _need_rank(x, 4, full)
-    attrs = _pool_attrs(x, kernel_size, stride, padding, full)
+    _need_rank(x, k + 2, full)
+    attrs = _pool_attrs(x, kernel_size, stride, padding, full, k)
     if ceil_mode:
         attrs["ceil_mode"] = 1
     return x.builder.op("MaxPool", x, name=full, **attrs)
 
 
-@layer
-def avg_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
-               padding: Any = 0, count_include_pad: bool = False, ceil_mode: bool = False,
-               name: str | None = None) -> Tensor:
-    """Average pooling; padded cells count in the mean only with ``count_include_pad``."""
+def _avg_pool(x: Tensor, k: int, kernel_size: Any, stride: Any, padding: Any,
+              count_include_pad: bool, ceil_mode: bool, name: str | None) -> Tensor:
     _, full = _layer(x, "avgpool", name)
-    _need_rank(x, 4, full)
-    attrs = _pool_attrs(x, kernel_size, stride, padding, full)
+    _need_rank(x, k + 2, full)
+    attrs = _pool_attrs(x, kernel_size, stride, padding, full, k)
     if count_include_pad:
         attrs["count_include_pad"] = 1
     if ceil_mode:
@@ -299,14 +349,62 @@ def avg_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = Non
 
 
 @layer
+def max_pool1d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, ceil_mode: bool = False, name: str | None = None) -> Tensor:
+    """Max pooling over the L axis of an (N, C, L) input; arguments as in ``max_pool2d``."""
+    return _max_pool(x, 1, kernel_size, stride, padding, ceil_mode, name)
+
+
+@layer
+def max_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, ceil_mode: bool = False, name: str | None = None) -> Tensor:
+    """Max pooling; ``stride`` defaults to the kernel size; padding as in ``conv2d``."""
+    return _max_pool(x, 2, kernel_size, stride, padding, ceil_mode, name)
+
+
+@layer
+def max_pool3d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, ceil_mode: bool = False, name: str | None = None) -> Tensor:
+    """Max pooling over (D, H, W) of an (N, C, D, H, W) input; arguments as in ``max_pool2d``."""
+    return _max_pool(x, 3, kernel_size, stride, padding, ceil_mode, name)
+
+
+@layer
+def avg_pool1d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, count_include_pad: bool = False, ceil_mode: bool = False,
+               name: str | None = None) -> Tensor:
+    """Average pooling over the L axis of an (N, C, L) input; arguments as in ``avg_pool2d``."""
+    return _avg_pool(x, 1, kernel_size, stride, padding, count_include_pad, ceil_mode, name)
+
+
+@layer
+def avg_pool2d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, count_include_pad: bool = False, ceil_mode: bool = False,
+               name: str | None = None) -> Tensor:
+    """Average pooling; padded cells count in the mean only with ``count_include_pad``."""
+    return _avg_pool(x, 2, kernel_size, stride, padding, count_include_pad, ceil_mode, name)
+
+
+@layer
+def avg_pool3d(x: Tensor, kernel_size: int | Sequence[int], *, stride: Any = None,
+               padding: Any = 0, count_include_pad: bool = False, ceil_mode: bool = False,
+               name: str | None = None) -> Tensor:
+    """Average pooling over (D, H, W) of an (N, C, D, H, W) input; arguments as in
+    ``avg_pool2d``."""
+    return _avg_pool(x, 3, kernel_size, stride, padding, count_include_pad, ceil_mode, name)
+
+
+@layer
 def global_avg_pool(x: Tensor, *, name: str | None = None) -> Tensor:
-    """Mean over the spatial axes: (N, C, H, W) -> (N, C, 1, 1)."""
+    """Mean over the spatial axes: (N, C, H, W) -> (N, C, 1, 1); also (N, C, L) and
+    (N, C, D, H, W)."""
     return x.builder.op("GlobalAveragePool", x, name=_layer(x, "gap", name)[1])
 
 
 @layer
 def global_max_pool(x: Tensor, *, name: str | None = None) -> Tensor:
-    """Max over the spatial axes: (N, C, H, W) -> (N, C, 1, 1)."""
+    """Max over the spatial axes: (N, C, H, W) -> (N, C, 1, 1); also (N, C, L) and
+    (N, C, D, H, W)."""
     return x.builder.op("GlobalMaxPool", x, name=_layer(x, "gmp", name)[1])
 
 
@@ -356,18 +454,33 @@ def dropout(x: Tensor, p: float | None = None, *, keep: float | None = None,
 @layer
 def pad(x: Tensor, pads: Sequence[int], *, mode: str = "constant", value: float = 0.0,
         name: str | None = None) -> Tensor:
-    """Pad the spatial axes of an NCHW input by (top, left, bottom, right).
+    """Pad the last ``len(pads) / 2`` axes: ``pads`` holds their begins, then their ends; for an
+    NCHW input (top, left, bottom, right), for (N, C, L) (left, right).
 
-    ``mode`` is ``"constant"`` (with ``value``), ``"reflect"`` (mirror) or ``"edge"``.
+    ``mode`` is ``"constant"`` (with ``value``), ``"reflect"`` (mirror about the edge cell:
+    c b | a b c), ``"symmetric"`` (the course's mirror padding, repeating the edge cell:
+    b a | a b c), ``"edge"`` or ``"wrap"`` (periodic: b c | a b c).
+
+    >>> from graphc.dsl import GraphBuilder
+    >>> from graphc.interpret import run
+    >>> b = GraphBuilder("mirror")
+    >>> y = b.output(pad(b.input("x", (1, 1, 3)), (2, 2), mode="symmetric"), "y")
+    >>> run(b.build(), {"x": np.array([[[1, 2, 3]]], np.float32)})["y"].tolist()
+    [[[2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0]]]
     """
-    modes = ("constant", "reflect", "edge")
-    if mode not in modes:
-        raise unknown("pad mode", mode, modes, where=f"layer {name or 'pad'!r}")
+    if mode not in PAD_MODES:
+        raise unknown("pad mode", mode, PAD_MODES, where=f"layer {name or 'pad'!r}")
+    pads = tuple(int(p) for p in pads)
+    k = len(pads) // 2
+    if len(pads) % 2 or not 1 <= k <= x.ndim:
+        raise GraphcError("pad needs a begin and an end per padded axis",
+                          where=f"layer {name or 'pad'!r}",
+                          expected=f"2, 4, ... up to {2 * x.ndim} values (the begins, then "
+                                   "the ends, of the last axes)", got=list(pads))
     b = x.builder
     local, full = _layer(x, "pad", name)
-    top, left, bottom, right = (int(p) for p in pads)
-    lead = x.ndim - 2
-    onnx_pads = [0] * lead + [top, left] + [0] * lead + [bottom, right]
+    lead = x.ndim - k
+    onnx_pads = [0] * lead + list(pads[:k]) + [0] * lead + list(pads[k:])
     pads_t = b.const(np.array(onnx_pads, np.int64), name=local + ".pads", dtype=np.int64)
     value_t = b.const(value, name=local + ".value", dtype=x.dtype) if value else None
     return b.op("Pad", x, pads_t, value_t, name=full, mode=mode)

@@ -894,8 +894,8 @@ def test_conv2d_kernel_larger_than_input():
 @pytest.mark.parametrize(("kwargs", "known", "close"), [
     (dict(padding="sme"), "'same', 'valid'", "same"),
     (dict(padding="vaild"), "'same', 'valid'", "valid"),
-    (dict(padding_mode="reflec"), "'edge', 'reflect', 'zeros'", "reflect"),
-    (dict(padding_mode="circular"), "'edge', 'reflect', 'zeros'", None),
+    (dict(padding_mode="reflec"), "'edge', 'reflect', 'symmetric', 'zeros'", "reflect"),
+    (dict(padding_mode="circular"), "'edge', 'reflect', 'symmetric', 'zeros'", None),
     (dict(init="xaviar"), "'he', 'he_fan_out', 'normal', 'ones', 'uniform', 'xavier', 'zeros'",
      "xavier"),
     (dict(init="foo"), "'he', 'he_fan_out', 'normal', 'ones', 'uniform', 'xavier', 'zeros'",

@@ -186,25 +186,26 @@ def _batchnorm_train(g: Graph, node: str, carried: dict[str, Value]) -> None:
 
 
 def _conv_im2col(g: Graph, node: str) -> None:
-    """Replace an ungrouped 2-D Conv by Gemm(W as (O, C*kh*kw), Im2Col(X)): onnxruntime's Conv
-    with a weight that is an input (not a constant) is slow, and the weight gradient of the
-    Gemm reuses the forward's columns."""
+    """Replace an ungrouped Conv (1, 2 or 3 spatial axes) by Gemm(W as (O, C*prod(k)),
+    Im2Col(X)): onnxruntime's Conv with a weight that is an input (not a constant) is slow, and
+    the weight gradient of the Gemm reuses the forward's columns."""
     x, w, *rest = g.in_values(node)
-    o, c, kh, kw = g.type_of(w).shape
+    o, c, *kernel = g.type_of(w).shape
     n = g.type_of(x).shape[0]
-    _, _, oh, ow = g.type_of(Value(node)).shape
-    window = {k: v for k, v in g.attrs(node).items()
-              if k in ("strides", "dilations", "pads", "auto_pad")}
-    cols = g.add_node("Im2Col", [x], {"kernel_shape": [kh, kw], **window},
+    _, _, *out = g.type_of(Value(node)).shape
+    k = len(out)
+    window = {key: v for key, v in g.attrs(node).items()
+              if key in ("strides", "dilations", "pads", "auto_pad")}
+    cols = g.add_node("Im2Col", [x], {"kernel_shape": kernel, **window},
                       name=f"{node}.im2col")
-    flat = _op(g, node, "Reshape", w, _const(g, node, [o, c * kh * kw], np.int64))
+    flat = _op(g, node, "Reshape", w, _const(g, node, [o, c * int(np.prod(kernel))], np.int64))
     product = _op(g, node, "Gemm", flat, cols)
     y = _op(g, node, "Transpose",
-            _op(g, node, "Reshape", product, _const(g, node, [o, oh, ow, n], np.int64)),
-            perm=[3, 0, 1, 2])
+            _op(g, node, "Reshape", product, _const(g, node, [o, *out, n], np.int64)),
+            perm=[k + 1, *range(k + 1)])
     if rest and rest[0] is not None:
         y = _op(g, node, "Add", y, _op(g, node, "Reshape", rest[0],
-                                       _const(g, node, [1, o, 1, 1], np.int64)))
+                                       _const(g, node, [1, o, *(1,) * k], np.int64)))
     g.replace_all_uses(Value(node), y)
 
 
@@ -343,7 +344,6 @@ def compile_step(forward: Graph, optimizer: Optimizer, *, loss: str = "cross_ent
     ratios: dict[str, float] = {}
     for node in g.op_nodes():
         if (g.op(node) == "Conv" and g.attrs(node).get("group", 1) == 1
-                and len(g.type_of(Value(node)).shape) == 4
                 and g.in_values(node)[1].node in trained):
             _conv_im2col(g, node)
         elif g.op(node) == "BatchNormalization":
