@@ -457,11 +457,25 @@ def view_model() -> onnx.ModelProto:
     return make(nodes, [], 13, ["batch_size", 4, 4], ["batch_size", 16])
 
 
+def test_view_shape_arithmetic_folds_to_a_constant_reshape():
+    model = view_model()
+    g = from_onnx(model, batch=3)
+    assert [g.op(n) for n in g.op_nodes()] == ["Reshape"]
+    assert g.const_value(g.in_values("output")[1]).tolist() == [0, -1]
+    x = np.arange(48, dtype=np.float32).reshape(3, 4, 4)
+    assert_close(run(g, {"input": x}), run_onnxruntime(model, {"input": x}), 0.0)
+
+
 def test_unsupported_op_names_node_and_lists_supported_ops():
+    model = view_model()
+    # ConstantOfShape: a tensor made from a shape (torch.zeros(x.shape)), not in the op set.
+    model.graph.node[0].op_type = "ConstantOfShape"
+    model.graph.node[0].name = "/ConstantOfShape"
     with pytest.raises(OpError) as info:
-        from_onnx(view_model())
+        from_onnx(model)
     text = str(info.value)
-    assert text.startswith("node '/Shape' (Shape): unsupported op 'Shape'; expected one of ")
+    assert text.startswith("node '/ConstantOfShape' (ConstantOfShape): unsupported op "
+                           "'ConstantOfShape'; expected one of ")
     for op in supported_ops():
         assert repr(op) in text
     assert "Heaviside" not in text

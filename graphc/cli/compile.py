@@ -147,6 +147,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                    "each output's largest magnitude).")
     write_atomic(args.output, data)
     print(f"compiled {graph.name} -> {args.output} (opset {opset})")
+    if args.verbose:
+        for note in original.meta.get("import_notes", ()):
+            print(f"  import       {note}")
     if weights is not None:
         print(f"  weights      {args.weights} ({weights.summary})")
     if student is not None:

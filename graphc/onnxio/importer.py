@@ -91,8 +91,8 @@ from graphc.onnxio.load import (
 from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES
 
 # Ops PyTorch emits for x.view(x.size(0), -1) and other shape arithmetic.
-SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Slice", "Size", "ConstantOfShape",
-             "Expand", "Range")
+# Shape arithmetic graphc has no op for (Shape, Gather, Slice, Concat, ... fold to constants).
+SHAPE_OPS = ("ConstantOfShape", "Range")
 # Input ports that take statistics or settings, not learned weights: a float initializer used
 # only at these ports is not trainable.
 # Input ports where an integer initializer is a quantized weight or bias: a parameter of the
@@ -124,6 +124,9 @@ QUANTIZED_CONTRIB_OPS = frozenset({
     "DequantizeLinear", "NhwcMaxPool",
 })
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+# Attributes that have no effect on the types graphc has, dropped on import: Cast's saturate
+# and round_mode apply only to float8 targets (refused, as graphc has no float8).
+NO_EFFECT_ATTRS = {("Cast", "saturate"), ("Cast", "round_mode")}
 
 
 @functools.cache
@@ -215,6 +218,7 @@ class _Importer:
         self.absorbed: set[int] = set()
         # Constants folded from shape arithmetic: name -> the folded nodes, first to last.
         self.folded: dict[str, list[str]] = {}
+        self.batch_kept: dict[str, str] = {}  # folded Reshape shapes whose batch became 0
         # The ONNX node the import refused, if any (a caller may bind its inputs and retry).
         self.failed: onnx.NodeProto | None = None
 
@@ -448,6 +452,9 @@ class _Importer:
             converted = self._pad_axes(node, where)
         elif reduce_axes is not None:
             converted = {1: reduce_axes}
+        elif op == "Reshape" and self.dynamic_batch and len(node.input) > 1 and (
+                node.input[1] in self.folded):
+            converted = self._reshape_batch(node, attrs, where)
         else:
             converted = {}
         inputs = [converted[port] if port in converted else self._value(n, where) if n else None
@@ -513,9 +520,9 @@ class _Importer:
         err = unknown("op", op, supported_ops(), where=where, cls=OpError)
         hint = err.hint
         if op in SHAPE_OPS:
-            hint = ("graphc shapes are static, so shape arithmetic is not imported; export "
-                    "with torch.flatten(x, 1) or x.reshape(-1, features) (a constant shape) "
-                    "instead of x.view(x.size(0), -1).")
+            hint = (f"graphc shapes are static and it folds shape arithmetic to constants, "
+                    f"but has no {op}: export with constant shapes (torch.flatten(x, 1), "
+                    "fixed sizes, no tensors created from a shape).")
         return OpError(f"unsupported op {op!r}", where=err.where, expected=err.expected,
                        got=err.got, hint=hint)
 
@@ -540,6 +547,8 @@ class _Importer:
             if attr.name not in schema.attributes:
                 raise unknown(f"attribute of {node.op_type} at opset {self.opset}", attr.name,
                               schema.attributes, where=where, cls=OpError)
+            if (node.op_type, attr.name) in NO_EFFECT_ATTRS and attr.name not in opdef.attrs:
+                continue
             if attr.name not in opdef.attrs:
                 raise unknown(f"attribute of {node.op_type} for graphc", attr.name,
                               opdef.attrs, where=where, cls=OpError)
@@ -679,11 +688,39 @@ class _Importer:
                 self.folded[name] = steps
         return True
 
+    def _reshape_batch(self, node: onnx.NodeProto, attrs: dict[str, Any],
+                       where: str) -> dict[int, Value | None]:
+        """Keep a symbolic batch through ``x.view(x.size(0), -1)``: a folded Reshape shape
+        whose first entry is the batch, for data whose first dimension is the batch, gets 0
+        there (Reshape copies the data's dimension), so the file runs at any batch size."""
+        name = node.input[1]
+        shape = self._const_array(name)
+        data = self.g.type_of(self._value(node.input[0], where))
+        if attrs.get("allowzero", 0) or shape is None or shape.ndim != 1 or not shape.size or (
+                int(shape[0]) != self.batch or not data.shape or data.shape[0] != self.batch):
+            return {}
+        kept = shape.copy()
+        kept[0] = 0
+        sole = len(self.consumers.get(name, [])) == 1 and name not in self.output_names
+        if sole and name in self.pending:
+            self.pending.pop(name)
+        elif sole:
+            self.g.nx.remove_node(self.values.pop(name).node)
+        else:
+            name = self._fresh(f"{name}_batch")
+        value = self._const(name, kept, False, where)
+        self.folded[name] = self.folded[node.input[1]]
+        self.batch_kept[name] = f"Reshape {node.name or node.output[0]!r}"
+        return {1: value}
+
     def _fold_note(self, name: str, steps: list[str]) -> str:
         array = self.g.const_value(self.values[name])
-        batch = f" at batch {self.batch}" if self.dynamic_batch else ""
+        if name in self.batch_kept:
+            batch = f" (0: {self.batch_kept[name]} keeps the batch)"
+        else:
+            batch = f" at batch {self.batch}" if self.dynamic_batch else ""
         return (f"folded {' -> '.join(steps)} into the constant {name!r} = "
-                f"{array.tolist()}{batch} (graphc's shapes are static)")
+                f"{array.tolist()}{batch}; graphc's shapes are static")
 
     def _check_batchnorm(self, node: onnx.NodeProto, attrs: dict[str, Any],
                          where: str) -> None:
