@@ -38,12 +38,19 @@ def check_data(name: str, option: str) -> None:
 def has_labels(spec: str) -> bool:
     """Whether ``spec`` is a labeled data set (a name, a CSV file, a folder, or an .npz file
     with arrays x and y), rather than an .npz file of inputs alone (``--calibrate``)."""
-    from graphc.train.datafiles import data_kind, read_arrays
+    import zipfile
+
+    from graphc.train.datafiles import data_kind
 
     kind = data_kind(spec)
     if kind != "npz":
         return kind is not None
-    return Path(spec).is_file() and {"x", "y"} <= set(read_arrays(spec, spec))
+    try:
+        with zipfile.ZipFile(spec) as archive:
+            names = {n.removesuffix(".npy") for n in archive.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return False  # the caller reports the file it cannot read
+    return {"x", "y"} <= names
 
 
 def parse_classes(text: str) -> list[int]:
