@@ -309,6 +309,22 @@ class GraphBuilder:
             self._auto.add(value.node)
         return Tensor(self, value)
 
+    def op_outputs(self, op: str, *inputs: Tensor | None, name: str | None = None,
+                   **attrs: Any) -> tuple[Tensor, ...]:
+        """Add one op application and return all its outputs (``op`` returns the first).
+
+        >>> b = GraphBuilder()
+        >>> x = b.input("x", (4, 1))
+        >>> one, zero = b.const(np.ones(1, np.float32)), b.const(np.zeros(1, np.float32))
+        >>> y, mean, var = b.op_outputs("BatchNormalization", x, one, zero, zero, one,
+        ...                             training_mode=1)
+        >>> y.shape, mean.shape
+        ((4, 1), (1,))
+        """
+        first = self.op(op, *inputs, name=name, **attrs)
+        count = len(self.graph.types(first.value.node))
+        return (first, *(Tensor(self, Value(first.value.node, k)) for k in range(1, count)))
+
     def output(self, tensor: Tensor, name: str | None = None) -> Tensor:
         """Mark ``tensor`` as a graph output, renamed to ``name`` when given.
 

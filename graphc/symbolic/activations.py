@@ -39,7 +39,8 @@ class ActivationTable:
 
 
 def _graph(name: str, n: int):  # -> Graph
-    from graphc import GraphBuilder, nn
+    from graphc import nn
+    from graphc.dsl import GraphBuilder
 
     b = GraphBuilder(f"act_{name}", dtype=np.float64)
     x = b.input("x", (n,))
@@ -107,7 +108,8 @@ def tanh_identity(points: Sequence[float]) -> tuple[float, bool]:
     graphc's Tanh and Sigmoid ops, and whether sympy proves the identity for every x."""
     import sympy as sp
 
-    from graphc import GraphBuilder, nn
+    from graphc import nn
+    from graphc.dsl import GraphBuilder
     from graphc.interpret import run
 
     x = check_points(points)
