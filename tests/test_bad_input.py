@@ -321,3 +321,53 @@ def test_an_upper_case_onnx_suffix_is_an_onnx_file(folder, capsys):
     assert [n.op_type for n in model.graph.node] == ["Gemm"]
     assert main(["show", "TINY.ONNX"]) == 0
     assert "%x = Input # (1,4) f32" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_the_parser_is_built(monkeypatch, capsys):
+    import graphc.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(graphc.cli, "make_parser", interrupted)
+    assert main(["--version"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "graphc: error: interrupted (Ctrl-C); no output was left " \
+                           "half-written\n"
+    assert captured.out == ""
+
+
+def test_help_texts(capsys):
+    for argv in (["train", "--help"], ["show", "--help"], ["grad", "--help"],
+                 ["run", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "required (except with --resume, which reads it from the checkpoint): --data DATA" \
+        in text
+    assert "a zoo model name, a .py file with build(), or an .onnx file" in text
+    assert "--of OUTPUT, --output OUTPUT the name of the graph output to differentiate" in text
+    assert "--output is its older spelling (a name, not a file" in text
+    assert "--input NAME=FILE" in text and "-o FILE.npz, --output FILE.npz" in text
+
+
+def test_grad_header_lists_the_example_inputs_it_keeps(folder, capsys):
+    (folder / "two.py").write_text(textwrap.dedent("""\
+        import numpy as np
+        from graphc import GraphBuilder
+
+        def build(seed=0):
+            b = GraphBuilder("two")
+            b.output(b.input("x", (1, 2)) * b.input("y", (1, 2)), "out")
+            return b.build()
+
+        def example_inputs():
+            return {"x": np.array([[1, 2]], np.float32), "y": np.array([[0.5, -3]], np.float32)}
+        """))
+    assert main(["grad", "two.py", "--at", "x=[[3,4]]", "--of", "out"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    # sum(out) = 3 * 0.5 + 4 * -3
+    assert first == "backprop of two at x=[[3,4]]; example input y=[[0.5,-3]]: sum(out) = -10.5"
+    assert main(["grad", "two.py", "--output", "out"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == \
+        "backprop of two at the model's example inputs: sum(out) = -5.5"

@@ -175,14 +175,22 @@ def _header_point(inputs: list[str], feeds: dict[str, Any], given: dict[str, Any
 
 
 def _plain(value: Any) -> Any:
-    """A number or nested list of an array, rounded for the header (6 significant digits)."""
+    """A number or nested list of an array for the header: 6 significant digits, whole numbers
+    without a decimal point (as --at reads them).
+
+    >>> _plain([[0.5, -3.0]])
+    [[0.5, -3]]
+    """
     import numpy as np
 
+    def number(v: float) -> float | int:
+        v = float(f"{v:.6g}")
+        return int(v) if v.is_integer() else v
+
     array = np.asarray(value, dtype=np.float64)
-    rounded = np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[float])(array) \
-        if array.size else array
-    result = rounded.tolist()
-    return int(result) if isinstance(result, float) and result.is_integer() else result
+    if array.ndim == 0:
+        return number(float(array))
+    return [_plain(row) for row in array]
 
 
 def _short(v: Any) -> str:
