@@ -76,7 +76,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.accuracy is not None:
         check_data(args.accuracy, "--accuracy")
     pruning = prune_options(args, names)  # checked before any model is loaded
-    loaded = load_model(args.model, args.seed)
+    loaded = load_bound(args.model, args.bind, args.seed) if args.bind else \
+        load_model(args.model, args.seed)
     weights = None
     if args.weights:
         weights = apply_weights(args.weights, args.model, loaded, args.seed)
@@ -182,6 +183,34 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print_speed_check(given, data, speed_feeds, "given" if loaded.onnx_file else
                           "unoptimized")
     return 0
+
+
+def load_bound(spec: str, binds: list[str], seed: int) -> Loaded:
+    """Load an .onnx MODEL with the graph inputs of ``--bind NAME=V1,V2,...`` made constants.
+
+    The given file takes those inputs and the compiled one does not, so --verify and
+    --check-speed compare with the bound graph, not with the given file.
+    """
+    from graphc.cli.common import example_feeds
+    from graphc.onnxio.importer import from_onnx
+
+    if not spec.lower().endswith(".onnx"):
+        raise UsageError("--bind applies to an .onnx MODEL", where="--bind",
+                         expected="an .onnx file", got=repr(spec))
+    values: dict[str, list[float]] = {}
+    for text in binds:
+        name, sep, numbers = text.partition("=")
+        try:
+            values[name.strip()] = [int(v) if v.strip().lstrip("-").isdigit() else float(v)
+                                    for v in numbers.split(",") if v.strip()]
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UsageError("the value is not a graph input name and numbers", where="--bind",
+                             expected="NAME=V1,V2,... (NAME= for no values)", got=repr(text))
+    graph = from_onnx(spec, bind=values)
+    graph.verify()
+    return Loaded(graph, example_feeds(None, graph, seed))
 
 
 def student_options(args: argparse.Namespace, names: list[str], weights: Weights | None,
@@ -449,6 +478,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", help="a named pipeline of passes, e.g. inference")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show the rewrites each pass refused, with reasons")
+    p.add_argument("--bind", action="append", metavar="NAME=V1,V2,...",
+                   help="an .onnx MODEL: make graph input NAME a constant holding these "
+                        "values (an input an op needs as a constant: Reshape's shape, Pad's "
+                        "pads, a Reduce's axes); repeat for several inputs")
     p.add_argument("--explain", action="store_true",
                    help="show each rewrite: the nodes before and after and the formula")
     p.add_argument("--weights", metavar="CKPT",

@@ -800,12 +800,14 @@ def _prepare(model: onnx.ModelProto | bytes | str | os.PathLike[str]
 
 
 def _build(proto: onnx.ModelProto, batch: int, upgraded_from: int | None,
-           known: Mapping[str, Any] | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
+           known: Mapping[str, Any] | None = None,
+           given: tuple[str, ...] = ()) -> tuple[Graph, dict[str, np.ndarray]]:
     """Import ``proto``; when an op refuses a graph input because it needs its value (a setting:
     a shape, pads, axes), bind the input to its value in ``known`` and import again.
 
     Returns the graph and the inputs bound. Without a known value the refusal names the input
-    and how to give its value.
+    and how to give its value. ``g.meta["import_notes"]`` says what was upgraded and bound
+    (``given``: the inputs the caller bound before).
     """
     bound: dict[str, np.ndarray] = {}
     while True:
@@ -822,10 +824,19 @@ def _build(proto: onnx.ModelProto, batch: int, upgraded_from: int | None,
             if names and "constant" in err.what:
                 raise with_bind_hint(err, names[0]) from None
             raise
+    notes = []
     if upgraded_from is not None:
         g.meta["upgraded_from"] = upgraded_from
-    if bound:
-        g.meta["bound_inputs"] = sorted(bound)
+        notes.append(f"upgraded opset {upgraded_from} to opset {MIN_OPSET} "
+                     "(onnx.version_converter)")
+    for name in (*given, *bound):
+        value = g.const_value(Value(name)) if name in g.nx else None
+        shown = "unused" if value is None else f"= {value.tolist()}"
+        notes.append(f"bound graph input {name!r} {shown}; graphc's shapes are static")
+    if notes:
+        g.meta["import_notes"] = notes + list(g.meta.get("import_notes", ()))
+    if bound or given:
+        g.meta["bound_inputs"] = sorted({*given, *bound})
     return g, bound
 
 
@@ -849,8 +860,8 @@ def from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *,
                          expected="an int >= 1", got=repr(batch))
     proto, upgraded_from = _prepare(model)
     if bind:
-        proto = bind_inputs(proto, bind, where="from_onnx bind")
-    return _build(proto, int(batch), upgraded_from)[0]
+        proto = bind_inputs(proto, bind, where="bind")
+    return _build(proto, int(batch), upgraded_from, given=tuple(bind or ()))[0]
 
 
 def _batch_of(model: onnx.ModelProto, inputs: Mapping[str, Any]) -> int:

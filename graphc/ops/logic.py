@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from graphc.errors import OpError, ShapeError
+from graphc.errors import ExportError, OpError, ShapeError
 from graphc.ops.base import (
     DTYPE_SHORT,
     Attr,
     Example,
+    LowerCtx,
     NodeView,
     OpDef,
     TensorType,
@@ -357,7 +358,11 @@ EXPAND = OpDef(
 
 # --- ScatterElements --------------------------------------------------------------------------
 
-SCATTER_REDUCTIONS = ("none", "add")
+SCATTER_REDUCTIONS = ("none", "add", "mul", "max", "min")
+# Repeated indices combine with these (numpy's unbuffered ufunc.at, in index order).
+SCATTER_UFUNCS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+# The first opset whose ScatterElements has the reduction.
+SCATTER_SINCE = {"mul": 16, "max": 18, "min": 18}
 
 
 def _scatter_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
@@ -395,9 +400,9 @@ def _scatter_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     where = list(np.indices(idx.shape, sparse=True))
     where[axis] = idx
     out = data.copy()
-    if attrs["reduction"] == "add":
+    if attrs["reduction"] in SCATTER_UFUNCS:
         # Repeated indices accumulate; plain fancy assignment would keep only one of them.
-        np.add.at(out, tuple(where), updates)
+        SCATTER_UFUNCS[attrs["reduction"]].at(out, tuple(where), updates)
     else:
         # Repeated indices: the last update wins (as in onnxruntime; ONNX leaves it undefined).
         out[tuple(where)] = updates
@@ -406,7 +411,16 @@ def _scatter_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
 
 def _scatter_flops(view: NodeView) -> int:
     updates = view.in_types[2]
-    return updates.size if view.full_attrs["reduction"] == "add" and updates is not None else 0
+    return updates.size if view.full_attrs["reduction"] != "none" and updates is not None else 0
+
+
+def _scatter_lower(ctx: LowerCtx, view: NodeView) -> None:
+    reduction = view.full_attrs["reduction"]
+    if ctx.opset < SCATTER_SINCE.get(reduction, 0):
+        raise ExportError(f"ScatterElements reduction {reduction!r} needs a newer opset",
+                          expected=f"opset >= {SCATTER_SINCE[reduction]}", got=ctx.opset,
+                          hint=f"Export with --opset {SCATTER_SINCE[reduction]} or newer.")
+    ctx.node("ScatterElements", view.inputs, view.outputs, view.name, **view.attrs)
 
 
 def _scatter_examples() -> tuple[Example, ...]:
@@ -428,18 +442,22 @@ def _scatter_examples() -> tuple[Example, ...]:
         Example((_ties((2, 3), 45, np.int64), _ints([[2, 2], [0, 2]]),
                  _ties((2, 2), 46, np.int64)), {"axis": 1, "reduction": "add"},
                 name="add-int64"),
+        Example((rng_array((3, 4), seed=47), _ints([[0, 1, 2, 0], [0, 1, 2, 2]]),
+                 rng_array((2, 4), seed=48)), {"reduction": "mul"}, name="mul-duplicates"),
     )
 
 
 SCATTER_ELEMENTS = OpDef(
     name="ScatterElements",
-    doc="Copy data and write (or with reduction add, accumulate) updates at indices on axis.",
+    doc="Copy data and write updates at indices on axis (or combine them: reduction add, mul, "
+        "max or min).",
     inputs=("data", "indices", "updates"),
     outputs=("output",),
     attrs={"axis": Attr("int", 0), "reduction": Attr("str", "none", since=16)},
     infer=_scatter_infer,
     ref=_scatter_ref,
     examples=_scatter_examples(),
+    lower=_scatter_lower,
     flops=_scatter_flops,
     vjp=None,
 )

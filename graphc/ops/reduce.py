@@ -65,7 +65,8 @@ def _infer(op: str):
     def infer(in_types: list[TensorType | None], attrs: dict[str, Any],
               consts: list[np.ndarray | None]) -> list[TensorType]:
         x, axes_type = optional_inputs(in_types, 2)
-        if np.dtype(x.dtype) == np.bool_:
+        # ReduceMax takes bool (any, from opset 20); the other reductions need numbers.
+        if np.dtype(x.dtype) == np.bool_ and op != "ReduceMax":
             raise ShapeError(f"{op} input must be numeric", expected="a float or integer tensor",
                              got="bool", hint="Cast the input to an integer type first.")
         axes = None
@@ -119,7 +120,7 @@ def _mean(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 def _max(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     # The maximum of nothing is the dtype's lowest value (-inf for floats), as in ONNX.
-    lowest = -np.inf if _is_float(x) else np.iinfo(x.dtype).min
+    lowest = -np.inf if _is_float(x) else False if x.dtype == np.bool_ else np.iinfo(x.dtype).min
     return np.max(x, axis=axes, keepdims=True, initial=lowest)
 
 
@@ -138,6 +139,9 @@ def _flops(view: NodeView) -> int:
 def _lower_axes_input_from_18(op: str):
     def lower(ctx: LowerCtx, view: NodeView) -> None:
         """Emit the opset-18 node (axes input), or below 18 the attribute form."""
+        if np.dtype(view.in_types[0].dtype) == np.bool_ and ctx.opset < 20:
+            raise ExportError(f"{op} of bool needs opset 20 or newer", expected="opset >= 20",
+                              got=ctx.opset, hint="Export with --opset 20 or newer.")
         if ctx.opset >= 18:
             ctx.node(op, view.inputs, view.outputs, name=view.name, **view.attrs)
             return
