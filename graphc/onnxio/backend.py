@@ -142,7 +142,8 @@ class GraphcBackend(Backend):
              for n, a in feeds.items()],
             [helper.make_empty_tensor_value_info(n) for n in node.output if n])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-        return cls.run_model(model, feeds, device)
+        # The outputs have no declared type (the checker in prepare wants one): graphc infers.
+        return GraphcRep(_prepare(model)[0]).run(feeds)
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
