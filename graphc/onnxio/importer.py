@@ -1,7 +1,8 @@
 """Import an ONNX model into graphc's IR, and run any ONNX file on graphc's interpreter.
 
 The import reads the default ONNX domain at opsets 13 to the newest one the installed onnx
-defines, in the forms PyTorch's exporter and the ONNX model zoo write. Names survive: graph
+defines (an older model is upgraded to 13 first, ``graphc.onnxio.load.upgrade``), in the forms
+PyTorch's exporter and the ONNX model zoo write. Names survive: graph
 inputs keep their names, initializers and ``Constant`` outputs become ``Const`` nodes named after
 their values, and each op node's id is the name of its first output value, so an import followed
 by an export keeps every value name. Two exceptions, because an IR value is named by its node:
@@ -35,8 +36,10 @@ contrib ops (``com.microsoft`` QGemm, QLinearAdd, ...) and is refused with the w
 
 What it refuses, naming the ONNX node: ops graphc does not have (the message lists the ones it
 has), attributes it cannot represent, other domains, training-mode BatchNormalization, extra
-outputs that are used (LayerNormalization's Mean), symbolic dimensions other than the batch,
-and external data whose path leaves the model's folder (loading and the opset check are in
+outputs that are used (BatchNormalization's running statistics), symbolic dimensions other than
+the batch, a graph input an op needs as a constant (Reshape's shape) without its value (naming
+the input and ``--bind``; ``run_onnx`` binds the values fed, ``graphc.onnxio.bind``), and
+external data whose path leaves the model's folder (loading and the opset check are in
 ``graphc.onnxio.load``).
 
 Float initializers are trainable parameters, except those used only as BatchNormalization
