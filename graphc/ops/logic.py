@@ -280,7 +280,8 @@ def _cast_examples() -> tuple[Example, ...]:
 
 CAST = OpDef(
     name="Cast",
-    doc="Convert to the ONNX data type `to` (f32, f64, f16, i64, i32, i8, u8, bool).",
+    doc="Convert to the ONNX data type `to` (f32, f64, f16, i64, i32, i8, u8, bool, i16, u16, "
+        "u32, u64).",
     inputs=("input",),
     outputs=("output",),
     attrs={"to": Attr("int")},
