@@ -153,6 +153,15 @@ CASES = {
     "no onnxruntime kernel for float64 Conv": (
         ["compile", "f64.onnx", "-o", "out.onnx", "--verify"], 1,
         "onnxruntime: node 'y': no CPU kernel for Conv (opset 11) with these input types"),
+    "no onnxruntime kernel for float64 Conv (--check-speed)": (
+        ["compile", "f64.onnx", "-o", "out.onnx", "--check-speed"], 1,
+        "onnxruntime: node 'conv': no CPU kernel for Conv (opset 11) with these input types"),
+    "no onnxruntime kernel for float64 Conv (run)": (
+        ["run", "f64.onnx", "--input", "x=x.npy"], 1,
+        "onnxruntime: node 'conv': no CPU kernel for Conv (opset 11) with these input types"),
+    "no onnxruntime kernel for float64 Conv (bench)": (
+        ["bench", "f64.onnx"], 1,
+        "onnxruntime: node 'conv': no CPU kernel for Conv (opset 11) with these input types"),
     "negative --seed (compile)": (["compile", "tiny.py", "-o", "out.onnx", "--seed=-1"], 2,
                                   "argument --seed: invalid non_negative_int value: '-1'"),
     "negative --seed (grad)": (["grad", "tiny.py", "--seed=-3"], 2,
@@ -242,6 +251,12 @@ CASES = {
                         "-o: cannot write 'out.txt'; expected an .npz file"),
     "run -o over its input": (["run", "gemm.onnx", "--input", "only_x.npz", "-o", "only_x.npz"],
                               2, "-o 'only_x.npz' would overwrite an input"),
+    "run on a file that is no array": (["run", "gemm.onnx", "--input", "x=tiny.py"], 1,
+                                       "--input x: cannot read 'tiny.py'; expected an .npy or "
+                                       ".npz file written by numpy, got neither an .npy file "
+                                       "nor an .npz archive."),
+    "run on a missing file": (["run", "gemm.onnx", "--input", "x=gone.npy"], 2,
+                              "--input x: gone.npy does not exist"),
     "run an unknown input name": (["run", "gemm.onnx", "--input", "z=x.npy"], 2,
                                   "--input: unknown input 'z'; expected one of 'x'"),
     "run --batch on a fixed batch": (["run", "gemm.onnx", "--input", "x.npy", "--batch", "4"], 2,

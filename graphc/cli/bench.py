@@ -282,6 +282,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                             strict=True)]
     check_same_inputs(files)
     batches = choose_batches(files, wanted)
+    from graphc.onnxio.runtime import session
+
+    for f in files:
+        # One run before the header: a file onnxruntime cannot load or run (no kernel for an
+        # op and dtype) is named in graphc's one line, not onnxruntime's raw message.
+        session(f.data, threads=1).run(None, random_feeds(f.inputs, batches[0], args.seed))
     threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
     print(f"cpu          {cpu_info().describe()}")
     print(f"onnxruntime  {onnxruntime.__version__} CPU, {threads}, median of {args.rounds} "

@@ -312,10 +312,13 @@ def accuracy_data(name: str, graph: Any, weights: Weights | None) -> Any:
     return test_set
 
 
-def print_accuracy(model: bytes, name: str, test_set: Any, weights: Weights | None) -> None:
-    """Print the accuracy of the written ONNX file on ``test_set``, and the checkpoint's own
-    record of it after its last epoch."""
-    accuracy = onnx_accuracy(model, test_set)
+def print_accuracy(model: bytes, name: str, test_set: Any, weights: Weights | None,
+                   accuracy: float | None = None) -> None:
+    """Print the accuracy of the written ONNX file on ``test_set`` (``accuracy`` if it was
+    measured before the file was written), and the checkpoint's own record of it after its last
+    epoch."""
+    if accuracy is None:
+        accuracy = onnx_accuracy(model, test_set)
     print(f"  accuracy     {100 * accuracy:.2f}% on the {name} test split"
           f"{classes_text(weights.classes if weights else None)} ({len(test_set)} "
           f"{samples_word(test_set)}, "

@@ -146,6 +146,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                               expected="outputs within the tolerance", got=str(c.result),
                               hint="--tolerance R sets the relative tolerance (a fraction of "
                                    "each output's largest magnitude).")
+    # Measured before the file is written: a file onnxruntime cannot run is never left behind.
+    accuracy = onnx_accuracy(data, test_set) if test_set is not None else None
     write_atomic(args.output, data)
     print(f"compiled {graph.name} -> {args.output} (opset {opset})")
     if args.verbose:
@@ -178,7 +180,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print_binary_summary(before["binarize"], data, opset, args, loaded.feeds, test_set,
                              weights)
     if test_set is not None:
-        print_accuracy(data, args.accuracy, test_set, student or weights)
+        print_accuracy(data, args.accuracy, test_set, student or weights, accuracy)
     if speed_feeds is not None:
         print_speed_check(given, data, speed_feeds, "given" if loaded.onnx_file else
                           "unoptimized")

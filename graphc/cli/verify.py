@@ -53,6 +53,12 @@ def speed_check_feeds(given: bytes, data: bytes, args: argparse.Namespace
                           expected=", ".join(str(v.shape) for v in feeds.values()),
                           got=", ".join(str(v.shape) for v in compiled.values()),
                           hint="Compile with --dynamic-batch.")
+    # One run of each before anything is written: a file onnxruntime cannot load or run (no
+    # kernel for an op and dtype) fails here, in one line, and no file is left behind.
+    from graphc.onnxio.runtime import session
+
+    for model, inputs in ((given, feeds), (data, compiled)):
+        session(model).run(None, inputs)
     return feeds
 
 

@@ -201,6 +201,12 @@ def read_arrays(path: str | Path, where: str) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         with path.open("rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise GraphcError(f"cannot read {str(path)!r}", where=where,
+                                  expected="an .npy or .npz file written by numpy",
+                                  got="neither an .npy file nor an .npz archive",
+                                  hint="Save arrays with numpy.save or numpy.savez.")
+            f.seek(0)
             shape, dtype = _header(f)
             if math.prod(shape) * dtype.itemsize > path.stat().st_size:
                 raise GraphcError(f"{path} declares more data than it holds", where=where,
