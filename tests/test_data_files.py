@@ -143,3 +143,13 @@ def test_train_then_accuracy_and_run_on_an_npz(tmp_path, monkeypatch, capsys):
     right = int(np.sum(np.argmax(scores, axis=1) == full.y[180:]))
     assert f"  accuracy  {accuracy:.2f}% ({right} of 60; argmax of y vs y.npy)" in \
         capsys.readouterr().out.splitlines()
+
+
+def test_a_folder_named_like_a_set_is_given_with_its_path(tmp_path, monkeypatch):
+    from graphc.train.datafiles import data_kind
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    assert data_kind("images") == "generator"
+    assert data_kind("./images") == "folder"
+    assert data_kind(str(tmp_path / "images")) == "folder"
