@@ -42,6 +42,7 @@ PARTS = {
     "graphc.testing": "testing",
     "graphc.doctest_md": "testing",
     "graphc": "api",
+    "graphc.backend": "api",
     "graphc.cli": "cli",
 }
 _BELOW_ONNX = {"base", "ops", "core"}
