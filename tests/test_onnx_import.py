@@ -491,11 +491,15 @@ def test_unsupported_attribute_is_refused():
 
 
 def test_attribute_value_graphc_cannot_run_is_refused():
-    nodes = [constant("/Constant", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
-             helper.make_node("Pad", ["input", "/Constant_output_0"], ["output"],
-                              name="/pad/Pad", mode="wrap")]
-    model = make(nodes, [], 19, [1, 2, 3, 3], [1, 2, 4, 4])
-    with pytest.raises(OpError, match=r"node '/pad/Pad' \(Pad\): Pad mode 'wrap' is not "):
+    # stash_type 16 is bfloat16, a type graphc does not have.
+    nodes = [constant("/Constant", np.ones(3, np.float32)),
+             helper.make_node("LayerNormalization", ["input", "/Constant_output_0"], ["output"],
+                              name="/ln/LayerNormalization", stash_type=16)]
+    model = make(nodes, [], 17, [1, 2, 3], [1, 2, 3])
+    with pytest.raises(OpError, match=r"node '/ln/LayerNormalization' \(LayerNormalization\): "
+                                      r"LayerNormalization stash_type names a type graphc does "
+                                      r"not have; expected 1 \(f32\), 10 \(f16\) or 11 \(f64\), "
+                                      r"got 16"):
         from_onnx(model)
 
 
