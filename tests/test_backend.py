@@ -74,6 +74,10 @@ def test_run_node_and_supports_device():
     (c,) = run_node(node, {"a": np.int64([2, 3]), "b": np.float32([0.5, 2.0])}, opset_version=15)
     np.testing.assert_array_equal(c, np.int64([1, 9]))  # int ** float truncates, as ONNX says
     assert supports_device("CPU") and not supports_device("CUDA")
+    assert GraphcBackend.is_compatible(reshape_model())
+    det = model_of([helper.make_node("Det", ["x"], ["y"])],
+                   [tensor("x", TensorProto.FLOAT, [2, 2])], [tensor("y", TensorProto.FLOAT, [])])
+    assert not GraphcBackend.is_compatible(det)
     assert not GraphcBackend.supports_device("no-such-device")
     with pytest.raises(UsageError, match=r"graphc runs on the CPU only; expected 'CPU', got "
                                          r"'CUDA'"):

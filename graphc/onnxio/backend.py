@@ -3,7 +3,8 @@
 Any tool that drives ONNX backends (ONNX's own backend test runner, for one) can run models on
 graphc: ``prepare(model)`` imports the model once and returns a ``BackendRep`` whose
 ``run(inputs)`` returns the outputs in the graph's order; ``run_model`` and ``run_node`` do both
-in one call. The device is ``"CPU"``.
+in one call; ``is_compatible`` says whether graphc has every op of a model. The device is
+``"CPU"``.
 
 The model is imported as ``graphc.run_onnx`` imports it: a model older than opset 13 is
 upgraded first, and the graph is specialized on the values fed where graphc needs them (the
@@ -39,7 +40,8 @@ from graphc.errors import GraphcError, UsageError
 from graphc.interpret import run
 from graphc.ir import Graph
 from graphc.onnxio.bind import graph_inputs
-from graphc.onnxio.importer import _prepare, specialize
+from graphc.onnxio.importer import _prepare, specialize, supported_ops
+from graphc.onnxio.load import DEFAULT_DOMAINS
 
 DEVICE = "CPU"
 
@@ -100,6 +102,14 @@ class GraphcBackend(Backend):
     """The ONNX backend interface to graphc's interpreter (CPU)."""
 
     @classmethod
+    def is_compatible(cls, model: onnx.ModelProto, device: str = DEVICE,
+                      **kwargs: Any) -> bool:
+        """Return whether every node of the model is an op graphc imports, on the CPU."""
+        return cls.supports_device(device) and all(
+            node.domain in DEFAULT_DOMAINS and node.op_type in supported_ops()
+            for node in model.graph.node)
+
+    @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = DEVICE,
                 **kwargs: Any) -> GraphcRep:
         """Check the model with ``onnx.checker``, import it, and return the prepared model."""
@@ -118,7 +128,7 @@ class GraphcBackend(Backend):
 
     @classmethod
     def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = DEVICE,
-                 outputs_info: Sequence[tuple[int, tuple[int, ...]]] | None = None,
+                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
                  **kwargs: Any) -> tuple[np.ndarray, ...]:
         """Run one node on ``inputs`` (a list in the node's input order, or a dict by name).
 
