@@ -87,13 +87,13 @@ def float64_conv() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def gemm(ir_version: int | None = None) -> bytes:
-    """x (1, 4) -> Gemm -> y (1, 3): a compiled file with a fixed batch of 1."""
+def gemm(ir_version: int | None = None, batch: int = 1) -> bytes:
+    """x (batch, 4) -> Gemm -> y (batch, 3): a compiled file with a fixed batch (1)."""
     w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "w")
     graph = helper.make_graph(
         [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], "gemm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w])
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if ir_version is not None:
         model.ir_version = ir_version
@@ -128,6 +128,7 @@ def folder(tmp_path, monkeypatch):
     (tmp_path / "f64.onnx").write_bytes(float64_conv())
     (tmp_path / "gemm.onnx").write_bytes(gemm())
     (tmp_path / "ir99.onnx").write_bytes(gemm(ir_version=99))
+    (tmp_path / "zero.onnx").write_bytes(gemm(batch=0))
     np.save(tmp_path / "x.npy", np.ones((5, 4), np.float32))
     np.save(tmp_path / "none.npy", np.ones((0, 4), np.float32))
     np.save(tmp_path / "wide.npy", np.ones((5, 6), np.float32))
@@ -239,6 +240,14 @@ CASES = {
                                "input 'x' has a batch of 0; expected sizes >= 1, got shape "
                                "(0, 4)."),
     "a batch of 0 (grad)": (["grad", "empty.py"], 1, "input 'x' has a batch of 0"),
+    "a batch of 0 (an .onnx file, compile)": (["compile", "zero.onnx", "-o", "out.onnx"], 1,
+                                              "zero.onnx: input 'x' has a batch of 0"),
+    "a batch of 0 (an .onnx file, run)": (["run", "zero.onnx", "--input", "x.npy"], 1,
+                                          "zero.onnx: input 'x' has a dimension of size 0; "
+                                          "expected sizes >= 1, got shape [0, 4]."),
+    "a batch of 0 (an .onnx file, bench)": (["bench", "zero.onnx"], 1,
+                                            "zero.onnx, input 'x': the input has a dimension "
+                                            "of size 0"),
     "a batch of 0 (run --batch)": (["run", "gemm.onnx", "--input", "x.npy", "--batch", "0"], 2,
                                    "argument --batch: invalid positive_int value: '0'"),
     "a batch of 0 (run data)": (["run", "gemm.onnx", "--input", "none.npy"], 1,

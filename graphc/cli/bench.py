@@ -109,6 +109,10 @@ def read_file(path: str, label: str) -> BenchFile:
                               expected="fixed sizes after the batch dimension",
                               got=inp.describe(),
                               hint="Export the file with fixed sizes (only the batch free).")
+        if 0 in inp.dims:
+            raise GraphcError("the input has a dimension of size 0 (a batch of 0 when it is "
+                              "the first)", where=where, expected="sizes >= 1",
+                              got=inp.describe(), hint="There is nothing to time on no data.")
     return BenchFile(label, data, inputs)
 
 

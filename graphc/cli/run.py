@@ -121,6 +121,10 @@ class _Model:
             ttype = value.type.tensor_type
             dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                     for d in ttype.shape.dim]
+            if 0 in dims:
+                raise GraphcError(f"input {value.name!r} has a dimension of size 0",
+                                  where=path, expected="sizes >= 1", got=f"shape {dims}",
+                                  hint="Compile the model with a batch of at least 1.")
             self.inputs[value.name] = (dims, helper.tensor_dtype_to_np_dtype(ttype.elem_type))
         self.outputs = [o.name for o in proto.graph.output]
         batches = {dims[0] for dims, _ in self.inputs.values() if dims}
