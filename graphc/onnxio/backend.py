@@ -53,16 +53,16 @@ class GraphcRep(BackendRep):
         self.model = model
         self.input_names = list(graph_inputs(model))
         self.output_names = [o.name for o in model.graph.output]
-        self.graph: Graph | None = None
-        # A model whose import needs no value fed is imported once, here; any error that is not
-        # about the values fed is reported now, as prepare's.
+        # The import is checked here, so that prepare reports what graphc refuses. A model
+        # whose import depends on the values fed (a symbolic dimension, an input bound to its
+        # value) is imported again for each run; the others only here.
+        graph: Graph | None = None
         try:
-            self.graph, _ = specialize(model, {})
+            graph, _ = specialize(model, {})
         except GraphcError as err:
-            if "graph input" not in str(err.got) and not _depends_on_feeds(model):
+            if getattr(err, "bind_input", None) is None:
                 raise
-        if self.graph is not None and _depends_on_feeds(model):
-            self.graph = None
+        self.graph = None if _depends_on_feeds(model) else graph
 
     def feeds(self, inputs: Any) -> dict[str, Any]:
         """Return ``inputs`` (a list in the graph's input order, one array, or a dict) by name."""

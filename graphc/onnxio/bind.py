@@ -126,9 +126,12 @@ def needed_inputs(node: onnx.NodeProto | None, model: onnx.ModelProto) -> list[s
 
 
 def with_bind_hint(err: GraphcError, name: str) -> GraphcError:
-    """Return ``err`` saying that its value comes from graph input ``name`` and how to bind it."""
-    return type(err)(err.what, where=err.where, expected=err.expected,
-                     got=f"graph input {name!r}", hint=BIND_HINT.format(name=name))
+    """Return ``err`` saying that its value comes from graph input ``name`` and how to bind it
+    (the name is also its ``bind_input`` attribute)."""
+    bound = type(err)(err.what, where=err.where, expected=err.expected,
+                      got=f"graph input {name!r}", hint=BIND_HINT.format(name=name))
+    bound.bind_input = name
+    return bound
 
 
 __all__ = ["BIND_HINT", "bind_inputs", "graph_inputs", "needed_inputs", "with_bind_hint"]
