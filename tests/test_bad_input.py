@@ -130,6 +130,7 @@ def folder(tmp_path, monkeypatch):
     (tmp_path / "ir99.onnx").write_bytes(gemm(ir_version=99))
     (tmp_path / "zero.onnx").write_bytes(gemm(batch=0))
     np.save(tmp_path / "x.npy", np.ones((5, 4), np.float32))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     np.save(tmp_path / "none.npy", np.ones((0, 4), np.float32))
     np.save(tmp_path / "wide.npy", np.ones((5, 6), np.float32))
     np.save(tmp_path / "labels.npy", np.arange(4))
@@ -266,6 +267,10 @@ CASES = {
                                        "nor an .npz archive."),
     "run on a missing file": (["run", "gemm.onnx", "--input", "x=gone.npy"], 2,
                               "--input x: gone.npy does not exist"),
+    "run on pickled objects": (["run", "gemm.onnx", "--input", "x=objects.npy"], 1,
+                               "--input x: cannot read 'objects.npy'; expected an .npy or .npz "
+                               "file written by numpy (no pickled objects), got an array of "
+                               "pickled Python objects, which graphc never loads."),
     "run an unknown input name": (["run", "gemm.onnx", "--input", "z=x.npy"], 2,
                                   "--input: unknown input 'z'; expected one of 'x'"),
     "run --batch on a fixed batch": (["run", "gemm.onnx", "--input", "x.npy", "--batch", "4"], 2,

@@ -217,6 +217,8 @@ def read_arrays(path: str | Path, where: str) -> dict[str, np.ndarray]:
         raise
     except Exception as err:  # noqa: BLE001 - numpy raises many kinds for a file it cannot read
         first = str(err).split(". ")[0].splitlines()[0][:200] if str(err) else ""
+        if "allow_pickle" in first:
+            first = "an array of pickled Python objects, which graphc never loads"
         raise GraphcError(f"cannot read {str(path)!r}", where=where,
                           expected="an .npy or .npz file written by numpy (no pickled objects)",
                           got=first or type(err).__name__) from None
