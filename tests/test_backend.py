@@ -181,6 +181,24 @@ def test_compile_bind_writes_a_file_without_the_input(tmp_path, capsys):
     assert "got graph input 'shape'" in line and "--bind shape=" in line
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["cnn", "--bind", "a=1"], "--bind: graph inputs are bound in an .onnx MODEL only; "
+                               "expected an .onnx file, got 'cnn'."),
+    (["{model}", "--bind", "shape=a,b"], "--bind: the value is not a graph input name and "
+                                         "numbers; expected NAME=V1,V2,... (NAME= for no "
+                                         "values), got 'shape=a,b'."),
+    (["{model}", "--bind", "shape=3,8", "--bind", "shape=8,3"],
+     "--bind: the graph input is bound twice; expected one --bind per input, got 'shape'."),
+])
+def test_compile_bind_usage_errors(tmp_path, capsys, argv, message):
+    source = tmp_path / "reshape.onnx"
+    onnx.save(reshape_model(), str(source))
+    argv = [a.format(model=source) for a in argv]
+    assert main(["compile", *argv, "-o", str(tmp_path / "out.onnx")]) == 2
+    assert testing.one_error_line(capsys.readouterr().err) == f"graphc: error: {message}"
+    assert not (tmp_path / "out.onnx").exists()
+
+
 # ----- old opsets --------------------------------------------------------------------------
 
 

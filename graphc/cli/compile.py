@@ -197,11 +197,14 @@ def load_bound(spec: str, binds: list[str], seed: int) -> Loaded:
     from graphc.onnxio.importer import from_onnx
 
     if not spec.lower().endswith(".onnx"):
-        raise UsageError("--bind applies to an .onnx MODEL", where="--bind",
+        raise UsageError("graph inputs are bound in an .onnx MODEL only", where="--bind",
                          expected="an .onnx file", got=repr(spec))
     values: dict[str, list[float]] = {}
     for text in binds:
         name, sep, numbers = text.partition("=")
+        if name.strip() in values:
+            raise UsageError("the graph input is bound twice", where="--bind",
+                             expected="one --bind per input", got=repr(name.strip()))
         try:
             values[name.strip()] = [int(v) if v.strip().lstrip("-").isdigit() else float(v)
                                     for v in numbers.split(",") if v.strip()]
