@@ -27,7 +27,10 @@ from graphc.ops.base import (
 )
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
-INTEGERS = (np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.int8), np.dtype(np.uint8))
+# Max and Min take every integer type ONNX has; onnxruntime's CPU kernels lack int16 and uint16
+# (graphc's interpreter computes them).
+INTEGERS = tuple(np.dtype(t) for t in (np.int64, np.int32, np.int16, np.int8, np.uint64,
+                                       np.uint32, np.uint16, np.uint8))
 
 
 def _variadic(name: str, doc: str, combine: Callable[[list[np.ndarray]], np.ndarray],
@@ -111,8 +114,13 @@ def _examples(integers: bool, float64: bool = True) -> tuple[Example, ...]:
         examples = tuple(e for e in examples if e.name != "float64")
     if integers:
         ints = np.random.default_rng(10)
-        examples += (Example((ints.integers(-9, 9, (2, 4)), ints.integers(-9, 9, (4,))),
-                             name="int64"),)
+        examples += (
+            Example((ints.integers(-9, 9, (2, 4)), ints.integers(-9, 9, (4,))), name="int64"),
+            Example((ints.integers(0, 1 << 40, (3, 2), dtype=np.uint64),
+                     ints.integers(0, 1 << 40, (3, 1), dtype=np.uint64)), name="uint64"),
+            Example((ints.integers(0, 1 << 31, (2, 3), dtype=np.uint32),
+                     ints.integers(0, 1 << 31, (2, 3), dtype=np.uint32)), name="uint32"),
+        )
     return examples
 
 
