@@ -20,7 +20,7 @@ from graphc.onnxio.runtime import run_onnxruntime
 from graphc.pipeline import resolve, run_pipeline
 
 DATA = Path(__file__).parent / "data"
-NAMES = ["view", "gelu", "interpolate", "chunk", "hardswish"]
+NAMES = ["view", "gelu", "interpolate", "chunk", "hardswish", "gelu_opset20"]
 # What each file holds after import: the ops PyTorch's exporter wrote for the module.
 EXPECTED_OPS = {
     "view": {"Conv", "Relu", "Reshape", "Gemm"},
@@ -30,6 +30,7 @@ EXPECTED_OPS = {
               "ReduceMean", "Unsqueeze"},
     "hardswish": {"Conv", "HardSwish", "GlobalAveragePool", "Relu", "HardSigmoid", "Mul",
                   "Flatten", "Gemm"},
+    "gelu_opset20": {"Flatten", "Gemm", "Gelu"},
 }
 SHAPE_OPS = {"Shape", "Size", "Gather"}
 

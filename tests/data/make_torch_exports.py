@@ -3,10 +3,11 @@
 Each module uses what PyTorch's exporter writes as shape arithmetic or as ops beyond a plain
 CNN: ``x.view(x.size(0), -1)`` (Shape -> Gather -> Unsqueeze -> Concat -> Reshape),
 ``torch.flatten``, ``nn.GELU`` (Erf, and the tanh form), ``F.interpolate`` (nearest and
-bilinear: Resize), ``chunk`` (Split), ``hardswish`` / ``hardsigmoid``, slicing, ``unsqueeze``
-and ``torch.maximum``. For each, ``torch_<name>.onnx`` (opset 17, symbolic batch) and
-``torch_<name>.npz`` (the input ``x`` and PyTorch's outputs ``y``) are written next to this
-script, so the tests need neither torch nor a network. Run it again only to change the models:
+bilinear: Resize), ``chunk`` (Slices at computed offsets), ``split`` (Split), ``hardswish`` /
+``hardsigmoid``, slicing, ``unsqueeze`` and ``torch.maximum``. For each, ``torch_<name>.onnx``
+(opset 17 unless the name says another; a symbolic batch) and ``torch_<name>.npz`` (the input
+``x`` and PyTorch's outputs ``y``) are written next to this script, so the tests need neither
+torch nor a network. Run it again only to change the models:
 
     python tests/data/make_torch_exports.py
 """
@@ -101,18 +102,20 @@ class HardSwishNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+# name: (module, input shape, opset); gelu_opset20 holds ONNX's Gelu op (opset 20 and later).
 MODELS = {
-    "view": (ViewNet, (2, 3, 8, 8)),
-    "gelu": (GeluNet, (2, 3, 4, 4)),
-    "interpolate": (InterpolateNet, (1, 3, 5, 7)),
-    "chunk": (ChunkNet, (2, 3, 6, 8)),
-    "hardswish": (HardSwishNet, (2, 3, 8, 8)),
+    "view": (ViewNet, (2, 3, 8, 8), OPSET),
+    "gelu": (GeluNet, (2, 3, 4, 4), OPSET),
+    "interpolate": (InterpolateNet, (1, 3, 5, 7), OPSET),
+    "chunk": (ChunkNet, (2, 3, 6, 8), OPSET),
+    "hardswish": (HardSwishNet, (2, 3, 8, 8), OPSET),
+    "gelu_opset20": (GeluNet, (2, 3, 4, 4), 20),
 }
 
 
 def export(name: str) -> None:
     """Write torch_<name>.onnx and torch_<name>.npz (input x, PyTorch's output y)."""
-    cls, shape = MODELS[name]
+    cls, shape, opset = MODELS[name]
     torch.manual_seed(0)
     model = cls().eval()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
@@ -123,7 +126,7 @@ def export(name: str) -> None:
     # (x.size(0), chunk sizes, interpolate sizes) with Shape arithmetic in the graph.
     torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-                      opset_version=OPSET, dynamo=False)
+                      opset_version=opset, dynamo=False)
     np.savez(HERE / f"torch_{name}.npz", x=x.numpy(), y=y.numpy())
     print(f"wrote {path.name} ({path.stat().st_size:,} bytes)")
 
