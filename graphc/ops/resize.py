@@ -1,5 +1,5 @@
-"""Resize: nearest-neighbour and (bi/tri)linear resampling (ONNX opset 13+ semantics, as
-onnxruntime's CPU kernel computes them).
+"""Resize: nearest-neighbour, (bi/tri)linear and bicubic resampling (ONNX opset 13+ semantics,
+as onnxruntime's CPU kernel computes them).
 
 For each resized axis of input size ``n`` and output size ``m`` (``floor(n * scale)`` from
 ``scales``, or given by ``sizes`` with ``scale = m / n``), output index ``x`` reads the input at
@@ -11,12 +11,15 @@ the coordinate
 - ``asymmetric``: ``x / scale``
 
 computed in float32 as onnxruntime does. ``nearest`` rounds it by ``nearest_mode`` and clamps
-it to ``0..n-1``; ``linear`` clamps it and mixes the two neighbours by distance. Both are
-linear maps along each axis (a matrix of 0/1 or of two weights per row), so the gradient
-applies each axis's matrix transposed. The shape rule refuses what onnxruntime's CPU kernel
-or graphc does not compute: ``cubic``, ``tf_crop_and_resize``, ``antialias``, aspect-ratio
-policies other than ``stretch``, and linear resizing of axes other than the innermost two of a
-rank-2 or rank-4 input (or three of a rank-3 or rank-5 one).
+it to ``0..n-1``; ``linear`` clamps it and mixes the two neighbours by distance; ``cubic``
+mixes the four neighbours around it with Keys' weights (``cubic_coeff_a``), repeating the edge
+outside the input, or with ``exclude_outside`` dropping those neighbours and rescaling the
+others. Each is a linear map along each axis (a matrix of 1, 2 or 4 weights per row), so the
+gradient applies each axis's matrix transposed. The shape rule refuses what onnxruntime's CPU
+kernel or graphc does not compute: ``tf_crop_and_resize``, ``half_pixel_symmetric``,
+``antialias``, aspect-ratio policies other than ``stretch``, and linear (cubic) resizing of
+axes other than the innermost two of a rank-2 or rank-4 input (or for linear three of a rank-3
+or rank-5 one).
 """
 
 from __future__ import annotations
@@ -40,15 +43,15 @@ from graphc.ops.base import (
     with_nonfinite,
 )
 
-MODES = ("nearest", "linear")
+MODES = ("nearest", "linear", "cubic")
 COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 # float64 too: the interpreter computes it (gradient checks run in float64), though
 # onnxruntime's CPU kernel has no float64 Resize.
 DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64), np.dtype(np.int32),
           np.dtype(np.int8), np.dtype(np.uint8))
-# onnxruntime's linear kernels: (rank, number of innermost axes they may resize).
-LINEAR_AXES = {2: 2, 3: 3, 4: 2, 5: 3}
+# onnxruntime's linear and cubic kernels: rank -> number of innermost axes they may resize.
+INNER_AXES = {"linear": {2: 2, 3: 3, 4: 2, 5: 3}, "cubic": {2: 2, 4: 2}}
 F32 = np.float32
 
 
@@ -116,16 +119,19 @@ def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
         if out[axis] < 1:
             raise ShapeError(f"Resize gives axis {axis} no elements", expected="size >= 1",
                              got=f"{shape[axis]} * {v}")
-    if attrs["mode"] == "linear":
+    mode = attrs["mode"]
+    if mode != "nearest":
         if np.dtype(x.dtype).kind != "f":
-            raise ShapeError("linear Resize needs a floating-point input", expected="f32 or f16",
-                             got=DTYPE_SHORT[np.dtype(x.dtype)], hint="Cast to f32 first.")
+            raise ShapeError(f"{mode} Resize needs a floating-point input",
+                             expected="f32 or f16", got=DTYPE_SHORT[np.dtype(x.dtype)],
+                             hint="Cast to f32 first.")
         resized = [k for k in range(rank) if out[k] != shape[k] or factor[k] != 1.0]
-        inner = LINEAR_AXES.get(rank, 0)
+        inner = INNER_AXES[mode].get(rank, 0)
         if any(k < rank - inner for k in resized):
-            raise ShapeError("linear Resize of these axes has no onnxruntime kernel",
+            ranks = " or ".join(str(r) for r in INNER_AXES[mode])
+            raise ShapeError(f"{mode} Resize of these axes has no onnxruntime kernel",
                              expected=f"only the innermost {inner} axes resized" if inner else
-                             "an input of rank 2 to 5", got=f"axes {resized} of shape {shape}",
+                             f"an input of rank {ranks}", got=f"axes {resized} of shape {shape}",
                              hint="Resize with mode 'nearest', or transpose the axes inward.")
     return tuple(out), factor
 
@@ -154,28 +160,50 @@ def _round(c: np.ndarray, mode: str) -> np.ndarray:
     return np.where(half, np.floor(c) if mode == "round_prefer_floor" else np.ceil(c), away)
 
 
+def _cubic_weights(t: np.ndarray, a: float) -> list[np.ndarray]:
+    """Return the weights of the neighbours at -1, 0, 1, 2 for a fraction ``t`` (Keys' cubic
+    convolution with coefficient ``a``, written as onnxruntime computes it, in float32)."""
+    a, one, two = F32(a), F32(1), F32(2)
+    return [((a * (t + one) - 5 * a) * (t + one) + 8 * a) * (t + one) - 4 * a,
+            ((a + two) * t - (a + 3)) * t * t + one,
+            ((a + two) * (one - t) - (a + 3)) * (one - t) * (one - t) + one,
+            ((a * (two - t) - 5 * a) * (two - t) + 8 * a) * (two - t) - 4 * a]
+
+
 def _taps(n: int, m: int, scale: float, attrs: dict[str, Any]
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return, per output index, two input indices and their weights (nearest: one index,
-    weights 1 and 0)."""
+          ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return the taps of one axis: (input index, weight) per output index, one tap for
+    nearest, two for linear, four for cubic."""
     c = _coordinates(n, m, scale, attrs)
-    if attrs["mode"] == "nearest":
+    mode = attrs["mode"]
+    if mode == "nearest":
         idx = np.clip(_round(c, attrs["nearest_mode"]), 0, n - 1).astype(np.int64)
-        return idx, idx, np.zeros(m, np.float64)
-    c = np.clip(c, F32(0), F32(n - 1))
-    lo = np.minimum(c.astype(np.int64), n - 1)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = (c - lo.astype(F32)).astype(np.float64)
-    return lo, hi, np.where(lo == hi, 0.5, frac)
+        return [(idx, np.ones(m))]
+    if mode == "linear":
+        c = np.clip(c, F32(0), F32(n - 1))
+        lo = np.minimum(c.astype(np.int64), n - 1)
+        hi = np.minimum(lo + 1, n - 1)
+        frac = np.where(lo == hi, 0.5, (c - lo.astype(F32)).astype(np.float64))
+        return [(lo, 1.0 - frac), (hi, frac)]
+    # cubic: the coordinate is not clamped; neighbours outside the input repeat the edge, or
+    # with exclude_outside get weight 0 and the others are scaled to sum to 1.
+    base = np.floor(c)
+    weights = [w.astype(np.float64) for w in _cubic_weights(c - base, attrs["cubic_coeff_a"])]
+    idx = [base.astype(np.int64) + k for k in (-1, 0, 1, 2)]
+    if attrs["exclude_outside"]:
+        weights = [np.where((i >= 0) & (i < n), w, 0.0) for i, w in zip(idx, weights,
+                                                                           strict=True)]
+        total = sum(weights)
+        weights = [w / total for w in weights]
+    return [(np.clip(i, 0, n - 1), w) for i, w in zip(idx, weights, strict=True)]
 
 
 def _matrix(n: int, m: int, scale: float, attrs: dict[str, Any]) -> np.ndarray:
     """Return the (m, n) matrix that resizes one axis."""
-    lo, hi, w = _taps(n, m, scale, attrs)
     a = np.zeros((m, n))
     rows = np.arange(m)
-    np.add.at(a, (rows, lo), 1.0 - w)
-    np.add.at(a, (rows, hi), w)
+    for idx, w in _taps(n, m, scale, attrs):
+        np.add.at(a, (rows, idx), w)
     return a
 
 
@@ -190,21 +218,20 @@ def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
     types = [None if a is None else TensorType(a.shape, a.dtype) for a in inputs]
     shape, factor = _plan(types, attrs, list(inputs))
     y = x
-    # onnxruntime's linear kernels interpolate every axis they cover, also one of scale 1:
-    # there the neighbour has weight 0, and an infinity or NaN there makes the output NaN.
-    covered = x.ndim - LINEAR_AXES.get(x.ndim, 0) if attrs["mode"] == "linear" else x.ndim
+    # onnxruntime's linear and cubic kernels interpolate every axis they cover, also one of
+    # scale 1: there the neighbours have weight 0, and an infinity or NaN there gives NaN.
+    covered = x.ndim - INNER_AXES.get(attrs["mode"], {}).get(x.ndim, 0)
     for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
         if n == m and factor[axis] == 1.0 and axis < covered:
             continue
-        lo, hi, w = _taps(n, m, factor[axis], attrs)
+        taps = _taps(n, m, factor[axis], attrs)
         if attrs["mode"] == "nearest":
-            y = np.take(y, lo, axis=axis)
+            y = np.take(y, taps[0][0], axis=axis)
             continue
         where = [1] * x.ndim
         where[axis] = m
-        w = w.reshape(where)
-        y = np.take(y, lo, axis=axis).astype(np.float64) * (1.0 - w) + \
-            np.take(y, hi, axis=axis).astype(np.float64) * w
+        y = sum(np.take(y, idx, axis=axis).astype(np.float64) * w.reshape(where)
+                for idx, w in taps)
     return [np.asarray(y).astype(x.dtype)]
 
 
@@ -288,6 +315,18 @@ def _examples() -> tuple[Example, ...]:
                 name="linear-2d"),
         Example((rng_array((2, 3, 2), seed=4), None, scales(2, 1, 3)), linear, consts=(2,),
                 name="trilinear"),
+        # F.interpolate(scale_factor=2, mode="bicubic", align_corners=False).
+        Example((x, None, scales(1, 1, 2, 2)), {"mode": "cubic", "cubic_coeff_a": -0.75,
+                                                "coordinate_transformation_mode":
+                                                "pytorch_half_pixel"}, consts=(2,),
+                name="bicubic-torch"),
+        Example((x, None, None, sizes(1, 2, 2, 7)), {"mode": "cubic", "exclude_outside": 1,
+                                                     "coordinate_transformation_mode":
+                                                     "align_corners"}, consts=(3,),
+                name="bicubic-exclude-outside"),
+        Example((rng_array((5, 4), seed=5), None, scales(0.6, 1.5)),
+                {"mode": "cubic", "coordinate_transformation_mode": "asymmetric"}, consts=(2,),
+                name="cubic-2d-default-a"),
         # opset 18's axes (lowered to full-rank scales below opset 18).
         Example((x, None, scales(2, 3)), {**linear, "axes": (-2, 3)}, consts=(2,),
                 name="linear-axes"),
@@ -298,7 +337,7 @@ def _examples() -> tuple[Example, ...]:
 
 RESIZE = OpDef(
     name="Resize",
-    doc="Resample to new sizes by nearest-neighbour or (bi/tri)linear interpolation.",
+    doc="Resample to new sizes by nearest-neighbour, (bi/tri)linear or bicubic interpolation.",
     inputs=("X", "roi?", "scales?", "sizes?"),
     outputs=("Y",),
     attrs={
@@ -320,4 +359,4 @@ RESIZE = OpDef(
     vjp=_vjp,
 )
 
-OPS: list[OpDef] = [with_nonfinite(RESIZE, 0, 1, 4, 5, 8)]
+OPS: list[OpDef] = [with_nonfinite(RESIZE, 0, 1, 4, 5, 8, 9, 10, 11)]
