@@ -89,9 +89,6 @@ REFUSED: list[tuple[str, str, Callable[[str, onnx.ModelProto], bool]]] = [
 PENDING: list[tuple[str, str, Callable[[str, onnx.ModelProto], bool]]] = [
     ("pending: ConvTranspose output_shape", "an output_shape larger than the uncropped output",
      _named(r"test_convtranspose_(output_shape|kernel_shape|autopad_same)")),
-    ("pending: Max/Min on 16/32/64-bit unsigned and int16", "the Max and Min records take "
-     "f32, f64, f16, i32, i64, i8 and u8",
-     _named(r"test_(max|min)_(int16|uint16|uint32|uint64)")),
     ("pending: Resize modes", "cubic, antialias, tf_crop_and_resize, half_pixel_symmetric, "
      "keep_aspect_ratio_policy; and linear with align_corners when downsampling gives other "
      "values than ONNX's",
