@@ -1,8 +1,9 @@
 """Files exported from PyTorch (tests/data/make_torch_exports.py: opset 17, a symbolic batch)
-with ``view``, ``flatten``, ``GELU``, ``interpolate``, ``chunk``/``split`` and ``hardswish``:
-each imports, the interpreter agrees with onnxruntime and with PyTorch's outputs stored next to
-the file, the inference pipeline keeps those outputs, and the shape arithmetic is folded to
-constants (``x.view(x.size(0), -1)`` keeps a symbolic batch)."""
+with ``view``, ``flatten``, ``GELU``, ``interpolate`` (nearest, bilinear, bicubic),
+``chunk``/``split`` and ``hardswish``: each imports, the interpreter agrees with onnxruntime and
+with PyTorch's outputs stored next to the file, the inference pipeline keeps those outputs,
+and the shape arithmetic is folded to constants (``x.view(x.size(0), -1)`` keeps a symbolic
+batch)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from graphc.onnxio.runtime import run_onnxruntime
 from graphc.pipeline import resolve, run_pipeline
 
 DATA = Path(__file__).parent / "data"
-NAMES = ["view", "gelu", "interpolate", "chunk", "hardswish", "gelu_opset20"]
+NAMES = ["view", "gelu", "interpolate", "bicubic", "chunk", "hardswish", "gelu_opset20"]
 # What each file holds after import: the ops PyTorch's exporter wrote for the module.
 EXPECTED_OPS = {
     "view": {"Conv", "Relu", "Reshape", "Gemm"},
     "gelu": {"Flatten", "Gemm", "Div", "Erf", "Add", "Mul", "Tanh"},
     "interpolate": {"Conv", "Resize"},
+    "bicubic": {"Conv", "Resize"},
     "chunk": {"Conv", "Slice", "Sigmoid", "Mul", "Max", "Add", "Split", "Sub", "Concat",
               "ReduceMean", "Unsqueeze"},
     "hardswish": {"Conv", "HardSwish", "GlobalAveragePool", "Relu", "HardSigmoid", "Mul",

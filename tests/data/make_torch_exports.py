@@ -2,12 +2,12 @@
 
 Each module uses what PyTorch's exporter writes as shape arithmetic or as ops beyond a plain
 CNN: ``x.view(x.size(0), -1)`` (Shape -> Gather -> Unsqueeze -> Concat -> Reshape),
-``torch.flatten``, ``nn.GELU`` (Erf, and the tanh form), ``F.interpolate`` (nearest and
-bilinear: Resize), ``chunk`` (Slices at computed offsets), ``split`` (Split), ``hardswish`` /
-``hardsigmoid``, slicing, ``unsqueeze`` and ``torch.maximum``. For each, ``torch_<name>.onnx``
-(opset 17 unless the name says another; a symbolic batch) and ``torch_<name>.npz`` (the input
-``x`` and PyTorch's outputs ``y``) are written next to this script, so the tests need neither
-torch nor a network. Run it again only to change the models:
+``torch.flatten``, ``nn.GELU`` (Erf, and the tanh form), ``F.interpolate`` (nearest,
+bilinear and bicubic: Resize), ``chunk`` (Slices at computed offsets), ``split`` (Split),
+``hardswish`` / ``hardsigmoid``, slicing, ``unsqueeze`` and ``torch.maximum``. For each,
+``torch_<name>.onnx`` (opset 17 unless the name says another; a symbolic batch) and
+``torch_<name>.npz`` (the input ``x`` and PyTorch's outputs ``y``) are written next to this
+script, so the tests need neither torch nor a network. Run it again only to change the models:
 
     python tests/data/make_torch_exports.py
 """
@@ -68,6 +68,18 @@ class InterpolateNet(nn.Module):
         return F.interpolate(x, size=(10, 14), mode="bilinear", align_corners=True)
 
 
+class BicubicNet(nn.Module):
+    """Bicubic upsampling (F.interpolate, mode="bicubic"), without and with corners aligned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(self.conv(x), scale_factor=2, mode="bicubic", align_corners=False)
+        return F.interpolate(x, scale_factor=0.5, mode="bicubic", align_corners=True)
+
+
 class ChunkNet(nn.Module):
     """chunk into three, split in two, a gate, an elementwise maximum, a strided slice and an
     unsqueeze."""
@@ -107,6 +119,7 @@ MODELS = {
     "view": (ViewNet, (2, 3, 8, 8), OPSET),
     "gelu": (GeluNet, (2, 3, 4, 4), OPSET),
     "interpolate": (InterpolateNet, (1, 3, 5, 7), OPSET),
+    "bicubic": (BicubicNet, (2, 3, 5, 6), OPSET),
     "chunk": (ChunkNet, (2, 3, 6, 8), OPSET),
     "hardswish": (HardSwishNet, (2, 3, 8, 8), OPSET),
     "gelu_opset20": (GeluNet, (2, 3, 4, 4), 20),
