@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -142,3 +143,22 @@ def test_compile_verbose_prints_the_folded_shapes(tmp_path: Path,
            "static" in lines
     assert any(line.startswith("  verify       ok") for line in lines)
 
+
+def test_resize_scales_are_settings_not_parameters() -> None:
+    # The same file with its Resize scales as initializers (as many exporters write them).
+    path, x, y = stored("interpolate")
+    model = onnx.load(path)
+    constants = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+    for node in list(model.graph.node):
+        if node.op_type == "Resize" and node.input[2] in constants:
+            const = constants[node.input[2]]
+            model.graph.initializer.append(numpy_helper.from_array(
+                numpy_helper.to_array(const.attribute[0].t), node.input[2]))
+            model.graph.node.remove(const)
+    g = from_onnx(model, batch=x.shape[0])
+    scales = [v.node for n in g.op_nodes() if g.op(n) == "Resize"
+              for v in g.in_values(n)[2:3] if v is not None]
+    assert scales and not set(scales) & set(g.params())
+    # The two convolutions' weights and biases only: (4, 3, 3, 3) + 4 and (2, 4, 3, 3) + 2.
+    assert g.num_params() == 4 * 3 * 9 + 4 + 2 * 4 * 9 + 2
+    assert_close(run(g, {"x": x})["y"], y)

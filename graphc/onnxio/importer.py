@@ -43,12 +43,13 @@ external data whose path leaves the model's folder (loading and the opset check 
 ``graphc.onnxio.load``).
 
 Float initializers are trainable parameters, except those used only as BatchNormalization
-statistics or as settings (Dropout ratio, Clip bounds, Pad values, Reshape shapes, quantization
-scales: of QuantizeLinear, DequantizeLinear and the QLinear ops, and a weight scale multiplied by
-DynamicQuantizeLinear's scale); ``Constant`` nodes are not. Integer initializers are parameters
-where they are quantized weights or biases (int8 weights, int32 biases: the input of a
-DequantizeLinear, QLinearConv's w and bias, QLinearMatMul's or MatMulInteger's b), as graphc's own
-quantize-int8 counts them, and settings elsewhere (zero points).
+statistics or as settings (Dropout ratio, Clip bounds, Pad values, Reshape shapes, Resize roi
+and scales, quantization scales: of QuantizeLinear, DequantizeLinear and the QLinear ops, and a
+weight scale multiplied by DynamicQuantizeLinear's scale); ``Constant`` nodes are not. Integer
+initializers are parameters where they are quantized weights or biases (int8 weights, int32
+biases: the input of a DequantizeLinear, QLinearConv's w and bias, QLinearMatMul's or
+MatMulInteger's b), as graphc's own quantize-int8 counts them, and settings elsewhere (zero
+points).
 
 >>> import numpy as np
 >>> from onnx import TensorProto, helper
@@ -110,6 +111,7 @@ SETTING_PORTS = {
     ("Clip", 1), ("Clip", 2),
     ("Pad", 1), ("Pad", 2), ("Pad", 3),
     ("Reshape", 1),
+    ("Resize", 1), ("Resize", 2),
     # Quantization scales are settings of the integer grid, like BatchNorm's statistics: a
     # calibration chose them, and training would have to move the integers with them.
     ("QuantizeLinear", 1), ("DequantizeLinear", 1),
