@@ -6,11 +6,13 @@ compared as ONNX's test runner compares: the same number of outputs, and for eac
 shape and its values within ``assert_allclose(rtol=1e-3, atol=1e-7)`` against ONNX's expected
 outputs.
 
-A selected case is in one of three groups:
+A selected case is in one of four groups:
 
 - it passes;
 - ``REFUSED``: graphc does not support it on purpose; the backend must refuse it with a clear
   ``GraphcError`` (a wrong number is never an acceptable refusal);
+- ``ONNXRUNTIME_VALUES``: graphc computes what onnxruntime computes, where ONNX's reference
+  differs; the outputs are compared with onnxruntime's on the same model instead;
 - ``PENDING``: it needs a piece of graphc that is not there yet (named in the reason); it is
   expected to fail until then, and passes the moment the piece lands (then remove it here).
 
@@ -34,6 +36,7 @@ from onnx import numpy_helper
 from graphc import ops
 from graphc.backend import GraphcBackend
 from graphc.errors import GraphcError
+from graphc.onnxio.runtime import run_onnxruntime
 
 # ONNX's types that graphc has no numpy storage for: float8 (4 kinds and e8m0), bfloat16, the
 # 4-bit and 2-bit integers, float4e2m1, strings.
@@ -89,11 +92,19 @@ REFUSED: list[tuple[str, str, Callable[[str, onnx.ModelProto], bool]]] = [
 PENDING: list[tuple[str, str, Callable[[str, onnx.ModelProto], bool]]] = [
     ("pending: ConvTranspose output_shape", "an output_shape larger than the uncropped output",
      _named(r"test_convtranspose_(output_shape|kernel_shape|autopad_same)")),
-    ("pending: Resize modes", "cubic, antialias, tf_crop_and_resize, half_pixel_symmetric, "
-     "keep_aspect_ratio_policy; and linear with align_corners when downsampling gives other "
-     "values than ONNX's",
-     _named(r"test_resize_.*(cubic|antialias|tf_crop_and_resize|half_pixel_symmetric|"
-            r"not_larger|not_smaller).*", r"test_resize_downsample_scales_linear_align_corners")),
+    ("pending: Resize options", "antialias, tf_crop_and_resize, half_pixel_symmetric and "
+     "keep_aspect_ratio_policy other than stretch, which the Resize record refuses",
+     _named(r"test_resize_.*(antialias|tf_crop_and_resize|half_pixel_symmetric|not_larger|"
+            r"not_smaller).*")),
+]
+
+# ----- cases where graphc computes onnxruntime's numbers and ONNX's reference differs ----------
+
+ONNXRUNTIME_VALUES: list[tuple[str, str, Callable[[str, onnx.ModelProto], bool]]] = [
+    ("onnxruntime's Resize align_corners", "at a scale that does not give a whole output size, "
+     "onnxruntime (and graphc) divide by the output size, ONNX's reference by input size * "
+     "scale (docs/ops.md)",
+     _named(r"test_resize_downsample_scales_(linear|cubic)_align_corners")),
 ]
 
 
@@ -112,8 +123,9 @@ def selected() -> list[Any]:
 
 
 def group(case: Any) -> tuple[str, str, str]:
-    """Return ("refused" | "pending" | "run", label, reason) for a case."""
-    for kind, table in (("refused", REFUSED), ("pending", PENDING)):
+    """Return ("refused" | "pending" | "onnxruntime" | "run", label, reason) for a case."""
+    for kind, table in (("refused", REFUSED), ("pending", PENDING),
+                        ("onnxruntime", ONNXRUNTIME_VALUES)):
         for label, reason, matches in table:
             if matches(case.name, case.model):
                 return kind, label, reason
@@ -125,13 +137,17 @@ def _array(value: Any) -> np.ndarray:
         np.asarray(value)
 
 
-def run_case(case: Any) -> None:
-    """Run a case on the backend and compare as ONNX's runner does (raises on a difference)."""
+def run_case(case: Any, onnxruntime: bool = False) -> None:
+    """Run a case on the backend and compare as ONNX's runner does (raises on a difference),
+    with ONNX's expected outputs or, with ``onnxruntime``, onnxruntime's on the case's model."""
     inputs, expected = case.data_sets[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ONNX's cases divide by zero and overflow on purpose
         rep = GraphcBackend.prepare(case.model, "CPU")
         outputs = rep.run([_array(a) for a in inputs])
+    if onnxruntime:
+        feeds = dict(zip(rep.input_names, map(_array, inputs), strict=True))
+        expected = list(run_onnxruntime(case.model, feeds).values())
     assert len(outputs) == len(expected), f"{len(outputs)} outputs, {len(expected)} expected"
     for name, got, want in zip(rep.output_names, outputs, map(_array, expected), strict=True):
         assert got.dtype == want.dtype, (name, got.dtype, want.dtype)
@@ -161,6 +177,10 @@ def test_node_case(case: Any) -> None:
     elif kind == "refused":
         with pytest.raises(GraphcError):
             run_case(case)
+    elif kind == "onnxruntime":
+        run_case(case, onnxruntime=True)
+        with pytest.raises(AssertionError):  # else the entry is not needed any more
+            run_case(case)
     else:
         try:
             run_case(case)
@@ -175,7 +195,8 @@ def test_selection_covers_the_op_set_s_onnx_ops() -> None:
     assert len(selected()) > 400
 
 
-@pytest.mark.parametrize(("table", "label"), [(REFUSED, "refused"), (PENDING, "pending")])
+@pytest.mark.parametrize(("table", "label"), [(REFUSED, "refused"), (PENDING, "pending"),
+                                              (ONNXRUNTIME_VALUES, "onnxruntime")])
 def test_every_listed_reason_matches_a_selected_case(table: list, label: str) -> None:
     for name, _, matches in table:
         assert any(matches(c.name, c.model) for c in selected()), (label, name)
