@@ -1,8 +1,9 @@
 """graphc as an ONNX backend (``onnx.backend.base.Backend``), over graphc's interpreter.
 
 ``graphc.backend`` is what tools that drive ONNX backends take: ``prepare(model)`` returns a
-``BackendRep`` whose ``run(inputs)`` gives the outputs; ``run_model``, ``run_node`` and
-``supports_device("CPU")`` complete the interface (``graphc.onnxio.backend`` has the details).
+``BackendRep`` whose ``run(inputs)`` gives the outputs; ``run_model``, ``run_node``,
+``supports_device("CPU")`` and ``is_compatible(model)`` complete the interface
+(``graphc.onnxio.backend`` has the details).
 
 >>> import numpy as np
 >>> from onnx import TensorProto, helper
@@ -17,10 +18,12 @@ from __future__ import annotations
 from graphc.onnxio.backend import (
     GraphcBackend,
     GraphcRep,
+    is_compatible,
     prepare,
     run_model,
     run_node,
     supports_device,
 )
 
-__all__ = ["GraphcBackend", "GraphcRep", "prepare", "run_model", "run_node", "supports_device"]
+__all__ = ["GraphcBackend", "GraphcRep", "is_compatible", "prepare", "run_model", "run_node",
+           "supports_device"]

@@ -75,6 +75,7 @@ def test_run_node_and_supports_device():
     np.testing.assert_array_equal(c, np.int64([1, 9]))  # int ** float truncates, as ONNX says
     assert supports_device("CPU") and not supports_device("CUDA")
     assert GraphcBackend.is_compatible(reshape_model())
+    assert graphc.backend.is_compatible(reshape_model())
     det = model_of([helper.make_node("Det", ["x"], ["y"])],
                    [tensor("x", TensorProto.FLOAT, [2, 2])], [tensor("y", TensorProto.FLOAT, [])])
     assert not GraphcBackend.is_compatible(det)

@@ -164,9 +164,11 @@ class GraphcBackend(Backend):
             return False
 
 
+is_compatible = GraphcBackend.is_compatible
 prepare = GraphcBackend.prepare
 run_model = GraphcBackend.run_model
 run_node = GraphcBackend.run_node
 supports_device = GraphcBackend.supports_device
 
-__all__ = ["GraphcBackend", "GraphcRep", "prepare", "run_model", "run_node", "supports_device"]
+__all__ = ["GraphcBackend", "GraphcRep", "is_compatible", "prepare", "run_model", "run_node",
+           "supports_device"]
