@@ -12,6 +12,7 @@ Pad is in ``graphc.ops.pad``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,9 @@ from graphc.ops.conv_grad import conv_vjp, convt_vjp
 from graphc.ops.window import (
     AXES,
     Window,
+    all_tap_slices,
     need_spatial,
     padded,
-    tap_slices,
     transpose_window,
     window,
 )
@@ -81,8 +82,9 @@ def _conv_check(in_types: list[TensorType | None], attrs: dict[str, Any]) -> Win
     b = in_types[2] if len(in_types) > 2 else None
     assert x is not None and w is not None
     k = need_spatial("Conv input X", len(x.shape))
-    x_layout, kernel = _layouts(k)
-    need_rank(w, k + 2, f"Conv weight W (M, C/group, {kernel}) for input X {x_layout}")
+    if len(w.shape) != k + 2:  # the message only when it is needed: this runs on every Conv
+        x_layout, kernel = _layouts(k)
+        need_rank(w, k + 2, f"Conv weight W (M, C/group, {kernel}) for input X {x_layout}")
     need_float(x, "Conv input X")
     same_dtype([x, w, b], "Conv")
     group = attrs["group"]
@@ -96,7 +98,8 @@ def _conv_check(in_types: list[TensorType | None], attrs: dict[str, Any]) -> Win
             "input channels do not match the weight",
             expected=f"X.shape[1] = W.shape[1] * group = {cg} * {group} = {cg * group}",
             got=f"X.shape[1] = {x.shape[1]}",
-            hint=f"Check the weight layout (M, C/group, {kernel}) and the group attribute.",
+            hint=f"Check the weight layout (M, C/group, {_layouts(k)[1]}) and the group "
+                 "attribute.",
         )
     if b is not None and tuple(b.shape) != (m,):
         raise ShapeError("Conv bias B has the wrong shape", expected=f"({m},)",
@@ -128,7 +131,7 @@ def _conv_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np
                                                                    strict=True)),
                  *(slice(None, None, d) for d in win.dilations))]
     # im2col: one copy into (n, g, out, cg*taps), then one batched matmul per group.
-    outs, taps = int(np.prod(win.out)), int(np.prod(kernel))
+    outs, taps = math.prod(win.out), math.prod(kernel)
     cols = view.reshape(n, g, cg, *win.out, *kernel)
     cols = cols.transpose(0, 1, *range(3, 3 + k), 2, *range(3 + k, 3 + 2 * k))
     cols = cols.reshape(n, g, outs, cg * taps)
@@ -142,7 +145,7 @@ def _conv_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np
 def _conv_flops(view: NodeView) -> int:
     w, y = view.in_types[1], view.out_types[0]
     assert w is not None
-    return 2 * y.size * int(np.prod(w.shape[1:]))
+    return 2 * y.size * math.prod(w.shape[1:])
 
 
 # --- ConvTranspose --------------------------------------------------------------------------
@@ -154,8 +157,10 @@ def _convt_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
     b = in_types[2] if len(in_types) > 2 else None
     assert x is not None and w is not None
     k = need_spatial("ConvTranspose input X", len(x.shape))
-    x_layout, kernel = _layouts(k)
-    need_rank(w, k + 2, f"ConvTranspose weight W (C, M/group, {kernel}) for input X {x_layout}")
+    if len(w.shape) != k + 2:
+        x_layout, kernel = _layouts(k)
+        need_rank(w, k + 2,
+                  f"ConvTranspose weight W (C, M/group, {kernel}) for input X {x_layout}")
     need_float(x, "ConvTranspose input X")
     same_dtype([x, w, b], "ConvTranspose")
     group = attrs["group"]
@@ -167,7 +172,7 @@ def _convt_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
         raise ShapeError(
             "input channels do not match the weight",
             expected=f"X.shape[1] = W.shape[0] = {w.shape[0]}", got=f"X.shape[1] = {x.shape[1]}",
-            hint=f"ConvTranspose weights are laid out (C_in, C_out/group, {kernel}).",
+            hint=f"ConvTranspose weights are laid out (C_in, C_out/group, {_layouts(k)[1]}).",
         )
     m = w.shape[1] * group
     if b is not None and tuple(b.shape) != (m,):
@@ -190,17 +195,17 @@ def _convt_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[n
     win, out_pad = transpose_window(tuple(sizes), tuple(kernel), attrs)
     # Every input cell times every tap: (n, g, mg*taps, cells), then scatter-add tap by tap.
     xw, ww = _work(x, w)
-    taps = int(np.prod(kernel))
+    taps = math.prod(kernel)
     wm = ww.reshape(g, cg, mg * taps).transpose(0, 2, 1)
-    products = np.matmul(wm, xw.reshape(n, g, cg, int(np.prod(sizes))))
+    products = np.matmul(wm, xw.reshape(n, g, cg, math.prod(sizes)))
     products = products.reshape(n, m, taps, *sizes)
     full_shape = [s * (i - 1) + (kk - 1) * d + 1 + p for s, i, kk, d, p in
                   zip(win.strides, sizes, kernel, win.dilations, out_pad, strict=True)]
     full = np.zeros((n, m, *full_shape), dtype=products.dtype)
     # The same slices as a Conv tap read over an input of this ConvTranspose's input size.
     spread = Window(win.kernel, win.strides, win.dilations, win.begin, win.end, tuple(sizes))
-    for t, index in enumerate(spread.taps()):
-        full[(slice(None), slice(None), *tap_slices(spread, index))] += products[:, :, t]
+    for t, slices in enumerate(all_tap_slices(spread)):
+        full[(slice(None), slice(None), *slices)] += products[:, :, t]
     y = full[(slice(None), slice(None),
               *(slice(bb, bb + o) for bb, o in zip(win.begin, win.out, strict=True)))]
     if b is not None:
@@ -211,7 +216,7 @@ def _convt_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[n
 def _convt_flops(view: NodeView) -> int:
     x, w = view.in_types[0], view.in_types[1]
     assert x is not None and w is not None
-    return 2 * x.size * int(np.prod(w.shape[1:]))
+    return 2 * x.size * math.prod(w.shape[1:])
 
 
 # --- examples -------------------------------------------------------------------------------

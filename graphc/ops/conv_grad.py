@@ -16,6 +16,7 @@ dY with X. Both rules read the forward's window from ``graphc.ops.window``, so `
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -107,7 +108,7 @@ def weight_grad_im2col(ctx: Any, x: Any, dy: Any) -> Any:
     attrs = {k: ctx.attrs[k] for k in ("strides", "dilations", "pads", "auto_pad")}
     cols = ctx.op("Im2Col", x, kernel_shape=list(kernel), **attrs)
     grads = ctx.op("Transpose", dy, perm=[1, *range(2, rank), 0])
-    grads = ctx.reshape(grads, (o, int(np.prod(ctx.type(grads).shape)) // o))
+    grads = ctx.reshape(grads, (o, math.prod(ctx.type(grads).shape) // o))
     return ctx.reshape(ctx.op("Gemm", grads, cols, transB=1), (o, c, *kernel))
 
 

@@ -18,6 +18,7 @@ then a ReduceSum over the taps.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from graphc.ops.base import (
     rng_array,
     with_nonfinite,
 )
-from graphc.ops.window import Window, need_spatial, tap_slices, window
+from graphc.ops.window import Window, all_tap_slices, need_spatial, window
 
 
 def _win(x_shape: tuple[int, ...], attrs: dict[str, Any]) -> Window:
@@ -64,7 +65,7 @@ def gather_table(c: int, win: Window, padded: tuple[int, ...]) -> np.ndarray:
     for axis in range(k):
         tap, out = grids[1 + axis], grids[1 + k + axis]
         rows = rows * padded[axis] + out * win.strides[axis] + tap * win.dilations[axis]
-    taps, outs = int(np.prod(win.kernel)), int(np.prod(win.out))
+    taps, outs = math.prod(win.kernel), math.prod(win.out)
     return np.ascontiguousarray(rows.reshape(c * taps, outs), dtype=np.int64)
 
 
@@ -83,7 +84,7 @@ def scatter_table(x_shape: tuple[int, ...], win: Window) -> np.ndarray:
     shape (C*prod(S), prod(k))."""
     c, sizes = x_shape[1], tuple(x_shape[2:])
     k = win.rank
-    taps, outs = int(np.prod(win.kernel)), int(np.prod(win.out))
+    taps, outs = math.prod(win.kernel), math.prod(win.out)
     zero_row = c * taps * outs
     table = np.full((c, *sizes, taps), zero_row, dtype=np.int64)
     channel = np.arange(c).reshape(c, *(1,) * k)
@@ -96,7 +97,7 @@ def scatter_table(x_shape: tuple[int, ...], win: Window) -> np.ndarray:
             row = row * win.out[axis] + o
             ok = ok & (o >= 0)
         table[..., t] = np.where(ok, row, zero_row)
-    return table.reshape(c * int(np.prod(sizes)), taps)
+    return table.reshape(c * math.prod(sizes), taps)
 
 
 def _infer(in_types: list[TensorType | None], attrs: dict[str, Any],
@@ -106,7 +107,7 @@ def _infer(in_types: list[TensorType | None], attrs: dict[str, Any],
     need_spatial("Im2Col input X", len(x.shape))
     win = _win(x.shape, attrs)
     n, c = x.shape[:2]
-    return [TensorType((c * int(np.prod(win.kernel)), int(np.prod(win.out)) * n), x.dtype)]
+    return [TensorType((c * math.prod(win.kernel), math.prod(win.out) * n), x.dtype)]
 
 
 def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
@@ -117,12 +118,11 @@ def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
     xp = np.zeros((n, c, *_padded_size(x.shape, win)), x.dtype)
     xp[(slice(None), slice(None),
         *(slice(b, b + s) for b, s in zip(win.begin, sizes, strict=True)))] = x
-    cols = np.empty((c, int(np.prod(win.kernel)), *win.out, n), x.dtype)
+    cols = np.empty((c, math.prod(win.kernel), *win.out, n), x.dtype)
     channel_major = (1, *range(2, 2 + k), 0)
-    for t, index in enumerate(win.taps()):
-        patch = xp[(slice(None), slice(None), *tap_slices(win, index))]
-        cols[:, t] = patch.transpose(channel_major)
-    return [cols.reshape(c * int(np.prod(win.kernel)), int(np.prod(win.out)) * n)]
+    for t, slices in enumerate(all_tap_slices(win)):
+        cols[:, t] = xp[(slice(None), slice(None), *slices)].transpose(channel_major)
+    return [cols.reshape(c * math.prod(win.kernel), math.prod(win.out) * n)]
 
 
 def _lower(ctx: LowerCtx, view: NodeView) -> None:
@@ -142,7 +142,7 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
         ctx.node("Pad", [current, ctx.const(name + ".pads", pads)], [padded], name + "/pad")
         current = padded
     rows = ctx.fresh(name + "_rows")
-    shape_rows = np.array([c * int(np.prod(size_p)), n], np.int64)
+    shape_rows = np.array([c * math.prod(size_p), n], np.int64)
     ctx.node("Reshape", [current, ctx.const(name + ".rows", shape_rows)], [rows], name + "/rows")
     picked = ctx.fresh(name + "_picked")
     ctx.node("Gather", [rows, ctx.const(name + ".table", gather_table(c, win, size_p))],
@@ -158,7 +158,7 @@ def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     n, c, *sizes = x_shape
     k = len(sizes)
     win = _win(x_shape, ctx.attrs)
-    rows = ctx.reshape(dcols, (int(np.prod(ctx.out_types[0].shape)) // n, n))
+    rows = ctx.reshape(dcols, (math.prod(ctx.out_types[0].shape) // n, n))
     zero = ctx.const(np.zeros((1, n)), ctx.out_types[0].dtype)
     rows = ctx.op("Concat", rows, zero, axis=0)
     taps = ctx.op("Gather", rows, ctx.const(scatter_table(x_shape, win), np.int64), axis=0)

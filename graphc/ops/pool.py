@@ -18,6 +18,7 @@ computes from coordinate -1 on every spatial axis: in 2-D row-major, ``(n * C + 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -41,13 +42,13 @@ from graphc.ops.base import (
 from graphc.ops.conv import _WINDOW_ATTRS, _work
 from graphc.ops.pool_grad import avgpool_vjp, gap_vjp, gmp_vjp, maxpool_vjp
 from graphc.ops.window import (
+    all_tap_slices,
     counts,
     need_spatial,
     outer_and,
     padded,
     pool_window,
     storage_order,
-    tap,
     tap_positions,
 )
 
@@ -88,7 +89,7 @@ def _avgpool_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
 
 def _along(values: np.ndarray, axis: int, k: int) -> np.ndarray:
     """Reshape a 1-D array to lie along spatial ``axis`` of a k-D grid."""
-    return values.reshape(tuple(-1 if a == axis else 1 for a in range(k)))
+    return values.reshape((1,) * axis + (-1,) + (1,) * (k - 1 - axis))
 
 
 def _index_strides(sizes: tuple[int, ...], order: int) -> list[int]:
@@ -96,8 +97,8 @@ def _index_strides(sizes: tuple[int, ...], order: int) -> list[int]:
     or column-major (1)."""
     k = len(sizes)
     if order == 0:
-        return [int(np.prod(sizes[a + 1:])) for a in range(k)]
-    return [int(np.prod(sizes[:a])) for a in range(k)]
+        return [math.prod(sizes[a + 1:]) for a in range(k)]
+    return [math.prod(sizes[:a]) for a in range(k)]
 
 
 def _maxpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
@@ -112,30 +113,38 @@ def _maxpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     # stays, later ones do not). The first input cell is the first valid tap on each axis.
     first = [ok.argmax(axis=1) for ok in valid]
     xp = padded(x, win, 0)
-    start = np.ix_(*(np.arange(o) * s + f * d for o, s, f, d in
-                     zip(win.out, win.strides, first, win.dilations, strict=True)))
+    start = [_along(np.arange(win.out[a]) * win.strides[a] + first[a] * win.dilations[a], a, k)
+             for a in range(k)]
     y = np.ascontiguousarray(xp[(slice(None), slice(None), *start)])
-    first_id = np.zeros((1,) * k, dtype=np.int32)
-    for a in range(k):
-        first_id = first_id * win.kernel[a] + _along(first[a], a, k).astype(np.int32)
-    tap_id = np.broadcast_to(first_id, y.shape).copy()
-    for t, index in enumerate(win.taps()):
-        read = tap(xp, win, *index)
+    first_id = _along(first[0], 0, k)
+    for a in range(1, k):
+        first_id = first_id * win.kernel[a] + _along(first[a], a, k)
+    tap_id = np.broadcast_to(first_id.astype(np.int32), y.shape).copy()
+    everywhere = all(ok.all() for ok in valid)
+    taps = zip(win.taps(), all_tap_slices(win), strict=True)
+    for t, (index, slices) in enumerate(taps):
+        read = xp[(slice(None), slice(None), *slices)]
         take = read > y
-        inside = outer_and([ok[:, i] for ok, i in zip(valid, index, strict=True)])
-        if not inside.all():
-            take &= inside
+        if not everywhere:
+            take &= outer_and([ok[:, i] for ok, i in zip(valid, index, strict=True)])
         np.copyto(y, read, where=take)
         np.copyto(tap_id, np.int32(t), where=take)
     # Indices: the flat index into the whole input, N and C included; row-major, or with
     # storage_order 1 column-major over the spatial axes.
     strides = _index_strides(sizes, storage_order(attrs))
-    cells = int(np.prod(sizes))
+    cells = math.prod(sizes)
     plane = np.arange(x.shape[0] * x.shape[1], dtype=np.int64).reshape(*x.shape[:2], *(1,) * k)
-    indices = plane * cells
-    for a, taps in enumerate(np.unravel_index(tap_id, win.kernel)):
-        outs = _along(np.arange(win.out[a]), a, k)
-        indices = indices + positions[a][outs, taps] * strides[a]
+    indices = None
+    rest = tap_id
+    for a in reversed(range(k)):
+        # The tap on axis a (tap_id in row-major order), and the input coordinate it reads.
+        taps = rest % win.kernel[a] if a else rest
+        rest = rest // win.kernel[a] if a else rest
+        coordinate = positions[a][_along(np.arange(win.out[a]), a, k), taps]
+        if strides[a] != 1:
+            coordinate *= strides[a]
+        indices = coordinate if indices is None else np.add(indices, coordinate, out=indices)
+    indices += plane * cells
     empty = ~outer_and([ok.any(axis=1) for ok in valid])
     if empty.any():
         # A window that sees only padding: the dtype's lowest value (float16: -inf) and the
@@ -152,14 +161,14 @@ def _avgpool_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
     win = pool_window("AveragePool", x, attrs)
     xp = padded(_work(x)[0], win, 0)
     total = np.zeros((*x.shape[:2], *win.out), dtype=xp.dtype)
-    for index in win.taps():
-        total += tap(xp, win, *index)
+    for slices in all_tap_slices(win):
+        total += xp[(slice(None), slice(None), *slices)]
     count = counts(x.shape, win, bool(attrs.get("count_include_pad", 0)))
     return [(total / np.maximum(count, 1).astype(total.dtype)).astype(x.dtype, copy=False)]
 
 
 def _pool_flops(view: NodeView) -> int:
-    return view.out_types[0].size * int(np.prod(view.full_attrs["kernel_shape"]))
+    return view.out_types[0].size * math.prod(view.full_attrs["kernel_shape"])
 
 
 # --- GlobalAveragePool, GlobalMaxPool -------------------------------------------------------

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -91,8 +92,8 @@ def maxpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
         keep = ctx.const(live, np.bool_)
         dy = ctx.op("Where", keep, dy, ctx.const(0.0, dtype))
         indices = ctx.op("Where", keep, indices, ctx.const(0, np.int64))
-    count = int(np.prod(ctx.out_types[0].shape))
-    total = int(np.prod(x_type.shape))
+    count = math.prod(ctx.out_types[0].shape)
+    total = math.prod(x_type.shape)
     zeros = ctx.op("Expand", ctx.const(0.0, dtype), ctx.const(np.array([total], np.int64),
                                                               np.int64))
     scattered = ctx.op("ScatterElements", zeros, ctx.reshape(indices, (count,)),
@@ -125,7 +126,7 @@ def avgpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     grad = ctx.op("MatMul", grad, ctx.const(reads[-1], dtype))
     for axis in reversed(range(k - 1)):
         lead = (*shape[:2], *win.out[:axis])
-        merged = ctx.reshape(grad, (*lead, win.out[axis], int(np.prod(shape[3 + axis:]))))
+        merged = ctx.reshape(grad, (*lead, win.out[axis], math.prod(shape[3 + axis:])))
         grad = ctx.op("MatMul", ctx.const(reads[axis].T, dtype), merged)
         grad = ctx.reshape(grad, (*lead, *shape[2 + axis:]))
     return [grad]
@@ -134,7 +135,7 @@ def avgpool_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
 def gap_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     """Every cell of a plane gets dY / (number of cells)."""
     shape, dtype = ctx.in_types[0].shape, ctx.in_types[0].dtype
-    dy = ctx.op("Mul", grads[0], ctx.const(1.0 / int(np.prod(shape[2:])), dtype))
+    dy = ctx.op("Mul", grads[0], ctx.const(1.0 / math.prod(shape[2:]), dtype))
     return [ctx.op("Expand", dy, ctx.const(np.array(shape, np.int64), np.int64))]
 
 

@@ -63,7 +63,7 @@ def need_spatial(op: str, rank: int) -> int:
 def spatial(op: str, attrs: dict[str, Any], key: str, default: int, minimum: int,
             k: int) -> tuple[int, ...]:
     """Return an ints attribute with one value per spatial axis (empty: ``default`` on each)."""
-    value = tuple(attrs.get(key) or ())
+    value = attrs.get(key)
     if not value:
         return (default,) * k
     if len(value) != k:
@@ -72,15 +72,17 @@ def spatial(op: str, attrs: dict[str, Any], key: str, default: int, minimum: int
     if min(value) < minimum:
         raise OpError(f"{op} attribute {key} is out of range", expected=f"values >= {minimum}",
                       got=list(value))
-    return tuple(int(v) for v in value)
+    # Checked attributes are tuples of ints already; this path is hot in shape inference.
+    return value if type(value) is tuple else tuple(int(v) for v in value)
 
 
 def explicit_pads(op: str, attrs: dict[str, Any], k: int,
                   key: str = "pads") -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Return ``(begins, ends)`` from ONNX pads [x1_begin, x2_begin, ..., x1_end, x2_end, ...]."""
-    value = tuple(attrs.get(key) or ())
+    value = attrs.get(key)
     if not value:
-        return (0,) * k, (0,) * k
+        zeros = (0,) * k
+        return zeros, zeros
     if len(value) != 2 * k:
         raise OpError(f"{op} attribute {key} needs a begin and an end per spatial axis",
                       expected=f"{2 * k} values (the {k} begins, then the {k} ends)",
@@ -88,7 +90,8 @@ def explicit_pads(op: str, attrs: dict[str, Any], k: int,
     if min(value) < 0:
         raise OpError(f"{op} attribute {key} must not be negative", expected="values >= 0",
                       got=list(value), hint="Crop with Slice (or Pad with negative pads).")
-    return tuple(int(v) for v in value[:k]), tuple(int(v) for v in value[k:])
+    value = tuple(int(v) for v in value) if type(value) is not tuple else value
+    return value[:k], value[k:]
 
 
 def window(op: str, sizes: tuple[int, ...], kernel: tuple[int, ...], attrs: dict[str, Any],
@@ -173,6 +176,14 @@ def tap_slices(win: Window, tap: tuple[int, ...]) -> tuple[slice, ...]:
     output position."""
     return tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
                  for t, d, o, s in zip(tap, win.dilations, win.out, win.strides, strict=True))
+
+
+def all_tap_slices(win: Window) -> Iterator[tuple[slice, ...]]:
+    """``tap_slices`` of every kernel tap, in the row-major order of ``Window.taps``."""
+    per_axis = [[slice(t * d, t * d + (o - 1) * s + 1, s) for t in range(k)]
+                for k, d, o, s in zip(win.kernel, win.dilations, win.out, win.strides,
+                                      strict=True)]
+    return itertools.product(*per_axis)
 
 
 def tap(xp: np.ndarray, win: Window, *index: int) -> np.ndarray:
