@@ -9,6 +9,10 @@ the coordinate
 - ``pytorch_half_pixel``: the same, but 0 when ``m == 1``
 - ``align_corners``: ``x * (n - 1) / (m - 1)`` (0 when ``m == 1``)
 - ``asymmetric``: ``x / scale``
+- ``tf_crop_and_resize``: ``start * (n - 1) + x * (end - start) * (n - 1) / (m - 1)`` for the
+  constant ``roi``'s ``start`` and ``end`` on that axis (the middle of the box when ``m == 1``);
+  an output cell whose coordinate on any axis falls outside ``0..n-1`` is
+  ``extrapolation_value``
 
 computed in float32 as onnxruntime does. ``nearest`` rounds it by ``nearest_mode`` and clamps
 it to ``0..n-1``; ``linear`` clamps it and mixes the two neighbours by distance; ``cubic``
@@ -16,10 +20,9 @@ mixes the four neighbours around it with Keys' weights (``cubic_coeff_a``), repe
 outside the input, or with ``exclude_outside`` dropping those neighbours and rescaling the
 others. Each is a linear map along each axis (a matrix of 1, 2 or 4 weights per row), so the
 gradient applies each axis's matrix transposed. The shape rule refuses what onnxruntime's CPU
-kernel or graphc does not compute: ``tf_crop_and_resize``, ``half_pixel_symmetric``,
-``antialias``, aspect-ratio policies other than ``stretch``, and linear (cubic) resizing of
-axes other than the innermost two of a rank-2 or rank-4 input (or for linear three of a rank-3
-or rank-5 one).
+kernel or graphc does not compute: ``half_pixel_symmetric``, ``antialias``, aspect-ratio
+policies other than ``stretch``, and linear (cubic) resizing of axes other than the innermost
+two of a rank-2 or rank-4 input (or for linear three of a rank-3 or rank-5 one).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from graphc.ops.base import (
 )
 
 MODES = ("nearest", "linear", "cubic")
-COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
+COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+               "tf_crop_and_resize")
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 # float64 too: the interpreter computes it (gradient checks run in float64), though
 # onnxruntime's CPU kernel has no float64 Resize.
@@ -62,18 +66,37 @@ def _check_attrs(attrs: dict[str, Any]) -> None:
         if attrs[key] not in allowed:
             raise OpError(f"Resize {key} {attrs[key]!r} is not supported",
                           expected=" or ".join(repr(a) for a in allowed), got=repr(attrs[key]),
-                          hint="graphc computes nearest and linear resizing.")
+                          hint="graphc computes nearest, linear and cubic resizing.")
     if attrs["antialias"]:
         raise OpError("Resize with antialias is not supported", expected="antialias=0",
                       got=f"antialias={attrs['antialias']}")
 
 
+Plan = tuple[tuple[int, ...], list[float], list[tuple[float, float]] | None]
+
+
+def _roi(roi_type: TensorType | None, roi: np.ndarray | None, rank: int, axes: list[int]
+         ) -> list[tuple[float, float]]:
+    """Return tf_crop_and_resize's (start, end) per axis, as fractions of the input."""
+    if roi_type is None or roi is None or roi.dtype.kind != "f" or roi.shape != (
+            2 * len(axes),):
+        raise ShapeError("Resize with tf_crop_and_resize needs a constant roi",
+                         expected=f"({2 * len(axes)},) floats: the starts, then the ends",
+                         got="a computed value" if roi_type is not None and roi is None else
+                         "nothing" if roi_type is None else f"{roi.shape} {roi.dtype}")
+    box = [(0.0, 1.0)] * rank
+    for k, axis in enumerate(axes):
+        box[axis] = (float(F32(roi[k])), float(F32(roi[k + len(axes)])))
+    return box
+
+
 def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
-          consts: list[np.ndarray | None]) -> tuple[tuple[int, ...], list[float]]:
-    """Return the output shape and the per-axis scale (float32, as onnxruntime uses it)."""
+          consts: list[np.ndarray | None]) -> Plan:
+    """Return the output shape, the per-axis scale (float32, as onnxruntime uses it) and for
+    tf_crop_and_resize the region of interest per axis."""
     _check_attrs(attrs)
-    x, _, scales_type, sizes_type = optional_inputs(in_types, 4)
-    _, _, scales, sizes = optional_inputs(consts, 4)
+    x, roi_type, scales_type, sizes_type = optional_inputs(in_types, 4)
+    _, roi, scales, sizes = optional_inputs(consts, 4)
     shape = x.shape
     rank = len(shape)
     if np.dtype(x.dtype) not in DTYPES:
@@ -102,12 +125,16 @@ def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
         raise ShapeError(f"Resize {'scales' if given_scales else 'sizes'} must hold one "
                          f"{want[0]} per resized axis", expected=f"({len(axes)},) {want[0]}",
                          got=f"{values.shape} {got}")
+    box = _roi(roi_type, roi, rank, axes) if attrs["coordinate_transformation_mode"] == (
+        "tf_crop_and_resize") else None
     out, factor = list(shape), [1.0] * rank
     for axis, v in zip(axes, values.tolist(), strict=True):
         if given_scales:
             if not v > 0:
                 raise ShapeError("Resize scale is not positive", expected="scales > 0",
                                  got=values.tolist())
+            # floor(size * scale), also with a roi (as ONNX's shape inference, its reference
+            # and onnxruntime compute it), in float32.
             out[axis] = int(np.floor(F32(shape[axis]) * F32(v)))
             factor[axis] = float(F32(v))
         else:
@@ -125,7 +152,8 @@ def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
             raise ShapeError(f"{mode} Resize needs a floating-point input",
                              expected="f32 or f16", got=DTYPE_SHORT[np.dtype(x.dtype)],
                              hint="Cast to f32 first.")
-        resized = [k for k in range(rank) if out[k] != shape[k] or factor[k] != 1.0]
+        resized = [k for k in range(rank) if out[k] != shape[k] or factor[k] != 1.0 or (
+            box is not None and box[k] != (0.0, 1.0))]
         inner = INNER_AXES[mode].get(rank, 0)
         if any(k < rank - inner for k in resized):
             ranks = " or ".join(str(r) for r in INNER_AXES[mode])
@@ -133,14 +161,20 @@ def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
                              expected=f"only the innermost {inner} axes resized" if inner else
                              f"an input of rank {ranks}", got=f"axes {resized} of shape {shape}",
                              hint="Resize with mode 'nearest', or transpose the axes inward.")
-    return tuple(out), factor
+    return tuple(out), factor, box
 
 
-def _coordinates(n: int, m: int, scale: float, attrs: dict[str, Any]) -> np.ndarray:
+def _coordinates(n: int, m: int, scale: float, attrs: dict[str, Any],
+                 box: tuple[float, float] | None) -> np.ndarray:
     """Return the input coordinate of each output index, in float32 like onnxruntime."""
     x = np.arange(m, dtype=F32)
     s = F32(scale)
     mode = attrs["coordinate_transformation_mode"]
+    if mode == "tf_crop_and_resize":
+        start, end, last = F32(box[0]), F32(box[1]), F32(n - 1)
+        if m == 1:
+            return np.full(m, F32(0.5) * (start + end) * last, F32)
+        return start * last + x * (end - start) * last / F32(m - 1)
     if mode == "asymmetric":
         return x / s
     if mode == "align_corners":
@@ -170,11 +204,21 @@ def _cubic_weights(t: np.ndarray, a: float) -> list[np.ndarray]:
             ((a * (two - t) - 5 * a) * (two - t) + 8 * a) * (two - t) - 4 * a]
 
 
-def _taps(n: int, m: int, scale: float, attrs: dict[str, Any]
-          ) -> list[tuple[np.ndarray, np.ndarray]]:
+def _outside(n: int, m: int, scale: float, attrs: dict[str, Any],
+             box: tuple[float, float] | None) -> np.ndarray | None:
+    """Return which output indices tf_crop_and_resize places outside the input (they take
+    extrapolation_value), or None for the other coordinate transforms."""
+    if box is None:
+        return None
+    c = _coordinates(n, m, scale, attrs, box)
+    return (c < 0) | (c > F32(n - 1))
+
+
+def _taps(n: int, m: int, scale: float, attrs: dict[str, Any],
+          box: tuple[float, float] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Return the taps of one axis: (input index, weight) per output index, one tap for
     nearest, two for linear, four for cubic."""
-    c = _coordinates(n, m, scale, attrs)
+    c = _coordinates(n, m, scale, attrs, box)
     mode = attrs["mode"]
     if mode == "nearest":
         idx = np.clip(_round(c, attrs["nearest_mode"]), 0, n - 1).astype(np.int64)
@@ -198,45 +242,61 @@ def _taps(n: int, m: int, scale: float, attrs: dict[str, Any]
     return [(np.clip(i, 0, n - 1), w) for i, w in zip(idx, weights, strict=True)]
 
 
-def _matrix(n: int, m: int, scale: float, attrs: dict[str, Any]) -> np.ndarray:
-    """Return the (m, n) matrix that resizes one axis."""
+def _matrix(n: int, m: int, scale: float, attrs: dict[str, Any],
+            box: tuple[float, float] | None) -> np.ndarray:
+    """Return the (m, n) matrix that resizes one axis (rows outside the roi: zero)."""
     a = np.zeros((m, n))
     rows = np.arange(m)
-    for idx, w in _taps(n, m, scale, attrs):
+    for idx, w in _taps(n, m, scale, attrs, box):
         np.add.at(a, (rows, idx), w)
+    outside = _outside(n, m, scale, attrs, box)
+    if outside is not None:
+        a[outside] = 0.0
     return a
+
+
+def _identity(n: int, m: int, scale: float, box: tuple[float, float] | None) -> bool:
+    return n == m and scale == 1.0 and box in (None, (0.0, 1.0))
 
 
 def _infer(in_types: list[TensorType | None], attrs: dict[str, Any],
            consts: list[np.ndarray | None]) -> list[TensorType]:
-    shape, _ = _plan(in_types, attrs, consts)
+    shape, _, _ = _plan(in_types, attrs, consts)
     return [TensorType(shape, in_types[0].dtype)]
 
 
 def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x = inputs[0]
     types = [None if a is None else TensorType(a.shape, a.dtype) for a in inputs]
-    shape, factor = _plan(types, attrs, list(inputs))
+    shape, factor, box = _plan(types, attrs, list(inputs))
+    boxes = [None] * x.ndim if box is None else box
     y = x
+    outside = np.zeros((1,) * x.ndim, bool)
     # onnxruntime's linear and cubic kernels interpolate every axis they cover, also one of
     # scale 1: there the neighbours have weight 0, and an infinity or NaN there gives NaN.
     covered = x.ndim - INNER_AXES.get(attrs["mode"], {}).get(x.ndim, 0)
     for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
-        if n == m and factor[axis] == 1.0 and axis < covered:
-            continue
-        taps = _taps(n, m, factor[axis], attrs)
-        if attrs["mode"] == "nearest":
-            y = np.take(y, taps[0][0], axis=axis)
+        if _identity(n, m, factor[axis], boxes[axis]) and axis < covered:
             continue
         where = [1] * x.ndim
         where[axis] = m
+        out = _outside(n, m, factor[axis], attrs, boxes[axis])
+        if out is not None:
+            outside = outside | out.reshape(where)
+        taps = _taps(n, m, factor[axis], attrs, boxes[axis])
+        if attrs["mode"] == "nearest":
+            y = np.take(y, taps[0][0], axis=axis)
+            continue
         y = sum(np.take(y, idx, axis=axis).astype(np.float64) * w.reshape(where)
                 for idx, w in taps)
-    return [np.asarray(y).astype(x.dtype)]
+    y = np.asarray(y).astype(x.dtype)
+    if outside.any():
+        y = np.where(outside, np.asarray(attrs["extrapolation_value"], x.dtype), y)
+    return [y]
 
 
 def _lower(ctx: LowerCtx, view: NodeView) -> None:
-    """One Resize node; below opset 18, ``axes`` becomes full-rank scales or sizes."""
+    """One Resize node; below opset 18, ``axes`` becomes full-rank scales or sizes (and roi)."""
     attrs = dict(view.attrs)
     axes = attrs.get("axes")
     for key in ("antialias", "keep_aspect_ratio_policy"):
@@ -250,10 +310,18 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
         port = 2 if scales is not None and scales.size else 3
         given = view.consts[port]
         full = np.ones(rank, F32) if port == 2 else np.array(view.in_types[0].shape, np.int64)
-        for a, v in zip(axes, given, strict=True):
-            full[normalize_axis(a, rank, "Resize axis")] = v
+        roi = view.consts[1] if len(view.consts) > 1 else None
+        box = None if roi is None else np.concatenate([np.zeros(rank), np.ones(rank)]).astype(
+            roi.dtype)
+        for k, a in enumerate(axes):
+            axis = normalize_axis(a, rank, "Resize axis")
+            full[axis] = given[k]
+            if box is not None:
+                box[axis], box[axis + rank] = roi[k], roi[k + len(axes)]
         inputs = (inputs + [""] * 4)[:4]
         inputs[port] = ctx.const(f"{view.name}.{'scales' if port == 2 else 'sizes'}", full)
+        if box is not None:
+            inputs[1] = ctx.const(f"{view.name}.roi", box)
         inputs = inputs[:port + 1]
     ctx.node("Resize", inputs, view.outputs, view.name, **attrs)
 
@@ -264,12 +332,13 @@ def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     g = grads[0]
     x, dtype = ctx.in_types[0], ctx.out_types[0].dtype
     consts = [ctx.g.const_value(v) for v in ctx.inputs]
-    shape, factor = _plan(ctx.in_types, ctx.attrs, consts)
+    shape, factor, box = _plan(ctx.in_types, ctx.attrs, consts)
+    boxes = [None] * len(shape) if box is None else box
     rank = len(shape)
     for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
-        if n == m and factor[axis] == 1.0:
+        if _identity(n, m, factor[axis], boxes[axis]):
             continue
-        a = _matrix(n, m, factor[axis], ctx.attrs).astype(dtype)
+        a = _matrix(n, m, factor[axis], ctx.attrs, boxes[axis]).astype(dtype)
         if axis == rank - 1:
             g = ctx.op("MatMul", g, ctx.const(a, dtype))
         elif axis == rank - 2:
@@ -327,6 +396,19 @@ def _examples() -> tuple[Example, ...]:
         Example((rng_array((5, 4), seed=5), None, scales(0.6, 1.5)),
                 {"mode": "cubic", "coordinate_transformation_mode": "asymmetric"}, consts=(2,),
                 name="cubic-2d-default-a"),
+        # TensorFlow's crop_and_resize: a box of the input, cells outside it extrapolated.
+        Example((rng_array((1, 1, 4, 4), seed=6), np.array([0, 0, 0.4, 0.6, 1, 1, 0.6, 0.8],
+                                                           np.float32), None, sizes(1, 1, 3, 3)),
+                {**linear, "coordinate_transformation_mode": "tf_crop_and_resize"},
+                consts=(1, 3), name="linear-tf-crop"),
+        Example((x, np.array([-0.2, 0.3, 1.2, 0.9], np.float32), scales(2, 1.5)),
+                {**nearest, "coordinate_transformation_mode": "tf_crop_and_resize",
+                 "extrapolation_value": 10.0, "axes": (2, 3)}, consts=(1, 2),
+                name="nearest-tf-crop-extrapolated"),
+        Example((x, np.array([0, 0, 0.1, -0.1, 1, 1, 0.7, 0.95], np.float32),
+                 scales(1, 1, 2, 1.5)), {"mode": "cubic", "coordinate_transformation_mode":
+                                         "tf_crop_and_resize", "extrapolation_value": -1.0},
+                consts=(1, 2), name="cubic-tf-crop"),
         # opset 18's axes (lowered to full-rank scales below opset 18).
         Example((x, None, scales(2, 3)), {**linear, "axes": (-2, 3)}, consts=(2,),
                 name="linear-axes"),
@@ -359,4 +441,4 @@ RESIZE = OpDef(
     vjp=_vjp,
 )
 
-OPS: list[OpDef] = [with_nonfinite(RESIZE, 0, 1, 4, 5, 8, 9, 10, 11)]
+OPS: list[OpDef] = [with_nonfinite(RESIZE, 0, 1, 4, 5, 8, 9, 10, 11, 12, 13, 14)]
