@@ -16,9 +16,10 @@ from graphc import testing
 from graphc.autodiff import gradient_graph
 from graphc.backend import GraphcBackend, prepare, run_model, run_node, supports_device
 from graphc.cli import main
-from graphc.errors import GraphcError, UsageError
+from graphc.errors import ExportError, GraphcError, UsageError
 from graphc.interpret import run
 from graphc.ir import Graph, Value
+from graphc.onnxio.export import to_onnx
 from graphc.onnxio.importer import from_onnx, run_onnx
 from graphc.onnxio.runtime import run_onnxruntime
 
@@ -303,3 +304,38 @@ def test_layernorm_statistics_gradients_match_finite_differences(outputs):
         down[index] -= h
         fd = (run(g, {"x": up})["loss"] - run(g, {"x": down})["loss"]) / (2 * h)
         assert abs(grads[index] - fd) <= 1e-6 * max(1.0, abs(fd)), (index, grads[index], fd)
+
+
+# ----- settings the node tests needed --------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["max", "min"])
+def test_scatter_max_and_min_run_like_onnxruntime_from_opset_18(reduction):
+    g = Graph("scatter")
+    data = g.add_input("data", (2, 3), np.float32)
+    indices = g.add_const("indices", np.array([[0, 2, 0], [0, 0, 1]], np.int64))
+    updates = g.add_input("updates", (2, 3), np.float32)
+    g.outputs = [g.add_node("ScatterElements", [data, indices, updates],
+                            {"axis": 1, "reduction": reduction}, name="y")]
+    feeds = {"data": np.float32([[1, 5, 3], [4, 0, 6]]),
+             "updates": np.float32([[2, 7, 9], [8, -1, 2]])}
+    # Row 0: column 0 combines 1 with 2 and 9, column 2 combines 3 with 7; row 1: column 0
+    # combines 4 with 8 and -1, column 1 combines 0 with 2.
+    want = {"max": [[9, 5, 7], [8, 2, 6]], "min": [[1, 5, 3], [-1, 0, 6]]}[reduction]
+    np.testing.assert_array_equal(run(g, feeds)["y"], np.float32(want))
+    np.testing.assert_array_equal(run_onnxruntime(to_onnx(g, 18), feeds)["y"], np.float32(want))
+    with pytest.raises(ExportError, match=rf"ScatterElements reduction '{reduction}' needs a "
+                                          r"newer opset; expected opset >= 18, got 17"):
+        to_onnx(g, 17)
+
+
+def test_reduce_max_of_bool_is_any_from_opset_20():
+    g = Graph("any")
+    x = g.add_input("x", (2, 3), np.bool_)
+    axes = g.add_const("axes", np.array([1], np.int64))
+    g.outputs = [g.add_node("ReduceMax", [x, axes], {"keepdims": 0}, name="y")]
+    feeds = {"x": np.array([[False, True, False], [False, False, False]])}
+    np.testing.assert_array_equal(run(g, feeds)["y"], [True, False])
+    np.testing.assert_array_equal(run_onnxruntime(to_onnx(g, 20), feeds)["y"], [True, False])
+    with pytest.raises(ExportError, match=r"ReduceMax of bool needs opset 20 or newer"):
+        to_onnx(g, 18)
