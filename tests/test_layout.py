@@ -28,6 +28,7 @@ PARTS = {
     "graphc.ir": "core",
     "graphc.dsl": "core",
     "graphc.nn": "core",
+    "graphc.nn_spatial": "core",
     "graphc.shapes": "core",
     "graphc.interpret": "core",
     "graphc.rewrite": "core",
