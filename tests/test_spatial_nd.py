@@ -316,3 +316,28 @@ def test_unsupported_ranks_are_refused_with_the_layouts() -> None:
     b = GraphBuilder("dsl")
     with pytest.raises(GraphcError, match="needs a rank-3 input"):
         nn.conv1d(b.input("img", (1, 1, 4, 4)), 2, 3)
+
+
+SPATIAL_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
+               "GlobalMaxPool", "Im2Col", "Pad")
+
+
+@pytest.mark.parametrize("name", SPATIAL_OPS)
+def test_every_spatial_op_record_has_1d_and_3d_examples(name: str) -> None:
+    # The table-driven tests (onnxruntime, shape inference, finite differences) run these.
+    from graphc import ops
+
+    op = ops.REGISTRY[name]
+    ranks = {e.inputs[0].ndim for e in op.examples}
+    assert {3, 4, 5} <= ranks, (name, ranks)
+    assert {3, 5} <= {e.inputs[0].ndim for e in op.nonfinite}, name
+    attrs = [e.attrs for e in op.examples if e.inputs[0].ndim in (3, 5)]
+    if name in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "Im2Col"):
+        assert any(any(s > 1 for s in a.get("strides", ())) for a in attrs), name
+        assert any(any(a.get("pads", ())) or a.get("auto_pad") for a in attrs), name
+    if name in ("Conv", "ConvTranspose", "MaxPool", "Im2Col"):
+        assert any(any(d > 1 for d in a.get("dilations", ())) for a in attrs), name
+    if name in ("Conv", "ConvTranspose"):
+        assert any(a.get("group", 1) > 1 for a in attrs), name
+    if name in ("MaxPool", "AveragePool"):
+        assert any(a.get("ceil_mode") for a in attrs), name

@@ -301,7 +301,7 @@ PAD = OpDef(
     attrs={"mode": Attr("str", "constant")},
     infer=_pad_infer,
     ref=_pad_ref,
-    nonfinite=nonfinite_examples(_pad_examples(), 0, 1, 2, 3, 4, 6),
+    nonfinite=nonfinite_examples(_pad_examples(), 0, 1, 2, 3, 4, 6, 8, 9),
     examples=_pad_examples(),
     flops=elementwise_flops(1),
 )
