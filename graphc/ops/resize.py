@@ -9,6 +9,7 @@ the coordinate
 - ``pytorch_half_pixel``: the same, but 0 when ``m == 1``
 - ``align_corners``: ``x * (n - 1) / (m - 1)`` (0 when ``m == 1``)
 - ``asymmetric``: ``x / scale``
+- ``half_pixel_symmetric``: ``half_pixel`` shifted by ``n / 2 * (1 - m / (n * scale))``
 - ``tf_crop_and_resize``: ``start * (n - 1) + x * (end - start) * (n - 1) / (m - 1)`` for the
   constant ``roi``'s ``start`` and ``end`` on that axis (the middle of the box when ``m == 1``);
   an output cell whose coordinate on any axis falls outside ``0..n-1`` is
@@ -20,9 +21,11 @@ mixes the four neighbours around it with Keys' weights (``cubic_coeff_a``), repe
 outside the input, or with ``exclude_outside`` dropping those neighbours and rescaling the
 others. Each is a linear map along each axis (a matrix of 1, 2 or 4 weights per row), so the
 gradient applies each axis's matrix transposed. The shape rule refuses what onnxruntime's CPU
-kernel or graphc does not compute: ``half_pixel_symmetric``, ``antialias``, aspect-ratio
-policies other than ``stretch``, and linear (cubic) resizing of axes other than the innermost
-two of a rank-2 or rank-4 input (or for linear three of a rank-3 or rank-5 one).
+kernel or graphc does not compute: ``antialias`` and linear (cubic) resizing of axes other
+than the innermost two of a rank-2 or rank-4 input (or for linear three of a rank-3 or rank-5
+one). ``half_pixel_symmetric`` (opset 19) and the aspect-ratio policies ``not_larger`` and
+``not_smaller`` (opset 18: one scale for every axis in ``sizes``) are written at those opsets
+only.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.errors import OpError, ShapeError
+from graphc.errors import ExportError, OpError, ShapeError
 from graphc.ops.base import (
     DTYPE_SHORT,
     Attr,
@@ -48,7 +51,8 @@ from graphc.ops.base import (
 
 MODES = ("nearest", "linear", "cubic")
 COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-               "tf_crop_and_resize")
+               "tf_crop_and_resize", "half_pixel_symmetric")
+POLICIES = ("stretch", "not_larger", "not_smaller")
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 # float64 too: the interpreter computes it (gradient checks run in float64), though
 # onnxruntime's CPU kernel has no float64 Resize.
@@ -62,7 +66,7 @@ F32 = np.float32
 def _check_attrs(attrs: dict[str, Any]) -> None:
     for key, allowed in (("mode", MODES), ("coordinate_transformation_mode", COORDINATES),
                          ("nearest_mode", NEAREST_MODES),
-                         ("keep_aspect_ratio_policy", ("stretch",))):
+                         ("keep_aspect_ratio_policy", POLICIES)):
         if attrs[key] not in allowed:
             raise OpError(f"Resize {key} {attrs[key]!r} is not supported",
                           expected=" or ".join(repr(a) for a in allowed), got=repr(attrs[key]),
@@ -146,6 +150,16 @@ def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
         if out[axis] < 1:
             raise ShapeError(f"Resize gives axis {axis} no elements", expected="size >= 1",
                              got=f"{shape[axis]} * {v}")
+    policy = attrs["keep_aspect_ratio_policy"]
+    if given_sizes and policy != "stretch":
+        # One scale for every listed axis, the smallest (not_larger) or largest (not_smaller)
+        # of sizes / input sizes; each size is then round(scale * input size).
+        ratios = [F32(int(v)) / F32(shape[a]) for a, v in zip(axes, values.tolist(), strict=True)]
+        common = F32(min(ratios) if policy == "not_larger" else max(ratios))
+        for axis in axes:
+            product = common * F32(shape[axis])
+            out[axis] = max(1, int(np.floor(product + F32(0.5))))  # roundf: halves up here
+            factor[axis] = float(common)
     mode = attrs["mode"]
     if mode != "nearest":
         if np.dtype(x.dtype).kind != "f":
@@ -177,6 +191,11 @@ def _coordinates(n: int, m: int, scale: float, attrs: dict[str, Any],
         return start * last + x * (end - start) * last / F32(m - 1)
     if mode == "asymmetric":
         return x / s
+    if mode == "half_pixel_symmetric":
+        # The output's offset when m is n * scale rounded down: the sampled box stays centred.
+        adjustment = F32(m) / (s * F32(n))
+        offset = F32(n) / F32(2) * (F32(1) - adjustment)
+        return offset + (x + F32(0.5)) / s - F32(0.5)
     if mode == "align_corners":
         return np.zeros(m, F32) if m == 1 else x * F32(n - 1) / F32(m - 1)
     if mode == "pytorch_half_pixel" and m == 1:
@@ -299,9 +318,16 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
     """One Resize node; below opset 18, ``axes`` becomes full-rank scales or sizes (and roi)."""
     attrs = dict(view.attrs)
     axes = attrs.get("axes")
+    since = {"half_pixel_symmetric": 19, "not_larger": 18, "not_smaller": 18}
+    for key in ("coordinate_transformation_mode", "keep_aspect_ratio_policy"):
+        if since.get(view.full_attrs[key], 0) > ctx.opset:
+            value = view.full_attrs[key]
+            raise ExportError(f"Resize {key} {value!r} does not exist at opset {ctx.opset}",
+                              expected=f"opset >= {since[value]}", got=ctx.opset,
+                              hint=f"Export with --opset {since[value]} or newer.")
     for key in ("antialias", "keep_aspect_ratio_policy"):
         if key in attrs and ctx.opset < 18:
-            attrs.pop(key)  # only their defaults pass the shape rule
+            attrs.pop(key)  # their defaults: the same as leaving them out
     inputs = list(view.inputs)
     if axes is not None and ctx.opset < 18:
         attrs.pop("axes")
