@@ -1,5 +1,5 @@
 """Resize's options that exist from opset 18 or 19 only (the op's examples in the registry run
-at opset 17 too): half_pixel_symmetric and the keep_aspect_ratio_policy values, against
+at opset 17 too): antialias, half_pixel_symmetric and the keep_aspect_ratio_policy values, against
 onnxruntime and ONNX's shape inference at the newest opset, refused below, and their gradient
 against central finite differences."""
 
@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from graphc.autodiff import gradient_graph
-from graphc.errors import ExportError
+from graphc.errors import ExportError, OpError
 from graphc.interpret import run
 from graphc.ir import Graph
 from graphc.onnxio.export import max_opset, to_onnx
@@ -30,6 +30,13 @@ CASES = {
     "not-smaller-linear": ((1, 2, 4, 6), None, (5, 5),
                            {"keep_aspect_ratio_policy": "not_smaller", "axes": (2, 3),
                             "mode": "linear"}, 18),
+    "antialias-linear-down": ((1, 1, 4, 6), (1, 1, 0.6, 0.5), None,
+                              {"mode": "linear", "antialias": 1}, 18),
+    "antialias-cubic-sizes": ((1, 2, 5, 7), None, (1, 2, 3, 3),
+                              {"mode": "cubic", "antialias": 1}, 18),
+    "antialias-cubic-exclude-2d": ((6, 5), (0.5, 1.6), None,
+                                   {"mode": "cubic", "antialias": 1, "exclude_outside": 1,
+                                    "coordinate_transformation_mode": "align_corners"}, 18),
 }
 WANT_SHAPES = {"not-larger-nearest": (1, 2, 6, 8), "not-smaller-linear": (1, 2, 5, 8)}
 
@@ -92,3 +99,12 @@ def test_gradient_matches_central_finite_differences(name: str) -> None:
         down[index] -= h
         fd = (float(run(g, {"x": up})["loss"]) - float(run(g, {"x": down})["loss"])) / (2 * h)
         assert abs(got[index] - fd) <= 1e-6 * max(1.0, abs(fd)), (index, got[index], fd)
+
+
+def test_antialias_with_nearest_is_refused() -> None:
+    g = Graph("nearest_antialias")
+    x = g.add_input("x", (1, 1, 4, 4))
+    scales = g.add_const("scales", np.array([1, 1, 0.5, 0.5], np.float32))
+    with pytest.raises(OpError, match=r"Resize with antialias needs mode 'linear' or 'cubic'; "
+                                      r"expected antialias=0 for nearest, got antialias=1"):
+        g.add_node("Resize", [x, None, scales], {"antialias": 1})

@@ -21,11 +21,12 @@ mixes the four neighbours around it with Keys' weights (``cubic_coeff_a``), repe
 outside the input, or with ``exclude_outside`` dropping those neighbours and rescaling the
 others. Each is a linear map along each axis (a matrix of 1, 2 or 4 weights per row), so the
 gradient applies each axis's matrix transposed. The shape rule refuses what onnxruntime's CPU
-kernel or graphc does not compute: ``antialias`` and linear (cubic) resizing of axes other
-than the innermost two of a rank-2 or rank-4 input (or for linear three of a rank-3 or rank-5
-one). ``half_pixel_symmetric`` (opset 19) and the aspect-ratio policies ``not_larger`` and
-``not_smaller`` (opset 18: one scale for every axis in ``sizes``) are written at those opsets
-only.
+kernel or graphc does not compute: linear (cubic) resizing of axes other than the innermost
+two of a rank-2 or rank-4 input (or for linear three of a rank-3 or rank-5 one), and antialias
+with nearest. ``antialias`` (opset 18: when downsampling, the filter stretched by
+``1 / scale``), ``half_pixel_symmetric`` (opset 19) and the aspect-ratio policies ``not_larger``
+and ``not_smaller`` (opset 18: one scale for every axis in ``sizes``) are written at those
+opsets only.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def _check_attrs(attrs: dict[str, Any]) -> None:
             raise OpError(f"Resize {key} {attrs[key]!r} is not supported",
                           expected=" or ".join(repr(a) for a in allowed), got=repr(attrs[key]),
                           hint="graphc computes nearest, linear and cubic resizing.")
-    if attrs["antialias"]:
-        raise OpError("Resize with antialias is not supported", expected="antialias=0",
-                      got=f"antialias={attrs['antialias']}")
+    if attrs["antialias"] and attrs["mode"] == "nearest":
+        raise OpError("Resize with antialias needs mode 'linear' or 'cubic'",
+                      expected="antialias=0 for nearest", got=f"antialias={attrs['antialias']}")
 
 
 Plan = tuple[tuple[int, ...], list[float], list[tuple[float, float]] | None]
@@ -242,6 +243,8 @@ def _taps(n: int, m: int, scale: float, attrs: dict[str, Any],
     if mode == "nearest":
         idx = np.clip(_round(c, attrs["nearest_mode"]), 0, n - 1).astype(np.int64)
         return [(idx, np.ones(m))]
+    if attrs["antialias"]:
+        return _antialias_taps(n, c, scale, attrs)
     if mode == "linear":
         c = np.clip(c, F32(0), F32(n - 1))
         lo = np.minimum(c.astype(np.int64), n - 1)
@@ -259,6 +262,40 @@ def _taps(n: int, m: int, scale: float, attrs: dict[str, Any],
         total = sum(weights)
         weights = [w / total for w in weights]
     return [(np.clip(i, 0, n - 1), w) for i, w in zip(idx, weights, strict=True)]
+
+
+def _keys(x: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution kernel at distances ``x``."""
+    x = np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+def _antialias_taps(n: int, c: np.ndarray, scale: float, attrs: dict[str, Any]
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Taps of antialiased linear or cubic resizing: when downsampling by ``scale``, the
+    triangle (Keys') filter is stretched by ``1 / scale`` over ``2 - 2 * start`` neighbours,
+    ``start = floor(-support / scale) + 1``, its weights scaled to sum to 1 (ONNX's text)."""
+    s = min(scale, 1.0)
+    c = c.astype(np.float64)
+    base = np.floor(c)
+    ratio = c - base
+    # A coordinate on a cell takes ratio 1 from the cell before (the neighbours to the left).
+    on_cell = ratio == 0
+    base, ratio = np.where(on_cell, base - 1, base), np.where(on_cell, 1.0, ratio)
+    support = 1.0 if attrs["mode"] == "linear" else 2.0
+    start = int(np.floor(-support / s)) + 1
+    taps = []
+    for k in range(start, 2 - start):
+        x = (k - ratio) * s
+        w = np.clip(1 - np.abs(x), 0, 1) if attrs["mode"] == "linear" else _keys(
+            x, attrs["cubic_coeff_a"])
+        taps.append(((base + k).astype(np.int64), w))
+    if attrs["exclude_outside"]:
+        taps = [(i, np.where((i >= 0) & (i < n), w, 0.0)) for i, w in taps]
+    total = sum(w for _, w in taps)
+    return [(np.clip(i, 0, n - 1), w / total) for i, w in taps]
 
 
 def _matrix(n: int, m: int, scale: float, attrs: dict[str, Any],
@@ -318,13 +355,14 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
     """One Resize node; below opset 18, ``axes`` becomes full-rank scales or sizes (and roi)."""
     attrs = dict(view.attrs)
     axes = attrs.get("axes")
-    since = {"half_pixel_symmetric": 19, "not_larger": 18, "not_smaller": 18}
-    for key in ("coordinate_transformation_mode", "keep_aspect_ratio_policy"):
-        if since.get(view.full_attrs[key], 0) > ctx.opset:
-            value = view.full_attrs[key]
+    newer = {("coordinate_transformation_mode", "half_pixel_symmetric"): 19,
+             ("keep_aspect_ratio_policy", "not_larger"): 18,
+             ("keep_aspect_ratio_policy", "not_smaller"): 18, ("antialias", 1): 18}
+    for (key, value), since in newer.items():
+        if view.full_attrs[key] == value and ctx.opset < since:
             raise ExportError(f"Resize {key} {value!r} does not exist at opset {ctx.opset}",
-                              expected=f"opset >= {since[value]}", got=ctx.opset,
-                              hint=f"Export with --opset {since[value]} or newer.")
+                              expected=f"opset >= {since}", got=ctx.opset,
+                              hint=f"Export with --opset {since} or newer.")
     for key in ("antialias", "keep_aspect_ratio_policy"):
         if key in attrs and ctx.opset < 18:
             attrs.pop(key)  # their defaults: the same as leaving them out
