@@ -266,6 +266,7 @@ def one_op(op: str, inputs: list[np.ndarray], attrs: dict) -> Graph:
     ((1, 2, 5), {"auto_pad": "SAME_UPPER", "strides": [2]}, (10,)),
     ((1, 2, 5), {"auto_pad": "SAME_LOWER", "strides": [3]}, (15,)),
     ((1, 2, 5), {"output_shape": [9], "strides": [2]}, (9,)),
+    ((1, 2, 5), {"output_shape": [13], "strides": [2]}, (13,)),
     ((1, 2, 3, 2, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 1, 2]}, (6, 2, 6)),
 ])
 def test_conv_transpose_same_and_output_shape_sizes(x_shape: tuple, attrs: dict,
@@ -305,11 +306,11 @@ def test_unsupported_ranks_are_refused_with_the_layouts() -> None:
     with pytest.raises(GraphcError, match="kernel_shape needs one positive size per spatial "
                                           r"axis; expected 3 values \(D, H, W\)"):
         one_op("AveragePool", [np.zeros((1, 1, 4, 4, 4), np.float32)], {"kernel_shape": [2, 2]})
-    with pytest.raises(GraphcError, match="output_shape is out of range; expected 1 <= size "
-                                          "<= 12"):
+    with pytest.raises(GraphcError, match=r"output_shape is out of range; expected 1 <= size "
+                                          r"<= 13 \(the uncropped output 12 \+ stride - 1\)"):
         one_op("ConvTranspose", [np.zeros((1, 2, 5), np.float32),
                                  np.zeros((2, 3, 4), np.float32)],
-               {"strides": [2], "output_shape": [13]})
+               {"strides": [2], "output_shape": [14]})
     with pytest.raises(GraphcError, match="output_shape needs one size per spatial axis"):
         one_op("ConvTranspose", [np.zeros((1, 2, 5), np.float32),
                                  np.zeros((2, 3, 4), np.float32)], {"output_shape": [1, 3, 8]})

@@ -199,8 +199,9 @@ def _convt_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[n
     wm = ww.reshape(g, cg, mg * taps).transpose(0, 2, 1)
     products = np.matmul(wm, xw.reshape(n, g, cg, math.prod(sizes)))
     products = products.reshape(n, m, taps, *sizes)
-    full_shape = [s * (i - 1) + (kk - 1) * d + 1 + p for s, i, kk, d, p in
-                  zip(win.strides, sizes, kernel, win.dilations, out_pad, strict=True)]
+    # An output_shape past the full output appends zeros: allocate them too (end < 0).
+    full_shape = [s * (i - 1) + (kk - 1) * d + 1 + p + max(0, -e) for s, i, kk, d, p, e in
+                  zip(win.strides, sizes, kernel, win.dilations, out_pad, win.end, strict=True)]
     full = np.zeros((n, m, *full_shape), dtype=products.dtype)
     # The same slices as a Conv tap read over an input of this ConvTranspose's input size.
     spread = Window(win.kernel, win.strides, win.dilations, win.begin, win.end, tuple(sizes))
@@ -300,6 +301,13 @@ def _convt_examples() -> tuple[Example, ...]:
         Example((x3, rng_array((2, 2, 2, 3, 2), seed=23), rng_array((2,), seed=24)),
                 {"strides": [2, 1, 2], "pads": [0, 1, 1, 1, 0, 0], "output_padding": [1, 0, 0]},
                 (1, 2), "3d-stride-pads-outpad"),
+        # An output_shape past the full output (9 x 7 here): zeros plus the bias at the end.
+        Example((rng_array((1, 1, 3, 3), seed=26), rng_array((1, 2, 3, 3), seed=27),
+                 rng_array((2,), seed=28)), {"output_shape": [10, 8], "strides": [3, 2]},
+                (1, 2), "output-shape-longer"),
+        Example((x1, w1, rng_array((3,), seed=29)), {"output_shape": [13], "strides": [2],
+                                                     "auto_pad": "SAME_LOWER"}, (1, 2),
+                "1d-output-shape-longer"),
         Example((x3, rng_array((2, 1, 2, 2, 2), seed=25)),
                 {"group": 2, "output_shape": [5, 4, 3], "strides": [2, 2, 1],
                  "auto_pad": "SAME_LOWER"}, (1,), "3d-groups2-output-shape"),

@@ -121,6 +121,11 @@ def convt_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     kernel = tuple(int(k) for k in wt.shape[2:])
     win, _ = transpose_window(tuple(xt.shape[2:]), kernel, ctx.attrs)
     group = int(ctx.attrs["group"])
+    if min(win.end) < 0:
+        # Cells past the full output hold zeros (and the bias): they send nothing back.
+        full = [o + e for o, e in zip(win.out, win.end, strict=True)]
+        dy = crop_spatial(ctx, dy, tuple(min(f, o) for f, o in zip(full, win.out, strict=True)))
+        win = win._replace(end=tuple(max(e, 0) for e in win.end))
     pads = _pads_of(win)
     dx = ctx.op("Conv", dy, w, group=group, pads=pads, strides=list(win.strides),
                 dilations=list(win.dilations))
@@ -129,5 +134,5 @@ def convt_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     dw = _swap01(ctx, crop_spatial(ctx, dw, kernel))
     out = [dx, dw]
     if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
-        out.append(bias_grad(ctx, dy))
+        out.append(bias_grad(ctx, grads[0]))
     return out

@@ -222,6 +222,8 @@ def transpose_window(sizes: tuple[int, ...], kernel: tuple[int, ...],
     ``output_shape`` fixes the output size and ``auto_pad`` SAME makes it ``in * stride``;
     either crops the difference, with the odd cell at the end for SAME_UPPER and at the begin
     otherwise (explicit pads are then ignored), as the ONNX text says and onnxruntime computes.
+    An ``output_shape`` up to ``stride - 1`` cells longer than the full output adds cells of
+    zeros at the end (``end`` is then negative).
     """
     op = "ConvTranspose"
     k = len(kernel)
@@ -248,16 +250,24 @@ def transpose_window(sizes: tuple[int, ...], kernel: tuple[int, ...],
         full = strides[a] * (sizes[a] - 1) + out_pad[a] + (kernel[a] - 1) * dilations[a] + 1
         if wanted or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             target = int(wanted[a]) if wanted else sizes[a] * strides[a]
-            if wanted and not 1 <= target <= full:
+            if wanted and not 1 <= target < full + strides[a]:
                 raise ShapeError("ConvTranspose output_shape is out of range",
-                                 expected=f"1 <= size <= {full} (the uncropped output) on "
-                                          f"spatial axis {a}", got=list(wanted),
+                                 expected=f"1 <= size <= {full + strides[a] - 1} (the "
+                                          f"uncropped output {full} + stride - 1) on spatial "
+                                          f"axis {a}", got=list(wanted),
                                  hint="Add the extra cells with Pad instead.")
-            # Trap: SAME with a kernel shorter than the stride leaves fewer than in * stride
-            # cells; onnxruntime and ONNX shape inference then keep the full output.
-            total = max(0, full - target)
-            small, large = total // 2, total - total // 2
-            begin[a], end[a] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+            if wanted and target > full:
+                # Cells past the full output (an implied output_padding, < stride as
+                # onnxruntime checks): a negative end, filled with zeros (plus the bias).
+                begin[a], end[a] = 0, full - target
+            else:
+                # Trap: SAME with a kernel shorter than the stride leaves fewer than
+                # in * stride cells; onnxruntime and ONNX shape inference then keep the full
+                # output.
+                total = max(0, full - target)
+                small, large = total // 2, total - total // 2
+                begin[a], end[a] = ((small, large) if auto_pad == "SAME_UPPER"
+                                    else (large, small))
         elif auto_pad == "VALID":
             begin[a], end[a] = 0, 0
         size = full - begin[a] - end[a]
