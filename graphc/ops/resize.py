@@ -49,6 +49,7 @@ from graphc.ops.base import (
     rng_array,
     with_nonfinite,
 )
+from graphc.ops.resize_taps import F32, axis_matrix, axis_taps, is_identity, outside_cells
 
 MODES = ("nearest", "linear", "cubic")
 COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
@@ -61,7 +62,6 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64), np.d
           np.dtype(np.int8), np.dtype(np.uint8))
 # onnxruntime's linear and cubic kernels: rank -> number of innermost axes they may resize.
 INNER_AXES = {"linear": {2: 2, 3: 3, 4: 2, 5: 3}, "cubic": {2: 2, 4: 2}}
-F32 = np.float32
 
 
 def _check_attrs(attrs: dict[str, Any]) -> None:
@@ -154,7 +154,7 @@ def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
     policy = attrs["keep_aspect_ratio_policy"]
     if given_sizes and policy != "stretch":
         # One scale for every listed axis, the smallest (not_larger) or largest (not_smaller)
-        # of sizes / input sizes; each size is then round(scale * input size).
+        # of sizes / input sizes; each size is then round_coordinate(scale * input size).
         ratios = [F32(int(v)) / F32(shape[a]) for a, v in zip(axes, values.tolist(), strict=True)]
         common = F32(min(ratios) if policy == "not_larger" else max(ratios))
         for axis in axes:
@@ -179,142 +179,6 @@ def _plan(in_types: list[TensorType | None], attrs: dict[str, Any],
     return tuple(out), factor, box
 
 
-def _coordinates(n: int, m: int, scale: float, attrs: dict[str, Any],
-                 box: tuple[float, float] | None) -> np.ndarray:
-    """Return the input coordinate of each output index, in float32 like onnxruntime."""
-    x = np.arange(m, dtype=F32)
-    s = F32(scale)
-    mode = attrs["coordinate_transformation_mode"]
-    if mode == "tf_crop_and_resize":
-        start, end, last = F32(box[0]), F32(box[1]), F32(n - 1)
-        if m == 1:
-            return np.full(m, F32(0.5) * (start + end) * last, F32)
-        return start * last + x * (end - start) * last / F32(m - 1)
-    if mode == "asymmetric":
-        return x / s
-    if mode == "half_pixel_symmetric":
-        # The output's offset when m is n * scale rounded down: the sampled box stays centred.
-        adjustment = F32(m) / (s * F32(n))
-        offset = F32(n) / F32(2) * (F32(1) - adjustment)
-        return offset + (x + F32(0.5)) / s - F32(0.5)
-    if mode == "align_corners":
-        return np.zeros(m, F32) if m == 1 else x * F32(n - 1) / F32(m - 1)
-    if mode == "pytorch_half_pixel" and m == 1:
-        return np.zeros(m, F32)
-    return (x + F32(0.5)) / s - F32(0.5)
-
-
-def _round(c: np.ndarray, mode: str) -> np.ndarray:
-    if mode == "floor":
-        return np.floor(c)
-    if mode == "ceil":
-        return np.ceil(c)
-    away = np.sign(c) * np.floor(np.abs(c) + F32(0.5))  # std::round: halves away from zero
-    half = c == np.trunc(c) + F32(0.5)
-    return np.where(half, np.floor(c) if mode == "round_prefer_floor" else np.ceil(c), away)
-
-
-def _cubic_weights(t: np.ndarray, a: float) -> list[np.ndarray]:
-    """Return the weights of the neighbours at -1, 0, 1, 2 for a fraction ``t`` (Keys' cubic
-    convolution with coefficient ``a``, written as onnxruntime computes it, in float32)."""
-    a, one, two = F32(a), F32(1), F32(2)
-    return [((a * (t + one) - 5 * a) * (t + one) + 8 * a) * (t + one) - 4 * a,
-            ((a + two) * t - (a + 3)) * t * t + one,
-            ((a + two) * (one - t) - (a + 3)) * (one - t) * (one - t) + one,
-            ((a * (two - t) - 5 * a) * (two - t) + 8 * a) * (two - t) - 4 * a]
-
-
-def _outside(n: int, m: int, scale: float, attrs: dict[str, Any],
-             box: tuple[float, float] | None) -> np.ndarray | None:
-    """Return which output indices tf_crop_and_resize places outside the input (they take
-    extrapolation_value), or None for the other coordinate transforms."""
-    if box is None:
-        return None
-    c = _coordinates(n, m, scale, attrs, box)
-    return (c < 0) | (c > F32(n - 1))
-
-
-def _taps(n: int, m: int, scale: float, attrs: dict[str, Any],
-          box: tuple[float, float] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Return the taps of one axis: (input index, weight) per output index, one tap for
-    nearest, two for linear, four for cubic."""
-    c = _coordinates(n, m, scale, attrs, box)
-    mode = attrs["mode"]
-    if mode == "nearest":
-        idx = np.clip(_round(c, attrs["nearest_mode"]), 0, n - 1).astype(np.int64)
-        return [(idx, np.ones(m))]
-    if attrs["antialias"]:
-        return _antialias_taps(n, c, scale, attrs)
-    if mode == "linear":
-        c = np.clip(c, F32(0), F32(n - 1))
-        lo = np.minimum(c.astype(np.int64), n - 1)
-        hi = np.minimum(lo + 1, n - 1)
-        frac = np.where(lo == hi, 0.5, (c - lo.astype(F32)).astype(np.float64))
-        return [(lo, 1.0 - frac), (hi, frac)]
-    # cubic: the coordinate is not clamped; neighbours outside the input repeat the edge, or
-    # with exclude_outside get weight 0 and the others are scaled to sum to 1.
-    base = np.floor(c)
-    weights = [w.astype(np.float64) for w in _cubic_weights(c - base, attrs["cubic_coeff_a"])]
-    idx = [base.astype(np.int64) + k for k in (-1, 0, 1, 2)]
-    if attrs["exclude_outside"]:
-        weights = [np.where((i >= 0) & (i < n), w, 0.0) for i, w in zip(idx, weights,
-                                                                           strict=True)]
-        total = sum(weights)
-        weights = [w / total for w in weights]
-    return [(np.clip(i, 0, n - 1), w) for i, w in zip(idx, weights, strict=True)]
-
-
-def _keys(x: np.ndarray, a: float) -> np.ndarray:
-    """Keys' cubic convolution kernel at distances ``x``."""
-    x = np.abs(x)
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
-
-
-def _antialias_taps(n: int, c: np.ndarray, scale: float, attrs: dict[str, Any]
-                    ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Taps of antialiased linear or cubic resizing: when downsampling by ``scale``, the
-    triangle (Keys') filter is stretched by ``1 / scale`` over ``2 - 2 * start`` neighbours,
-    ``start = floor(-support / scale) + 1``, its weights scaled to sum to 1 (ONNX's text)."""
-    s = min(scale, 1.0)
-    c = c.astype(np.float64)
-    base = np.floor(c)
-    ratio = c - base
-    # A coordinate on a cell takes ratio 1 from the cell before (the neighbours to the left).
-    on_cell = ratio == 0
-    base, ratio = np.where(on_cell, base - 1, base), np.where(on_cell, 1.0, ratio)
-    support = 1.0 if attrs["mode"] == "linear" else 2.0
-    start = int(np.floor(-support / s)) + 1
-    taps = []
-    for k in range(start, 2 - start):
-        x = (k - ratio) * s
-        w = np.clip(1 - np.abs(x), 0, 1) if attrs["mode"] == "linear" else _keys(
-            x, attrs["cubic_coeff_a"])
-        taps.append(((base + k).astype(np.int64), w))
-    if attrs["exclude_outside"]:
-        taps = [(i, np.where((i >= 0) & (i < n), w, 0.0)) for i, w in taps]
-    total = sum(w for _, w in taps)
-    return [(np.clip(i, 0, n - 1), w / total) for i, w in taps]
-
-
-def _matrix(n: int, m: int, scale: float, attrs: dict[str, Any],
-            box: tuple[float, float] | None) -> np.ndarray:
-    """Return the (m, n) matrix that resizes one axis (rows outside the roi: zero)."""
-    a = np.zeros((m, n))
-    rows = np.arange(m)
-    for idx, w in _taps(n, m, scale, attrs, box):
-        np.add.at(a, (rows, idx), w)
-    outside = _outside(n, m, scale, attrs, box)
-    if outside is not None:
-        a[outside] = 0.0
-    return a
-
-
-def _identity(n: int, m: int, scale: float, box: tuple[float, float] | None) -> bool:
-    return n == m and scale == 1.0 and box in (None, (0.0, 1.0))
-
-
 def _infer(in_types: list[TensorType | None], attrs: dict[str, Any],
            consts: list[np.ndarray | None]) -> list[TensorType]:
     shape, _, _ = _plan(in_types, attrs, consts)
@@ -332,14 +196,14 @@ def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
     # scale 1: there the neighbours have weight 0, and an infinity or NaN there gives NaN.
     covered = x.ndim - INNER_AXES.get(attrs["mode"], {}).get(x.ndim, 0)
     for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
-        if _identity(n, m, factor[axis], boxes[axis]) and axis < covered:
+        if is_identity(n, m, factor[axis], boxes[axis]) and axis < covered:
             continue
         where = [1] * x.ndim
         where[axis] = m
-        out = _outside(n, m, factor[axis], attrs, boxes[axis])
+        out = outside_cells(n, m, factor[axis], attrs, boxes[axis])
         if out is not None:
             outside = outside | out.reshape(where)
-        taps = _taps(n, m, factor[axis], attrs, boxes[axis])
+        taps = axis_taps(n, m, factor[axis], attrs, boxes[axis])
         if attrs["mode"] == "nearest":
             y = np.take(y, taps[0][0], axis=axis)
             continue
@@ -400,9 +264,9 @@ def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:
     boxes = [None] * len(shape) if box is None else box
     rank = len(shape)
     for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
-        if _identity(n, m, factor[axis], boxes[axis]):
+        if is_identity(n, m, factor[axis], boxes[axis]):
             continue
-        a = _matrix(n, m, factor[axis], ctx.attrs, boxes[axis]).astype(dtype)
+        a = axis_matrix(n, m, factor[axis], ctx.attrs, boxes[axis]).astype(dtype)
         if axis == rank - 1:
             g = ctx.op("MatMul", g, ctx.const(a, dtype))
         elif axis == rank - 2:
