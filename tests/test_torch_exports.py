@@ -19,6 +19,7 @@ from graphc.interpret import run
 from graphc.onnxio.export import to_onnx
 from graphc.onnxio.importer import from_onnx
 from graphc.onnxio.runtime import run_onnxruntime
+from graphc.ops.base import rng_array
 from graphc.pipeline import resolve, run_pipeline
 
 DATA = Path(__file__).parent / "data"
@@ -162,3 +163,22 @@ def test_resize_scales_are_settings_not_parameters() -> None:
     # The two convolutions' weights and biases only: (4, 3, 3, 3) + 4 and (2, 4, 3, 3) + 2.
     assert g.num_params() == 4 * 3 * 9 + 4 + 2 * 4 * 9 + 2
     assert_close(run(g, {"x": x})["y"], y)
+
+
+def test_a_tensor_made_from_a_shape_is_not_folded_at_import() -> None:
+    # Expand(0, Shape(x)): zeros of x's shape, 64 x 80 values, stays a node at import.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="/Shape"),
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(
+            np.array(0.0, np.float32))),
+        helper.make_node("Expand", ["zero", "s"], ["zeros"], name="/Expand"),
+        helper.make_node("Add", ["x", "zeros"], ["y"], name="/Add"),
+    ]
+    graph = helper.make_graph(
+        nodes, "zeros_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 80])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 80])])
+    g = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [g.op(n) for n in g.op_nodes()] == ["Expand", "Add"]
+    assert g.const_value(g.in_values("zeros")[1]).tolist() == [64, 80]
+    x = rng_array((64, 80), seed=3)
+    np.testing.assert_array_equal(run(g, {"x": x})["y"], x)

@@ -95,6 +95,9 @@ from graphc.onnxio.load import (
 from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES
 
 # Ops PyTorch emits for x.view(x.size(0), -1) and other shape arithmetic.
+# Shape arithmetic folded at import makes shapes, indices and sizes: results larger than this
+# are tensors computed from a shape, left to the fold-constants pass (which weighs file size).
+MAX_SHAPE_FOLD = 4096
 # Shape arithmetic graphc has no op for (Shape, Gather, Slice, Concat, ... fold to constants).
 SHAPE_OPS = ("ConstantOfShape", "Range")
 # Input ports that take statistics or settings, not learned weights: a float initializer used
@@ -668,6 +671,8 @@ class _Importer:
                     v is not None and v.node in self.folded for v in inputs))):
             return False
         value = self._add(op, inputs, attrs, node.output[0], where)
+        if sum(t.size for t in self.g.types(value.node)) > MAX_SHAPE_FOLD:
+            return True  # a tensor made from a shape (Expand of a scalar), not a shape: kept
         args = [None if v is None else self.g.const_value(v) for v in inputs]
         if op in ("Shape", "Size"):
             # Only the static type matters: a zero-stride view stands for the data.
