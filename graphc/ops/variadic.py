@@ -4,7 +4,8 @@ numpy broadcasting across all of them.
 Max and Min give NaN where any input is NaN (the IEEE maximum, as numpy and onnxruntime compute
 it). Their gradient goes, at each element, to the first input that holds the result (a tie
 sends it to the earliest input, as MaxPool's gradient goes to the first maximum); Sum's goes to
-every input and Mean's to every input divided by the count.
+every input and Mean's to every input divided by the count. Formulas (graphc.ops.elementwise)
+have one or two inputs, so these rules are written out.
 """
 
 from __future__ import annotations
