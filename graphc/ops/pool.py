@@ -249,6 +249,8 @@ def _maxpool_examples() -> tuple[Example, ...]:
         # storage_order 1: column-major Indices (h + w * H).
         Example((ties,), {"kernel_shape": [3, 2], "strides": [1, 2], "pads": [1, 0, 1, 1],
                           "storage_order": 1}, (), "ties-storage-order1"),
+        Example((x,), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1],
+                       "storage_order": 1}, (), "storage-order1"),
         # 1-D (N, C, L) and 3-D (N, C, D, H, W).
         Example((x1,), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}, (), "1d-pads"),
         Example((x1,), {"kernel_shape": [2], "strides": [3], "dilations": [2], "ceil_mode": 1},
