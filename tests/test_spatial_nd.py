@@ -342,3 +342,38 @@ def test_every_spatial_op_record_has_1d_and_3d_examples(name: str) -> None:
         assert any(a.get("group", 1) > 1 for a in attrs), name
     if name in ("MaxPool", "AveragePool"):
         assert any(a.get("ceil_mode") for a in attrs), name
+
+
+@pytest.mark.parametrize(("shape", "attrs"), [
+    ((2, 2, 11), {"kernel_shape": [3], "dilations": [2], "strides": [2], "pads": [1, 2],
+                  "count_include_pad": 1}),
+    ((1, 2, 5, 6, 5), {"kernel_shape": [2, 2, 3], "dilations": [2, 1, 2],
+                       "pads": [1, 0, 1, 0, 1, 1], "ceil_mode": 1}),
+], ids=["1d", "3d"])
+def test_dilated_average_pools_from_opset_19(shape: tuple[int, ...], attrs: dict) -> None:
+    # AveragePool's dilations exist from opset 19 (the table-driven tests also run opset 17).
+    from graphc.autodiff import gradient_graph
+    from graphc.onnxio.export import to_onnx
+
+    def graph(dtype: type) -> Graph:
+        g = Graph("avg")
+        y = g.add_node("AveragePool", [g.add_input("x", shape, dtype)], attrs, name="y")
+        r = np.random.default_rng(12).standard_normal(g.type_of(y).shape).astype(dtype)
+        g.outputs = [y, g.add_node("ReduceSum", [g.add_node("Mul", [y, g.add_const("r", r)])],
+                                   {"keepdims": 0}, name="loss")]
+        return g
+
+    x0 = np.random.default_rng(11).standard_normal(shape)
+    g32 = graph(np.float32)
+    feeds = {"x": x0.astype(np.float32)}
+    np.testing.assert_allclose(run_onnxruntime(to_onnx(g32, 19), feeds)["y"],
+                               run(g32, feeds)["y"], rtol=1e-5, atol=1e-6)
+    g = graph(np.float64)
+    grad = run(gradient_graph(g, output="loss", wrt=["x"]), {"x": x0})["dloss/dx"]
+    h = 1e-6
+    for index in np.ndindex(shape):
+        up, down = x0.copy(), x0.copy()
+        up[index] += h
+        down[index] -= h
+        fd = (float(run(g, {"x": up})["loss"]) - float(run(g, {"x": down})["loss"])) / (2 * h)
+        assert abs(grad[index] - fd) <= 1e-6 * max(1.0, abs(fd)), (index, grad[index], fd)
