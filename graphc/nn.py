@@ -29,7 +29,9 @@ from graphc.nn_spatial import avg_pool3d as avg_pool3d
 from graphc.nn_spatial import conv1d as conv1d
 from graphc.nn_spatial import conv2d as conv2d
 from graphc.nn_spatial import conv3d as conv3d
+from graphc.nn_spatial import conv_transpose1d as conv_transpose1d
 from graphc.nn_spatial import conv_transpose2d as conv_transpose2d
+from graphc.nn_spatial import conv_transpose3d as conv_transpose3d
 from graphc.nn_spatial import global_avg_pool as global_avg_pool
 from graphc.nn_spatial import global_max_pool as global_max_pool
 from graphc.nn_spatial import max_pool1d as max_pool1d

@@ -1,5 +1,5 @@
 """The spatial layers of ``graphc.nn``: convolutions (``conv1d``, ``conv2d``, ``conv3d``,
-``conv_transpose2d``), pools over 1, 2 or 3 spatial axes, and ``pad``; and what every layer
+``conv_transpose1d/2d/3d``), pools over 1, 2 or 3 spatial axes, and ``pad``; and what every layer
 helper shares (``layer``, which makes a helper atomic, and the layer names). ``graphc.nn``
 re-exports the layers: use them as ``nn.conv1d``.
 
@@ -15,6 +15,7 @@ weight ``(out, in / groups, *kernel)``).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -186,6 +187,51 @@ def conv3d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
                  groups, bias, init, in_channels, name)
 
 
+def _conv_transpose(x: Tensor, k: int, out_channels: int, kernel_size: int | Sequence[int],
+                    stride: int | Sequence[int], padding: int | Sequence[int],
+                    output_padding: int | Sequence[int], dilation: int | Sequence[int],
+                    groups: int, bias: bool, init: str, name: str | None) -> Tensor:
+    """A ConvTranspose over the ``k`` spatial axes of a rank-(k + 2) input."""
+    b = x.builder
+    local, full = _layer(x, "deconv", name)
+    _need_rank(x, k + 2, full)
+    kernel = _ints(kernel_size, "kernel_size", k)
+    pads = _ints(padding, "padding", k)
+    if x.shape[1] % groups or out_channels % groups:
+        raise ShapeError("channels are not divisible by groups", where=f"layer {full!r}",
+                         expected=f"multiples of groups={groups}",
+                         got=f"in {x.shape[1]}, out {out_channels}")
+    w = b.param(local + ".weight", (x.shape[1], out_channels // groups, *kernel), init=init,
+                fan_in=x.shape[1] * math.prod(kernel) // groups)
+    bias_t = b.param(local + ".bias", (out_channels,), init="zeros") if bias else None
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": _ints(stride, "stride", k),
+                             "pads": (*pads, *pads)}
+    if _ints(output_padding, "output_padding", k) != (0,) * k:
+        attrs["output_padding"] = _ints(output_padding, "output_padding", k)
+    if _ints(dilation, "dilation", k) != (1,) * k:
+        attrs["dilations"] = _ints(dilation, "dilation", k)
+    if groups != 1:
+        attrs["group"] = groups
+    return b.op("ConvTranspose", x, w, bias_t, name=full, **attrs)
+
+
+@layer
+def conv_transpose1d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
+                     stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                     output_padding: int | Sequence[int] = 0,
+                     dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+                     init: str = "he", name: str | None = None) -> Tensor:
+    """Transposed 1-D convolution on (N, C, L) (weight ``(in, out / groups, k)``).
+
+    >>> from graphc.dsl import GraphBuilder
+    >>> x = GraphBuilder("up").input("x", (1, 4, 5))
+    >>> conv_transpose1d(x, 2, 4, stride=2, padding=1, name="up").shape
+    (1, 2, 10)
+    """
+    return _conv_transpose(x, 1, out_channels, kernel_size, stride, padding, output_padding,
+                           dilation, groups, bias, init, name)
+
+
 @layer
 def conv_transpose2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
                      stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
@@ -193,27 +239,20 @@ def conv_transpose2d(x: Tensor, out_channels: int, kernel_size: int | Sequence[i
                      dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
                      init: str = "he", name: str | None = None) -> Tensor:
     """Transposed 2-D convolution (weight ``(in, out / groups, kh, kw)``, as in PyTorch)."""
-    b = x.builder
-    local, full = _layer(x, "deconv", name)
-    _need_rank(x, 4, full)
-    kernel = _pair(kernel_size, "kernel_size")
-    ph, pw = _pair(padding, "padding")
-    if x.shape[1] % groups or out_channels % groups:
-        raise ShapeError("channels are not divisible by groups", where=f"layer {full!r}",
-                         expected=f"multiples of groups={groups}",
-                         got=f"in {x.shape[1]}, out {out_channels}")
-    w = b.param(local + ".weight", (x.shape[1], out_channels // groups, *kernel), init=init,
-                fan_in=x.shape[1] * kernel[0] * kernel[1] // groups)
-    bias_t = b.param(local + ".bias", (out_channels,), init="zeros") if bias else None
-    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": _pair(stride, "stride"),
-                             "pads": (ph, pw, ph, pw)}
-    if _pair(output_padding, "output_padding") != (0, 0):
-        attrs["output_padding"] = _pair(output_padding, "output_padding")
-    if _pair(dilation, "dilation") != (1, 1):
-        attrs["dilations"] = _pair(dilation, "dilation")
-    if groups != 1:
-        attrs["group"] = groups
-    return b.op("ConvTranspose", x, w, bias_t, name=full, **attrs)
+    return _conv_transpose(x, 2, out_channels, kernel_size, stride, padding, output_padding,
+                           dilation, groups, bias, init, name)
+
+
+@layer
+def conv_transpose3d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], *,
+                     stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                     output_padding: int | Sequence[int] = 0,
+                     dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+                     init: str = "he", name: str | None = None) -> Tensor:
+    """Transposed 3-D convolution on (N, C, D, H, W) (weight ``(in, out / groups, kd, kh,
+    kw)``)."""
+    return _conv_transpose(x, 3, out_channels, kernel_size, stride, padding, output_padding,
+                           dilation, groups, bias, init, name)
 
 
 # ----- pools and padding --------------------------------------------------------------------

@@ -377,3 +377,41 @@ def test_dilated_average_pools_from_opset_19(shape: tuple[int, ...], attrs: dict
         down[index] -= h
         fd = (float(run(g, {"x": up})["loss"]) - float(run(g, {"x": down})["loss"])) / (2 * h)
         assert abs(grad[index] - fd) <= 1e-6 * max(1.0, abs(fd)), (index, grad[index], fd)
+
+
+def conv_transpose_loops(x: np.ndarray, w: np.ndarray, stride: tuple[int, ...],
+                         pads: tuple[int, ...]) -> np.ndarray:
+    """Every input cell scatters x[n, c, *i] * w[c, o, *t] to output cell i*s + t - pad."""
+    k = x.ndim - 2
+    kernel = w.shape[2:]
+    full = [(x.shape[2 + a] - 1) * stride[a] + kernel[a] for a in range(k)]
+    y = np.zeros((x.shape[0], w.shape[1], *full))
+    for n in range(x.shape[0]):
+        for i in np.ndindex(*x.shape[2:]):
+            for t in np.ndindex(*kernel):
+                at = tuple(i[a] * stride[a] + t[a] for a in range(k))
+                y[(n, slice(None), *at)] += x[(n, slice(None), *i)] @ w[(slice(None),
+                                                                          slice(None), *t)]
+    return y[(slice(None), slice(None), *(slice(p, f - p) for p, f in zip(pads, full,
+                                                                           strict=True)))]
+
+
+def test_conv_transpose_1d_and_3d_layers_compute_the_loop_scatter() -> None:
+    b = GraphBuilder("up", seed=7)
+    x1 = b.input("x1", (2, 3, 5))
+    x3 = b.input("x3", (1, 2, 2, 3, 2))
+    b.output(nn.conv_transpose1d(x1, 2, 4, stride=2, padding=1, bias=False, name="u1"), "y1")
+    b.output(nn.conv_transpose3d(x3, 3, (2, 3, 2), stride=(2, 1, 2), bias=False, name="u3"),
+             "y3")
+    g = b.build()
+    rng = np.random.default_rng(13)
+    feeds = {"x1": rng.standard_normal((2, 3, 5)).astype(np.float32),
+             "x3": rng.standard_normal((1, 2, 2, 3, 2)).astype(np.float32)}
+    w1 = np.asarray(g.nx.nodes["u1.weight"]["value"], np.float64)
+    w3 = np.asarray(g.nx.nodes["u3.weight"]["value"], np.float64)
+    want1 = conv_transpose_loops(feeds["x1"].astype(np.float64), w1, (2,), (1,))
+    want3 = conv_transpose_loops(feeds["x3"].astype(np.float64), w3, (2, 1, 2), (0, 0, 0))
+    assert want1.shape == (2, 2, 10) and want3.shape == (1, 3, 4, 5, 4)
+    for out in (run(g, feeds), run_onnxruntime(g, feeds)):
+        np.testing.assert_allclose(out["y1"], want1, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["y3"], want3, rtol=1e-5, atol=1e-5)
