@@ -92,3 +92,66 @@ def test_keep_one_is_no_dropout() -> None:
     b.output(nn.dropout(x, keep=1.0, name="d"), "y")
     g = b.build()
     assert float(g.nx.nodes["d.ratio"]["value"]) == 0.0
+
+
+# --- the course's convention for a model built with inverted dropout ----------------------
+
+
+def test_dropout_at_test_turns_inverted_dropout_into_the_courses_form() -> None:
+    from graphc.train.conventions import dropout_at_test
+
+    g = model("train")
+    course = dropout_at_test(g)
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    h = hidden(g, x)
+    np.testing.assert_allclose(run(course, {"x": x})["y"], h * (1 - P), rtol=1e-12)
+    # The same layers as nn.dropout(scale_at="test") builds, and nothing changes twice.
+    assert [course.op(n) for n in course.op_nodes()] == ["Gemm", "Dropout", "Mul"]
+    again = dropout_at_test(course)
+    assert [again.op(n) for n in again.op_nodes()] == ["Gemm", "Dropout", "Mul"]
+    built = model("test")
+    assert [built.op(n) for n in dropout_at_test(built).op_nodes()] == ["Gemm", "Dropout", "Mul"]
+    # In training the kept units pass unscaled: zero or h.
+    spec = compile_step(course, SGD(lr=0.0), loss="mse")
+    masks = spec.dropout_masks(np.random.default_rng(1))
+    out = InterpreterRunner(spec).run({"x": x, "target": np.zeros((6, 5)), **masks}, lr=0.0)
+    kept = next(iter(masks.values())) != 0
+    np.testing.assert_allclose(out.prediction[kept], h[kept], rtol=1e-9)
+    assert (out.prediction[~kept] == 0).all()
+
+
+def test_a_ratio_fed_at_run_time_is_refused() -> None:
+    from graphc.train.conventions import dropout_at_test
+
+    b = GraphBuilder("drop")
+    x = b.input("x", (2, 2))
+    ratio = b.input("ratio", (), dtype=np.float32)
+    b.output(b.op("Dropout", x, ratio, name="d"), "y")
+    with pytest.raises(GraphcError, match="a Dropout ratio fed at run time cannot be moved to "
+                                          "test time; expected a constant ratio, got Input"):
+        dropout_at_test(b.build())
+
+
+def test_train_and_compile_with_the_courses_dropout(tmp_path, capsys) -> None:
+    from graphc.cli import main
+    from graphc.onnxio.runtime import run_onnxruntime
+    from graphc.train.checkpoint import load_checkpoint
+    from graphc.train.data import load_digits
+
+    ckpt, onnx_file = tmp_path / "m.ckpt", tmp_path / "m.onnx"
+    assert main(["train", "mlp", "--data", "digits", "--epochs", "1", "--dropout-scaling",
+                 "test", "-o", str(ckpt)]) == 0
+    ck = load_checkpoint(ckpt)
+    assert ck.config.dropout_scaling == "test"
+    assert main(["compile", "mlp", "--weights", str(ckpt), "--pipeline", "inference", "-o",
+                 str(onnx_file)]) == 0
+    capsys.readouterr()
+    # The written model multiplies each hidden layer by the keep probability 0.8, as computed
+    # here in numpy from the checkpoint's weights.
+    w = ck.state
+    x = load_digits(layout="flat")[1].x[:1]
+    h1 = 0.8 * np.maximum(x @ w["fc1.weight"].T + w["fc1.bias"], 0)
+    h2 = 0.8 * np.maximum(h1 @ w["fc2.weight"].T + w["fc2.bias"], 0)
+    want = h2 @ w["fc3.weight"].T + w["fc3.bias"]
+    got = run_onnxruntime(onnx_file.read_bytes(), {"x": x})["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

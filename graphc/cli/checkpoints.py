@@ -235,6 +235,14 @@ def qat_model(graph: Any, record: Any, state: Any = None) -> Any:
     return qat_graph(folded(graph, state), record)
 
 
+def trained_form(graph: Any, config: Any) -> Any:
+    """``graph`` in the conventions its checkpoint's run trained it with (``--dropout-scaling
+    test``: each Dropout followed by its multiplication by the keep probability)."""
+    from graphc.train.conventions import with_dropout_scaling
+
+    return with_dropout_scaling(graph, config.dropout_scaling)
+
+
 def binary_model(graph: Any, record: Any) -> Any:
     """The training form of a binary-trained model: ``graph`` with the binary weights (and
     activations) that ``record`` (a checkpoint's ``binary`` record) describes."""
@@ -279,6 +287,7 @@ def apply_weights(path: str, spec: str, loaded: Loaded, seed: int) -> Weights:
                          hint="An .onnx file carries its own weights.")
     ck = read_checkpoint(path, spec, "--weights")
     graph, head = fit_head(loaded.graph, ck.state, seed)
+    graph = trained_form(graph, ck.config)
     graph, pruned = pruned_model(graph, ck.data)
     if pruned:
         head = ", ".join([head, pruned] if head else [pruned])

@@ -20,6 +20,7 @@ from graphc.cli.checkpoints import (
     model_name,
     need_all,
     read_checkpoint,
+    trained_form,
 )
 from graphc.cli.common import (
     bound_threads,
@@ -119,7 +120,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     def build(batch: int) -> Any:
         graph = build_at(module, ck.config.seed, batch)
-        return fit_head(graph, ck.state, ck.config.seed)[0] if refit else graph
+        graph = fit_head(graph, ck.state, ck.config.seed)[0] if refit else graph
+        return trained_form(graph, ck.config)
 
     earlier = ck.data.get("pruned") or {}
     start = rebuild(build, earlier)(1)

@@ -45,6 +45,7 @@ from graphc.cli.checkpoints import (
     qat_model,
     read_checkpoint,
     samples_word,
+    trained_form,
 )
 from graphc.cli.common import (
     bound_threads,
@@ -67,6 +68,7 @@ TRAIN_OPTIONS = {
     "lr": "--lr", "batch": "--batch", "optimizer": "--optimizer", "momentum": "--momentum",
     "weight_decay": "--weight-decay", "schedule": "--schedule", "augment": "--augment",
     "feature_augment": "--feature-augment", "extend": "--extend", "seed": "--seed",
+    "dropout_scaling": "--dropout-scaling",
     "threads": "--threads",
     "backend": "--backend", "init": "--init", "new_head": "--new-head", "freeze": "--freeze",
     "unfreeze_at": "--unfreeze-at", "classes": "--classes", "qat": "--qat",
@@ -126,7 +128,7 @@ def _plan_fresh(args: argparse.Namespace) -> _Plan:
               "optimizer": args.optimizer, "momentum": args.momentum,
               "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
               "augment": augment, "feature_augment": tuple(args.feature_augment or ()),
-              "extend": args.extend,
+              "extend": args.extend, "dropout_scaling": args.dropout_scaling,
               "freeze": tuple(args.freeze or ()), "unfreeze_at": args.unfreeze_at,
               "backend": args.backend, "threads": args.threads,
               "penalty": tuple(args.penalty or ())}
@@ -320,7 +322,7 @@ def _teacher(record: dict[str, Any], classes: Any, details: list[str]) -> Any:
                          got=f"classes {text(theirs)}")
 
     def build(batch: int) -> Any:
-        graph = fit_head(build_at(module, 0, batch), ck.state, 0)[0]
+        graph = trained_form(fit_head(build_at(module, 0, batch), ck.state, 0)[0], ck.config)
         graph = pruned_model(graph, ck.data)[0]
         if ck.data.get("qat"):
             graph = qat_model(graph, ck.data["qat"])
@@ -589,6 +591,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-augment", action="append", metavar="LAYER:KIND=VALUE",
                    help="feature-space augmentation after a layer: LAYER:noise=STD or "
                         "LAYER:mixup=ALPHA (repeatable)")
+    p.add_argument("--dropout-scaling", metavar="WHEN", choices=("train", "test"),
+                   help="train: inverted dropout, ONNX's (default); test: the course's original "
+                        "convention, zero in training and multiply by the keep probability at "
+                        "test time")
     p.add_argument("--extend", metavar="SPEC",
                    help="new training samples, e.g. averages=500,outliers=50,foreign=100 "
                         "(averages of two objects of a class, far-off copies, objects of "

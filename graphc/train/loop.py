@@ -46,6 +46,7 @@ from graphc.errors import GraphcError, UsageError, unknown
 from graphc.files import write_figure
 from graphc.ir import CONST, Graph, Value
 from graphc.train.augment import Augment
+from graphc.train.conventions import DROPOUT_SCALINGS, with_dropout_scaling
 from graphc.train.data import Dataset, one_hot
 from graphc.train.distill import Distillation, Teacher, check_teacher, label_with_teacher
 from graphc.train.extend import Extend
@@ -72,7 +73,9 @@ class TrainConfig:
     patterns of parameter names not to train, until epoch ``unfreeze_at`` (if given);
     ``penalty`` holds ``KIND[:WEIGHT]`` specs (``l1``, ``l2``, ``group-l1``, ``group-l2``),
     each added to the loss over every trained Conv, Gemm and MatMul weight, and is kept in the
-    canonical ``KIND:WEIGHT`` form (the default weight filled in)."""
+    canonical ``KIND:WEIGHT`` form (the default weight filled in). ``extend`` adds new samples
+    (``graphc.train.extend``); ``dropout_scaling="test"`` trains the model's inverted Dropout
+    layers in the course's convention (``graphc.train.conventions``)."""
 
     epochs: int = 30
     batch: int = 64
@@ -85,6 +88,7 @@ class TrainConfig:
     augment: str = ""
     feature_augment: tuple[str, ...] = ()
     extend: str = ""
+    dropout_scaling: str = "train"
     loss: str = "cross_entropy"
     freeze: tuple[str, ...] = ()
     unfreeze_at: int | None = None
@@ -120,6 +124,9 @@ class TrainConfig:
             raise UsageError("the momentum must be in [0, 1)", where="--momentum",
                              expected="a number in [0, 1), e.g. 0.9", got=repr(self.momentum))
         Extend.parse(self.extend)
+        if self.dropout_scaling not in DROPOUT_SCALINGS:
+            raise unknown("dropout scaling", self.dropout_scaling, DROPOUT_SCALINGS,
+                          cls=UsageError, where="--dropout-scaling")
         self.make_optimizer()  # the optimizer checks the rest
         schedule_from_spec(self.schedule, self.learning_rate, total=self.epochs)
 
@@ -363,6 +370,13 @@ def _check_output(forward: Graph, data: Dataset, batch: int) -> None:
                               "docs/training.md).")
 
 
+def _scaled_build(build: Build, scaling: str) -> Build:
+    def scaled(batch: int) -> Graph:
+        return with_dropout_scaling(build(batch), scaling)
+
+    return scaled
+
+
 def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConfig, *,
           state: Mapping[str, np.ndarray] | None = None, start_epoch: int = 0,
           steps: int = 0, history: Sequence[EpochLog] = (), progress: bool = True,
@@ -380,6 +394,8 @@ def train(build: Build, train_set: Dataset, test_set: Dataset, config: TrainConf
     ``teacher_labels`` samples, labeled by the teacher, join the training set.
     """
     masks = dict(masks or {})
+    if config.dropout_scaling != "train":
+        build = _scaled_build(build, config.dropout_scaling)
     forward = build(config.batch)
     if len(forward.inputs) != 1:
         raise UsageError("training feeds the data to one model input",
