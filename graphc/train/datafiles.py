@@ -55,13 +55,15 @@ LABEL_COLUMNS = ("label", "y", "class", "target")
 TEST_SIZE = 0.25
 
 
-def data_kind(spec: str) -> str | None:
+def data_kind(spec: str | None) -> str | None:
     """Return what ``spec`` names: ``digits``, ``generator``, ``npz``, ``csv``, ``folder``, or
     None for none of these.
 
     >>> data_kind("digits"), data_kind("spirals:noise=0.1"), data_kind("a.NPZ"), data_kind("x")
     ('digits', 'generator', 'npz', None)
     """
+    if spec is None:
+        return None
     name = spec.partition(":")[0]
     if spec == "digits":
         return "digits"
