@@ -22,7 +22,6 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from graphc.errors import GraphcError, unknown
@@ -159,9 +158,7 @@ class GraphBuilder:
         return ref
 
     def _rename(self, old: str, new: str) -> None:
-        nx.relabel_nodes(self.graph.nx, {old: new}, copy=False)
-        self.graph.outputs = [Value(new, v.out) if v.node == old else v
-                              for v in self.graph.outputs]
+        self.graph.rename({old: new})
         ref = self._refs.pop(old, None)
         if ref is not None:
             ref.node = new

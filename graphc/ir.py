@@ -19,7 +19,7 @@ graph demo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import networkx as nx
@@ -256,6 +256,12 @@ class Graph:
         g.meta = dict(self.meta)
         g._next = dict(self._next)
         return g
+
+    def rename(self, names: Mapping[str, str]) -> None:
+        """Give nodes new ids (``old -> new``); edges, inputs and outputs follow."""
+        nx.relabel_nodes(self.nx, dict(names), copy=False)
+        self.inputs = [names.get(n, n) for n in self.inputs]
+        self.outputs = [Value(names.get(v.node, v.node), v.out) for v in self.outputs]
 
     def replace_all_uses(self, old: Value, new: Value, keep: Iterable[str] = ()) -> None:
         """Make every user of ``old`` (and the graph outputs) use ``new`` instead, except the

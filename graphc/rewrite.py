@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 
 from graphc.errors import GraphcError
@@ -226,14 +225,13 @@ def replace(g: Graph, old: Value, new: Value, *, rename: bool = False) -> None:
         want = names[k]
         others = [v for j, v in enumerate(g.outputs) if j != k]
         if want not in g.nx and can_take_name(g, new, others):
-            nx.relabel_nodes(g.nx, {new.node: want}, copy=False)
+            g.rename({new.node: want})
             new = Value(want)
-            g.outputs[k] = new
         else:
             g.outputs[k] = g.add_node("Identity", [new], name=want)
     if (rename and not slots and old.node not in g.nx
             and can_take_name(g, new, list(g.outputs))):
-        nx.relabel_nodes(g.nx, {new.node: old.node}, copy=False)
+        g.rename({new.node: old.node})
 
 
 def rewrite(g: Graph, rules: list[Rule], report: PassReport | None = None) -> int:

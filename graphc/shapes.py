@@ -58,19 +58,19 @@ def layer_table(g: Graph) -> list[LayerRow]:
         opdef = ops.get(g.op(node))
         flops = opdef.flops(g.view(node)) if opdef.flops else 0
         rows.append(LayerRow(node, g.op(node), g.type_of(Value(node)), int(params),
-                             int(flops), int(state), _drop_rate(g, node)))
+                             int(flops), int(state),
+                             dropout_ratio(g, node) if g.op(node) == "Dropout" else None))
     return rows
 
 
-def _drop_rate(g: Graph, node: str) -> float | None:
-    if g.op(node) != "Dropout":
-        return None
+def dropout_ratio(g: Graph, node: str) -> float | None:
+    """Return Dropout ``node``'s drop probability: its constant ``ratio``, ONNX's default 0.5
+    when absent, or None when it is fed at run time."""
     ins = g.in_values(node)
     if len(ins) < 2 or ins[1] is None:
-        return 0.5  # ONNX's default ratio
-    if g.op(ins[1].node) != CONST:
-        return None
-    return float(g.nx.nodes[ins[1].node]["value"])
+        return 0.5
+    ratio = g.const_value(ins[1])
+    return None if ratio is None else float(ratio)
 
 
 def format_table(rows: list[LayerRow]) -> str:

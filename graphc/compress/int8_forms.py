@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import networkx as nx
 import numpy as np
 from onnx import TensorProto
 
@@ -146,8 +145,7 @@ def to_qoperator(h: Graph) -> Graph:
     # The float ops the uint8 copies replace are gone: give the copies their names back.
     names = {n: n[:-len("_uint8")] for n in g.nx if n.endswith("_uint8")}
     names = {n: base for n, base in names.items() if base not in g.nx}
-    nx.relabel_nodes(g.nx, names, copy=False)
-    g.outputs = [Value(names.get(v.node, v.node), v.out) for v in g.outputs]
+    g.rename(names)
     return g
 
 

@@ -52,10 +52,13 @@ def _graph(name: str, n: int):  # -> Graph
 
 def activation_table(points: Sequence[float]) -> ActivationTable:
     """Return f(x) and f'(x) of every activation at ``points`` (float64)."""
+    return _evaluate(check_points(points))
+
+
+def _evaluate(x: np.ndarray) -> ActivationTable:
     from graphc.autodiff import gradient_graph
     from graphc.interpret import run
 
-    x = check_points(points)
     values, slopes = {}, {}
     for name in ACTIVATIONS:
         g = _graph(name, len(x))
@@ -134,7 +137,7 @@ def plot_activations(path: str | Path, low: float = -4.0, high: float = 4.0) -> 
     from graphc.files import write_figure
 
     # An even count keeps 0 off the grid: the step's jump is drawn, not a point on it.
-    table = _curve(low, high)
+    table = _evaluate(np.linspace(low, high, 400))
     fig, axes = plt.subplots(1, len(ACTIVATIONS), figsize=(3.2 * len(ACTIVATIONS), 3.0),
                              sharey=True)
     for ax, name in zip(axes, ACTIVATIONS, strict=True):
@@ -146,18 +149,4 @@ def plot_activations(path: str | Path, low: float = -4.0, high: float = 4.0) -> 
         ax.set_xlabel("x")
     axes[0].legend(loc="upper left")
     fig.tight_layout()
-    write_figure(fig, path)
-    plt.close(fig)
-
-
-def _curve(low: float, high: float) -> ActivationTable:
-    from graphc.autodiff import gradient_graph
-    from graphc.interpret import run
-
-    x = np.linspace(low, high, 400)
-    values, slopes = {}, {}
-    for name in ACTIVATIONS:
-        g = _graph(name, len(x))
-        values[name] = np.asarray(run(g, {"x": x})["y"])
-        slopes[name] = np.asarray(run(gradient_graph(g, wrt=["x"]), {"x": x})["dy/dx"])
-    return ActivationTable(x, values, slopes)
+    write_figure(fig, path)  # closes the figure

@@ -18,11 +18,11 @@ as the multiplication by p (what ``nn.dropout(x, keep=p, scale_at="test")`` buil
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 
 from graphc.errors import GraphcError, unknown
-from graphc.ir import CONST, Graph, Value
+from graphc.ir import Graph, Value
+from graphc.shapes import dropout_ratio
 
 DROPOUT_SCALINGS = ("train", "test")
 
@@ -33,27 +33,22 @@ def dropout_at_test(g: Graph) -> Graph:
     for node in [n for n in g.op_nodes() if g.op(n) == "Dropout"]:
         if _scaled_at_test(g, node):
             continue
-        ins = g.in_values(node)
-        if len(ins) > 1 and ins[1] is not None and g.op(ins[1].node) != CONST:
+        ratio = dropout_ratio(g, node)
+        if ratio is None:
             raise GraphcError("a Dropout ratio fed at run time cannot be moved to test time",
                               where=g.format_node(node), expected="a constant ratio",
-                              got=g.op(ins[1].node))
-        ratio = float(g.const_value(ins[1])) if len(ins) > 1 and ins[1] is not None else 0.5
+                              got=g.op(g.in_values(node)[1].node))
         dtype = g.type_of(Value(node)).dtype
         name = g.fresh_name(f"{node}.scale")
         if Value(node) in g.outputs:
             # The output keeps its name: the Mul takes it, the Dropout a new one.
-            name, node = node, _rename(g, node, g.fresh_name(f"{node}.dropout"))
+            name, dropout = node, g.fresh_name(f"{node}.dropout")
+            g.rename({node: dropout})
+            node = dropout
         keep = g.add_const(g.fresh_name(f"{node}.keep"), np.asarray(1.0 - ratio, dtype))
         scaled = g.add_node("Mul", [Value(node), keep], name=name)
         g.replace_all_uses(Value(node), scaled, keep=[scaled.node])
     return g
-
-
-def _rename(g: Graph, old: str, new: str) -> str:
-    nx.relabel_nodes(g.nx, {old: new}, copy=False)
-    g.outputs = [Value(new, v.out) if v.node == old else v for v in g.outputs]
-    return new
 
 
 def with_dropout_scaling(g: Graph, scaling: str) -> Graph:
@@ -68,9 +63,8 @@ def _scaled_at_test(g: Graph, node: str) -> bool:
     users = g.users(Value(node))
     if len(users) != 1 or g.op(users[0][0]) != "Mul" or Value(node) in g.outputs:
         return False
-    ins = g.in_values(node)
-    ratio = g.const_value(ins[1]) if len(ins) > 1 and ins[1] is not None else 0.5
+    ratio = dropout_ratio(g, node)
     other = g.in_values(users[0][0])[1 - users[0][1]]
     factor = g.const_value(other) if other is not None else None
     return (ratio is not None and factor is not None and np.size(factor) == 1
-            and abs(float(factor) - (1.0 - float(ratio))) < 1e-6)
+            and abs(float(factor) - (1.0 - ratio)) < 1e-6)

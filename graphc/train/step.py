@@ -50,6 +50,7 @@ from graphc.autodiff import backward
 from graphc.dsl import GraphBuilder, Tensor
 from graphc.errors import GraphcError, UsageError, unknown
 from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.shapes import dropout_ratio
 from graphc.train import losses
 from graphc.train.distill import Distillation, check_teacher, embed_teacher
 from graphc.train.optim import Optimizer
@@ -231,7 +232,7 @@ def _dropout_train(g: Graph, node: str) -> tuple[str, float]:
     """Replace Dropout ``node`` by a product with the mask input ``<node>.mask``."""
     ins = g.in_values(node)
     x = ins[0]
-    ratio = g.const_value(ins[1]) if len(ins) > 1 and ins[1] is not None else np.float32(0.5)
+    ratio = dropout_ratio(g, node)
     if ratio is None:
         raise GraphcError("Dropout's ratio must be a constant to train", where=g.format_node(node),
                           expected="a Const ratio", got=g.op(ins[1].node))
@@ -242,7 +243,7 @@ def _dropout_train(g: Graph, node: str) -> tuple[str, float]:
     t = g.type_of(x)
     mask = g.add_input(g.fresh_name(f"{node}.mask"), t.shape, t.dtype)
     g.replace_all_uses(Value(node), _op(g, node, "Mul", x, mask))
-    return mask.node, float(ratio)
+    return mask.node, ratio
 
 
 def _feature_augment(g: Graph, aug: FeatureAugment) -> str:
