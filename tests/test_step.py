@@ -774,6 +774,24 @@ def test_onnxruntime_steps_are_deterministic_with_several_threads() -> None:
             assert value.tobytes() == other[name].tobytes(), name
 
 
+
+def test_onnxruntime_steps_flush_subnormals_without_changing_the_callers_thread() -> None:
+    """onnxruntime's flush-to-zero holds inside the steps; the Python thread keeps IEEE
+    subnormals (1e-40 * 1 stays 1e-40 after training in the same process)."""
+    tiny = np.float32(1e-40)
+    assert tiny * np.float32(1) > 0
+    spec = compile_step(tiny_cnn(dtype=np.float32), SGD(lr=0.1), loss="mse")
+    runner = OrtRunner(spec, threads=1)
+    rng = np.random.default_rng(3)
+    batch = {"x": rng.standard_normal((6, 2, 4, 4)).astype(np.float32),
+             "target": rng.standard_normal((6, 4)).astype(np.float32), **spec.dropout_masks(rng)}
+    runner.run(batch, lr=0.1)
+    assert tiny * np.float32(1) == np.float32(1e-40)
+    assert runner._ftz.available
+    with runner._ftz:
+        assert tiny * np.float32(1) == 0
+    assert tiny * np.float32(1) == np.float32(1e-40)
+
 # ----- penalty specs and weight masks --------------------------------------------------------
 
 

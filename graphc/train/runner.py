@@ -33,6 +33,7 @@ from graphc.interpret import run
 from graphc.ir import Value
 from graphc.onnxio.export import to_bytes
 from graphc.onnxio.runtime import session
+from graphc.train.fpenv import FlushToZero
 from graphc.train.step import StepSpec
 
 
@@ -117,10 +118,12 @@ class OrtRunner(Runner):
 
         super().__init__(spec, state)
         # Optimizer state of weights whose gradient stays 0 decays into subnormal numbers,
-        # which are slow on CPUs: flush them to zero.
+        # which are slow on CPUs: flush them to zero, in the steps only (see fpenv).
+        self._ftz = FlushToZero()
+        config = {"session.set_denormal_as_zero": "1"} if self._ftz.available else None
         try:
-            self.session = session(to_bytes(spec.graph, opset), threads,
-                                   config={"session.set_denormal_as_zero": "1"})
+            with self._ftz.capture():
+                self.session = session(to_bytes(spec.graph, opset), threads, config=config)
         except Exception as err:  # onnxruntime raises its own exception types
             raise GraphcError("onnxruntime cannot run this training step",
                               where=f"graph {spec.graph.name}",
@@ -163,7 +166,8 @@ class OrtRunner(Runner):
             arrays[name] = array
         for name, array in arrays.items():
             binding.bind_cpu_input(name, array)
-        self.session.run_with_iobinding(binding)
+        with self._ftz:
+            self.session.run_with_iobinding(binding)
         self.steps += 1
         self._current = 1 - self._current
         return StepResult(float(self._loss.numpy()), self._pred.numpy().copy())
