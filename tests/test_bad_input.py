@@ -135,6 +135,7 @@ def folder(tmp_path, monkeypatch):
     np.save(tmp_path / "wide.npy", np.ones((5, 6), np.float32))
     np.save(tmp_path / "labels.npy", np.arange(4))
     np.savez(tmp_path / "only_x.npz", x=np.ones((8, 4), np.float32))
+    np.savez(tmp_path / "wide.npz", x=np.ones((8, 6), np.float32), y=np.arange(8) % 3)
     for label, size in (("a", 4), ("b", 5)):
         (tmp_path / "imgs" / label).mkdir(parents=True)
         plt.imsave(tmp_path / "imgs" / label / "0.png", np.zeros((size, size)), cmap="gray")
@@ -144,6 +145,9 @@ def folder(tmp_path, monkeypatch):
     weight[1, 2] = np.nan
     save_checkpoint(tmp_path / "nan.ckpt", "tiny", TrainResult(
         {"fc.weight": weight, "fc.bias": np.zeros(3, np.float32)}), TrainConfig(epochs=1))
+    save_checkpoint(tmp_path / "tiny.ckpt", "tiny", TrainResult(
+        {"fc.weight": np.ones((3, 4), np.float32), "fc.bias": np.zeros(3, np.float32)}),
+        TrainConfig(epochs=1))
     return tmp_path
 
 
@@ -220,6 +224,11 @@ CASES = {
     "prune --threads beyond the cores": (
         ["prune", "tiny.py", "--weights", "nan.ckpt", "--sparsity", "0.5", "-o", "p.ckpt",
          "--threads", "100000"], 2, "--threads must be between 1 and the machine's"),
+    "prune --data that does not fit the model": (
+        ["prune", "tiny.py", "--weights", "tiny.ckpt", "--sparsity", "0.5", "-o", "p.ckpt",
+         "--data", "wide.npz"], 2,
+        "graphc: error: --data wide.npz: the data does not fit the model's input; expected "
+        "samples of shape (4,), got samples of shape (6,)."),
     "checkpoint zip bomb": (
         ["compile", "tiny.py", "--weights", "bomb.ckpt", "-o", "out.onnx"], 1,
         "bomb.ckpt declares 24,000,128 bytes of arrays in a "),

@@ -115,16 +115,17 @@ def classes_text(classes: Sequence[int] | None) -> str:
     return f", classes {_classes_label(classes)}" if classes else ""
 
 
-def _check_fits(graph: Any, data: Any, name: str) -> None:
-    """Refuse a model whose input or number of outputs does not fit data set ``name``."""
+def check_fits(graph: Any, data: Any, name: str, option: str = "--accuracy") -> None:
+    """Refuse a model whose input or number of outputs does not fit data set ``name`` (given
+    with ``option``)."""
     from graphc.ir import Value
     from graphc.train.loop import fit_data
 
-    fit_data(data, graph.type_of(Value(graph.inputs[0])).shape, f"--accuracy {name}")
+    fit_data(data, graph.type_of(Value(graph.inputs[0])).shape, f"{option} {name}")
     out = graph.type_of(graph.outputs[0]).shape
     if len(out) != 2 or out[1] != data.classes:
         raise UsageError(f"the model's output does not fit the {name} test split",
-                         where=f"--accuracy {name}", expected=f"(batch, {data.classes}) "
+                         where=f"{option} {name}", expected=f"(batch, {data.classes}) "
                          "(one score per class)", got=out)
 
 
@@ -317,7 +318,7 @@ def accuracy_data(name: str, graph: Any, weights: Weights | None) -> Any:
     """``compile --accuracy``: the test split of data set ``name`` (the checkpoint's classes)
     for ``graph``, refused before anything is written if it does not fit the model."""
     _, test_set = load_data(name, weights.classes if weights else None)
-    _check_fits(graph, test_set, name)
+    check_fits(graph, test_set, name)
     return test_set
 
 

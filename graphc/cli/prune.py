@@ -14,6 +14,7 @@ from typing import Any
 from graphc.cli.checkpoints import (
     DATA_HELP,
     check_data,
+    check_fits,
     classes_text,
     fit_head,
     load_data,
@@ -128,6 +129,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     need_all(args.weights, model_state(start), ck.state, args.model)
     before = {n: v for n, v in model_state(apply_state(start, ck.state)).items()}
     train_set, test_set = load_data(data, ck.data.get("classes"))
+    check_fits(start, test_set, data, "--data")
     name = model_name(args.model)
     what = ("connections by |w|" if args.method == "magnitude"
             else f"channels by their {args.method.upper()} norm")
