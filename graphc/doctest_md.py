@@ -82,7 +82,9 @@ def _commands(text: str) -> Iterator[tuple[str, str]]:
         yield command, "".join(s + "\n" for s in shown)
 
 
-def _run_command(command: str) -> str:
+def _run_command(command: str, shown: str) -> str:
+    """Run a ``graphc`` command; return what it printed on stdout, or, for a command the page
+    shows failing (its output starts with ``graphc: error:``), its one error line."""
     from graphc.cli import main
 
     argv = shlex.split(command)
@@ -90,10 +92,14 @@ def _run_command(command: str) -> str:
         raise ValueError(f"only graphc commands run in a page, not {command!r}")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(argv[1:])
-    if status != 0:
+        try:
+            status = main(argv[1:])
+        except SystemExit as stop:  # argparse's usage errors
+            status = stop.code
+    fails = shown.startswith("graphc: error:")
+    if (status != 0) != fails:
         raise AssertionError(f"{command!r} exited {status}: {err.getvalue()}")
-    return out.getvalue()
+    return err.getvalue() if fails else out.getvalue()
 
 
 def _same(want: str, got: str) -> bool:
@@ -135,7 +141,7 @@ def check_page(path: str | Path, workdir: str | Path, *, update: bool = False
             elif block.lang == "console":
                 rebuilt, changed = [], False
                 for command, shown in _commands(block.text):
-                    got = _run_command(command)
+                    got = _run_command(command, shown)
                     if not _same(shown, got):
                         changed = True
                         mismatches.append(Mismatch(block.start + 1, command, shown, got))

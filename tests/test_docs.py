@@ -10,7 +10,7 @@ import pytest
 from graphc.doctest_md import blocks, check_page
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["course.md"]
+PAGES = ["course.md", "explain.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -211,8 +211,8 @@ def fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 def test_unknown_topic_names_the_closest(capsys):
     line = fails(capsys, ["explain", "temprature"])
     assert line == ("graphc: error: graphc explain: unknown topic 'temprature'; expected one of "
-                    "'activations', 'binary', 'temperature', got 'temprature'. Did you mean "
-                    "'temperature'?")
+                    "'activations', 'augmentation', 'binary', 'temperature', got 'temprature'. "
+                    "Did you mean 'temperature'?")
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -497,5 +497,74 @@ def test_activations_command_prints_the_table_and_the_identity(capsys, tmp_path)
 def test_activations_bad_options_are_one_line(capsys, tmp_path, monkeypatch, argv, expected):
     monkeypatch.chdir(tmp_path)
     line = fails(capsys, ["explain", "activations", *argv])
+    assert line.startswith("graphc: error: " + expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----- augmentation ---------------------------------------------------------------------------
+
+
+def test_augmentation_views_against_their_definitions():
+    from graphc.train.augment_views import FEATURE_NOISE, views
+
+    v = views("noise=0.1,mixup=1,shift=1", "averages=40,outliers=5,foreign=5", seed=3)
+    by_spec = {view.spec: view for view in v.augmented}
+    # Gaussian noise of sigma on each pixel: E|change| = sigma * sqrt(2 / pi), over 384 pixels.
+    assert by_spec["noise=0.1"].change == pytest.approx(0.1 * np.sqrt(2 / np.pi), abs=0.01)
+    for spec in ("noise=0.1", "shift=1"):
+        assert np.array_equal(by_spec[spec].labels.argmax(axis=1), v.classes)
+        assert np.all(by_spec[spec].labels.max(axis=1) == 1)
+    # Each mixed digit lies on the segment between its original and another original, with the
+    # label shares of the same lambda.
+    mixed = by_spec["mixup=1"]
+    flat = v.originals.reshape(len(v.originals), -1).astype(np.float64)
+    for i, image in enumerate(mixed.x.reshape(len(flat), -1)):
+        best = np.inf
+        for j in range(len(flat)):
+            d = flat[i] - flat[j]
+            lam = 1.0 if not d.any() else float(np.dot(image - flat[j], d) / np.dot(d, d))
+            residual = np.abs(lam * flat[i] + (1 - lam) * flat[j] - image).max()
+            if residual < best:
+                best, share = residual, lam
+        assert best < 1e-6 and -1e-6 <= share <= 1 + 1e-6
+        assert mixed.labels[i].sum() == pytest.approx(1.0)
+        assert mixed.labels[i, v.classes[i]] >= share - 1e-6
+    kinds = {view.spec.split("=")[0]: view for view in v.extended}
+    assert [len(kinds[k].x) for k in ("averages", "outliers", "foreign")] == [40, 5, 5]
+    assert np.all(kinds["averages"].labels.max(axis=1) == 1)
+    assert np.allclose(kinds["foreign"].labels, 0.1)
+    # An average of two digits of a class stays within their pixel range [0, 1].
+    assert kinds["averages"].x.min() >= 0 and kinds["averages"].x.max() <= 1
+    # 2-D Gaussian noise of sigma per axis moves a point by sigma * sqrt(pi / 2) on average
+    # (the Rayleigh mean), over 300 points.
+    moved = np.linalg.norm(v.noisy - v.features, axis=1).mean()
+    assert moved == pytest.approx(FEATURE_NOISE * np.sqrt(np.pi / 2), abs=0.06)
+
+
+def test_augmentation_command_prints_and_draws(capsys, tmp_path):
+    plot = tmp_path / "aug.png"
+    assert main(["explain", "augmentation", "--augment", "noise=0.1", "--extend", "foreign=2",
+                 "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^   noise=0.1 +0\.0[78]\d  kept$", out, re.M), out
+    assert re.search(r"^   foreign=2 +2 new objects, labels uniform 1/10 \(none of the "
+                     r"classes\)$", out, re.M), out
+    assert re.search(r"^   spirals +300 objects of shape 2, 3 classes$", out, re.M), out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = tmp_path / "again.png"
+    assert main(["explain", "augmentation", "--augment", "noise=0.1", "--extend", "foreign=2",
+                 "--plot", str(again)]) == 0
+    assert again.read_bytes() == plot.read_bytes()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--augment", "blur=1"], "augment item 'blur=1': unknown augmentation 'blur'"),
+    (["--extend", "averages=-1"], "extend item 'averages=-1': bad count for averages"),
+    (["--seed", "-2"], "--seed: the seed must be >= 0; expected an int >= 0, got -2."),
+    (["--plot", "a.txt"], "--plot: cannot draw 'a.txt'"),
+])
+def test_augmentation_bad_options_are_one_line(capsys, tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    line = fails(capsys, ["explain", "augmentation", *argv])
     assert line.startswith("graphc: error: " + expected)
     assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from graphc.cli.common import check_writable
-from graphc.errors import UsageError, unknown
+from graphc.errors import GraphcError, UsageError, unknown
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
@@ -124,6 +124,47 @@ def _check_plot(path: str | None) -> None:
                          got=repr(Path(path).suffix or "no suffix"))
 
 
+# ----- augmentation ---------------------------------------------------------------------------
+
+
+def _augmentation_options(p: argparse.ArgumentParser) -> None:
+    from graphc.train.augment_views import DEFAULT_AUGMENT, DEFAULT_EXTEND
+
+    p.add_argument("--augment", default=DEFAULT_AUGMENT, metavar="SPEC",
+                   help="the transforms, each shown alone (train --augment's spec; default: "
+                        "%(default)s)")
+    p.add_argument("--extend", default=DEFAULT_EXTEND, metavar="SPEC",
+                   help="the new objects (train --extend's spec; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="the random draws (default: %(default)s)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the digits under each transform, the new objects, the generated "
+                        "data sets and the feature-space simulation")
+
+
+def _augmentation(args: argparse.Namespace) -> int:
+    from graphc.train import augment_views
+    from graphc.train.augment import Augment
+    from graphc.train.extend import Extend
+
+    if args.seed < 0:
+        raise UsageError("the seed must be >= 0", where="--seed", expected="an int >= 0",
+                         got=args.seed)
+    for option, parse, spec in (("--augment", Augment.parse, args.augment),
+                                ("--extend", Extend.parse, args.extend)):
+        try:
+            parse(spec)
+        except GraphcError as err:
+            raise err.located(option) from None
+    _check_plot(args.plot)
+    views = augment_views.views(args.augment, args.extend, args.seed)
+    print(augment_views.format_views(views))
+    if args.plot:
+        augment_views.plot_views(views, args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
 # ----- binary ---------------------------------------------------------------------------------
 
 
@@ -203,6 +244,9 @@ def _binary(args: argparse.Namespace) -> int:
 TOPICS: dict[str, Topic] = {
     "activations": Topic("f(x) and f'(x) of Heaviside, sigmoid, tanh, ReLU, leaky ReLU; "
                          "tanh = 2 sigmoid(2x) - 1", _activations_options, _activations),
+    "augmentation": Topic("augmentation, new objects, generated data and feature-space noise "
+                          "and mixup, in numbers and a picture", _augmentation_options,
+                          _augmentation),
     "binary": Topic("dot(a, w) of +-1 vectors as 2 * popcount(xnor(a, w)) - n, bit by bit",
                     _binary_options, _binary),
     "temperature": Topic("softmax(z / T) of a teacher's logits, from T = 1 to the uniform 1/n",
