@@ -4,9 +4,13 @@ A binary layer is a Conv, Gemm or MatMul whose constant weight holds, per output
 only ``+a_c`` and ``-a_c`` (``a_c > 0``): ``W = alpha * sign(W_latent)``, ``alpha_c =
 mean|W_latent_c|`` (XNOR-Net), recognized by value after the inference pipeline folded it
 (graphc.compress.binary). Each one is stored as its signs, 1 bit per weight, plus alpha: the
-signs of all of them in one packed constant with one shared unpacking, each layer's a crop and a
-Reshape of it (graphc.compress.binary.SignTable), all folded by onnxruntime at session creation;
-and lowered to one of (``form`` in the notes):
+signs of all of them in one packed constant with one shared unpacking, each layer's a part of
+one Split and a Reshape of it (graphc.compress.binary.SignTable), all folded by onnxruntime at
+session creation; per-channel constants (alpha, thresholds) in the smallest dtype that holds
+them exactly, Cast at load. The nodes the pass adds are named after the layer's tag ``b<k>``,
+the k-th Conv / Gemm / MatMul of the graph (``b2.w``: its weight, ``b2.a``: alpha, ``b2.t``:
+thresholds, ``b2.q``: its integer op), shown in the notes: in a small model the names are
+most of the bytes that are not weights. Lowered to one of (``form`` in the notes):
 
 - ``weights``: ``W = signs * alpha`` folded at load, the layer unchanged: the same outputs bit
   for bit, at fp32 speed, from a file ~1/32 the size;
@@ -85,10 +89,11 @@ def _is_stored(g: Graph, node: str) -> bool:
     return w is not None and binary.is_stored(g, w)
 
 
-def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool
+def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool, tags: dict[str, str]
            ) -> tuple[Graph, dict[str, binary.Lowered], dict[str, str]]:
     """Return ``g`` with each of ``chosen`` stored and lowered (integer forms where possible
-    when ``integer``), each layer's result, and why a layer took the weights form."""
+    when ``integer``; the new nodes named after the layer's tag), each layer's result, and why
+    a layer took the weights form."""
     h = g.copy()
     codes = binary.Codes(h)
     table = binary.SignTable(h)
@@ -97,6 +102,7 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool
     # Decided on g: lowering a layer rewires the signs the next layers read.
     folds = {layer.node: binary.sign_fold(g, layer.node) for layer in chosen}
     for layer in chosen:
+        tag = tags[layer.node]
         x = g.in_values(layer.node)[0]
         attrs = g.attrs(layer.node)
         reason = ""
@@ -113,13 +119,13 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool
                      "would need ConvInteger, which onnxruntime runs slower than fp32)"
         if reason:
             w = np.asarray(h.const_value(Value(layer.weight)))
-            after = binary.store_weights(h, layer, table)
+            after = binary.store_weights(h, layer, table, tag)
             done[layer.node] = binary.Lowered("weights", w.nbytes, after)
             why[layer.node] = reason
         elif layer.op == "Conv":
-            done[layer.node] = binary.lower_integer_conv(h, layer, fold, codes, table)
+            done[layer.node] = binary.lower_integer_conv(h, layer, fold, codes, table, tag)
         else:
-            done[layer.node] = binary.lower_integer_fc(h, layer, fold, codes, table)
+            done[layer.node] = binary.lower_integer_fc(h, layer, fold, codes, table, tag)
     table.finish()
     h.remove_dead()
     h.verify()
@@ -136,7 +142,7 @@ def binarize(g: Graph, *, force: bool = False, layers: Sequence[str] | None = No
     >>> from graphc.pipeline import resolve, run_pipeline
     >>> g, _ = run_pipeline(load("cnn").build(), resolve(pipeline="inference"))
     >>> h = binarize(g, force=True, prefer="weights")
-    >>> [h.op(n) for n in ("block2.conv.weight", "block3.conv.weight")]
+    >>> [h.op(n) for n in ("b2.w", "b3.w")]  # the weights of block2.conv and block3.conv
     ['Mul', 'Mul']
     """
     if prefer not in PREFER:
@@ -188,9 +194,12 @@ def binarize(g: Graph, *, force: bool = False, layers: Sequence[str] | None = No
     if not chosen:
         notes.append(f"{'total':<14} no binary layer to store")
         return source.copy() if source is g else source
-    h, done, why = _lower(source, chosen, integer=prefer != "weights")
+    # b<k>: the k-th Conv / Gemm / MatMul of the graph (short names: they are most of the
+    # bytes of a small binary file that are not weights).
+    tags = {layer.node: f"b{k}" for k, layer in enumerate(found, 1)}
+    h, done, why = _lower(source, chosen, integer=prefer != "weights", tags=tags)
     if prefer == "speed" and any(d.form == "integer" for d in done.values()):
-        plain, plain_done, plain_why = _lower(source, chosen, integer=False)
+        plain, plain_done, plain_why = _lower(source, chosen, integer=False, tags=tags)
         ratios = binary.time_forms({"fp32": source, "weights": plain, "integer": h},
                                    _feeds(source))
         from graphc.compress.latency import cpu_info
@@ -204,7 +213,8 @@ def binarize(g: Graph, *, force: bool = False, layers: Sequence[str] | None = No
                    plain_why[n] == "weights form chosen" else plain_why[n] for n in plain_done}
     for layer in chosen:
         d = done[layer.node]
-        text = f"{layer.node:<14} {d.form}: {d.before:,} -> {d.after:,} bytes"
+        text = f"{layer.node:<14} {d.form}: {d.before:,} -> {d.after:,} bytes, " \
+               f"nodes {tags[layer.node]}.*"
         if layer.node in why and d.form == "weights":
             text += f" ({why[layer.node]})"
             if report is not None:

@@ -13,11 +13,13 @@ keep values in {-1, +1}).
 
 The stored form (``SignTable``): the signs ``W >= 0`` of every binary layer of the graph packed
 8 per byte into one constant and unpacked once in the graph (graphc.compress.bits.unpack_flags),
-each layer's weight a crop and a Reshape of that, all folded by onnxruntime at session creation:
-the file holds 1 bit per weight and a decoder paid once per graph, and the run pays nothing for
-it. The lowerings, all exact:
+each layer's weight a part of one Split and a Reshape of that, all folded by onnxruntime at
+session creation: the file holds 1 bit per weight and a decoder paid once per graph, and the run
+pays nothing for it. Per-channel constants are stored in the smallest dtype that holds them
+exactly (``small_const``: thresholds in int8 or int16, alpha in float16 when exact) and Cast
+back at load. The lowerings, all exact:
 
-- ``weights``: ``W = Reshape(Crop(Where(flags, 1, -1))) * alpha`` (alpha per channel, float32),
+- ``weights``: ``W = Reshape(Split(Where(flags, 1, -1))) * alpha`` (alpha per channel),
   the layer unchanged. The folded initializer is bit for bit the original W, so the model computes
   exactly what it computed before, at fp32 speed.
 - ``integer`` conv (binary input, and its output only read, through an optional
@@ -31,8 +33,8 @@ it. The lowerings, all exact:
   the threshold and at least 129 from it on: the sign is a comparison with 129, which MaxPool
   keeps, and ``Clip(code, 127, 129)`` makes the next binary layer's input codes.
 - ``integer`` FC (binary input): ``acc = MatMulInteger(code, W_int8, 128, 0)`` (int32), then
-  ``Cast(acc) * alpha + b``, or, when a BinarySign reads it as above, the codes
-  ``Where(acc >= t, 129, 127)`` directly.
+  ``DequantizeLinear(acc, alpha) + b`` (``float32(acc) * alpha`` per channel), or, when a
+  BinarySign reads it as above, the codes ``Where(acc >= t, 129, 127)`` directly.
 
 The sums of +-1 products are exact integers; float32 would round ``sum(+-a_c)``. The integer
 forms follow exact arithmetic, so they equal the float graph wherever the float graph's
@@ -66,21 +68,24 @@ LAYER_OPS = ("Conv", "Gemm", "MatMul")
 # sign (MaxPool of signs is the sign of the MaxPool: the sign is monotone).
 KEEP_SIGN_OPS = ("MaxPool", "Flatten", "Reshape")
 F32 = np.dtype(np.float32)
+# Named by dtype and value: f (float32), u (uint8), i (int8).
 SHARED = {
-    "binary.one": np.array(1, np.float32),
-    "binary.minus_one": np.array(-1, np.float32),
-    "binary.zero": np.array(0, np.float32),
-    "binary.plus_i8": np.array(1, np.int8),
-    "binary.minus_i8": np.array(-1, np.int8),
-    "binary.zero_i8": np.array(0, np.int8),
-    "binary.code_zero": np.array(128, np.uint8),
-    "binary.code_minus": np.array(127, np.uint8),
-    "binary.code_plus": np.array(129, np.uint8),
+    "f1": np.array(1, np.float32),
+    "f-1": np.array(-1, np.float32),
+    "f0": np.array(0, np.float32),
+    "i1": np.array(1, np.int8),
+    "i-1": np.array(-1, np.int8),
+    "i0": np.array(0, np.int8),
+    "u128": np.array(128, np.uint8),
+    "u127": np.array(127, np.uint8),
+    "u129": np.array(129, np.uint8),
     # QLinearConv's output grid of a thresholded conv: acc - t times 256, shifted by 129.
-    "binary.out_scale": np.array(1 / 256, np.float32),
+    "f1/256": np.array(1 / 256, np.float32),
+    "flat": np.array([-1], np.int64),
 }
 BOOL = 9  # onnx.TensorProto.BOOL
 FLOAT = 1  # onnx.TensorProto.FLOAT
+INT32 = 6  # onnx.TensorProto.INT32
 
 
 def _shared(g: Graph, name: str) -> Value:
@@ -269,21 +274,23 @@ class SignTable:
     """The +-1 weights of a graph's binary layers, stored together.
 
     Every layer's signs go into one packed constant ``bits``, unpacked once into bools
-    (graphc.compress.bits.unpack_flags, ``bits.*``), made +-1 once per dtype (``signs``:
-    float32, ``signs.i8``: int8, by Where), then per layer cropped to its span (Pad with
-    negative pads ``<layer>.crop``: ``<layer>.flat``) and reshaped (``shape.<dims>``, one per
-    distinct shape): ``<layer>.signs``. A graph pays for the unpacking once instead of once per
-    layer, and onnxruntime folds all of it into the layers' initializers at load.
+    (graphc.compress.bits.unpack_flags: ``bits.shl``, ``bits.on``), made +-1 once by Where
+    (``signs``: int8 if any layer reads int8, else float32), cut into the layers' parts by one
+    Split (``w``, sizes ``signs.parts``: whole bytes per layer when every layer's signs fill
+    whole bytes, else after a Reshape ``bits.flat`` to one bit per row) and reshaped per layer
+    (``shape.<dims>``, one per distinct shape) into the value named in ``add`` (a float32
+    layer among int8 ones Casts its part). A graph pays for the unpacking once instead of once
+    per layer, and onnxruntime folds all of it into the layers' initializers at load.
 
-    ``add`` puts a constant holding the +-1 values where ``<layer>.signs`` goes, so that a
+    ``add`` puts a constant holding the +-1 values where the layer's signs go, so that a
     lowering can build around it; ``finish`` replaces those constants by the decoder once every
     layer's signs are known.
 
     >>> from graphc.interpret import run
     >>> g = Graph("t")
     >>> table = SignTable(g)
-    >>> a = table.add("a", np.array([[True, False], [False, True]]), np.float32)
-    >>> b = table.add("b", np.array([True, True, False]), np.int8)
+    >>> a = table.add("a.s", np.array([[True, False], [False, True]]), np.float32)
+    >>> b = table.add("b.s", np.array([True, True, False]), np.int8)
     >>> table.finish()
     >>> g.outputs = [a, b]
     >>> [v.tolist() for v in run(g, {}).values()]
@@ -294,13 +301,13 @@ class SignTable:
         self.g = g
         self.entries: list[tuple[str, str, np.ndarray, np.dtype]] = []
 
-    def add(self, layer: str, signs: np.ndarray, dtype: Any) -> Value:
-        """Return the value ``<layer>.signs``: +1 where ``signs`` is set, else -1, of ``dtype``
-        (float32 or int8), in the shape of ``signs``."""
+    def add(self, name: str, signs: np.ndarray, dtype: Any) -> Value:
+        """Return the value ``name``: +1 where ``signs`` is set, else -1, of ``dtype`` (float32
+        or int8), in the shape of ``signs``."""
         signs = np.asarray(signs, bool)
         dtype = np.dtype(dtype)
-        held = self.g.add_const(f"{layer}.signs", np.where(signs, 1, -1).astype(dtype))
-        self.entries.append((layer, held.node, signs, dtype))
+        held = self.g.add_const(name, np.where(signs, 1, -1).astype(dtype))
+        self.entries.append((name, held.node, signs, dtype))
         return held
 
     def finish(self) -> None:
@@ -308,28 +315,36 @@ class SignTable:
         if not self.entries:
             return
         g = self.g
+        # One Where for all: int8 if any layer reads int8 (float32 layers Cast theirs).
+        i8 = any(dtype != F32 for *_, dtype in self.entries)
         packed, spans = bits.pack_flags([signs for _, _, signs, _ in self.entries])
-        total = 8 * packed.shape[0]
         stored = g.add_const("bits", packed)
-        flags = bits.unpack_flags(g, stored, stored.node)
-        pm: dict[np.dtype, Value] = {}
-        for _, _, _, dtype in self.entries:
-            if dtype not in pm:
-                plus, minus = ("binary.one", "binary.minus_one") if dtype == F32 else \
-                    ("binary.plus_i8", "binary.minus_i8")
-                pm[dtype] = g.add_node("Where", [flags, _shared(g, plus), _shared(g, minus)],
-                                       name="signs" if dtype == F32 else "signs.i8")
-        for (layer, node, signs, dtype), (start, end) in zip(self.entries, spans, strict=True):
+        flags = bits.unpack_flags(g, stored, "bits")  # (q, 8)
+        # Whole bytes per layer: split the (q, 8) rows as they are; else flatten first.
+        unit = 8 if all(end % 8 == 0 for _, end in spans) else 1
+        if unit == 1:
+            flags = g.add_node("Reshape", [flags, _shared(g, "flat")], name="bits.flat")
+        plus, minus = ("i1", "i-1") if i8 else ("f1", "f-1")
+        pm = g.add_node("Where", [flags, _shared(g, plus), _shared(g, minus)], name="signs")
+        sizes = [(end - start) // unit for start, end in spans]
+        pad = 8 * packed.shape[0] // unit - sum(sizes)
+        if len(sizes) == 1 and not pad:
+            pieces = [pm]
+        else:
+            parts = g.add_const("signs.parts", np.array(sizes + [pad] * bool(pad), np.int64))
+            split = g.add_node("Split", [pm, parts], {"axis": 0}, name="w")
+            pieces = [Value(split.node, k) for k in range(len(sizes))]
+        for (_, node, signs, dtype), piece in zip(self.entries, pieces, strict=True):
             users = [(dst, d["port"]) for _, dst, d in g.nx.out_edges(node, data=True)]
             outputs = list(g.outputs)
             g.nx.remove_node(node)
-            flat = pm[dtype]
-            if (start, end) != (0, total):
-                crop = g.add_const(f"{layer}.crop", np.array([-start, end - total], np.int64))
-                flat = g.add_node("Pad", [flat, crop], name=f"{layer}.flat")
-            name = "shape." + "x".join(str(d) for d in signs.shape)
+            name = "s" + "x".join(str(d) for d in signs.shape)
             shape = bits.shared(g, name, {name: np.array(signs.shape, np.int64)})
-            out = g.add_node("Reshape", [flat, shape], name=node)
+            if i8 and dtype == F32:
+                out = g.add_node("Reshape", [piece, shape], name=f"{node}8")
+                out = g.add_node("Cast", [out], {"to": FLOAT}, name=node)
+            else:
+                out = g.add_node("Reshape", [piece, shape], name=node)
             for dst, port in users:
                 g.nx.add_edge(out.node, dst, port=port, out=0)
             g.outputs = [out if v.node == node else v for v in outputs]
@@ -342,10 +357,12 @@ def is_stored(g: Graph, value: Value) -> bool:
     if g.op(value.node) != "Mul":
         return False
     signs = g.in_values(value.node)[0]
+    if signs is not None and g.op(signs.node) == "Cast":
+        signs = g.in_values(signs.node)[0]
     if signs is None or g.op(signs.node) != "Reshape":
         return False
     flat = g.in_values(signs.node)[0]
-    if flat is not None and g.op(flat.node) == "Pad":
+    if flat is not None and g.op(flat.node) == "Split":
         flat = g.in_values(flat.node)[0]
     return flat is not None and g.op(flat.node) == "Where"
 
@@ -355,9 +372,43 @@ def stored_bytes(n: int) -> int:
     return -(-n // 8)
 
 
-def store_weights(g: Graph, layer: Layer, table: SignTable) -> int:
+def small_const(g: Graph, name: str, array: np.ndarray, cast_name: str) -> tuple[Value, int]:
+    """Add ``array`` to ``g`` as the constant ``name`` in the smallest dtype that holds it
+    exactly (int8 or int16 for int32, float16 for float32), read through a Cast back to its
+    dtype named ``cast_name`` (folded by onnxruntime at load); return that value and the
+    bytes stored.
+
+    >>> g = Graph("s")
+    >>> v, n = small_const(g, "t", np.array([-3, 200], np.int32), "t32")
+    >>> g.op(v.node), g.const_value(Value("t")).dtype, n
+    ('Cast', dtype('int16'), 4)
+    """
+    array = np.asarray(array)
+    smaller = {np.dtype(np.int32): (np.int8, np.int16), F32: (np.float16,)}
+    for dtype in smaller.get(array.dtype, ()):
+        with np.errstate(over="ignore", invalid="ignore"):
+            small = array.astype(dtype)
+            exact = np.array_equal(small.astype(array.dtype), array)
+        if exact:
+            stored = g.add_const(name, small)
+            to = FLOAT if array.dtype == F32 else INT32
+            return g.add_node("Cast", [stored], {"to": to}, name=cast_name), small.nbytes
+    return g.add_const(name, array), array.nbytes
+
+
+def _without_kernel_shape(attrs: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
+    """Return a conv's ``attrs`` without ``kernel_shape`` where it only repeats the weight's
+    spatial shape (ONNX infers it from the weight)."""
+    attrs = dict(attrs)
+    if tuple(attrs.get("kernel_shape", ())) == tuple(shape[2:]):
+        del attrs["kernel_shape"]
+    return attrs
+
+
+def store_weights(g: Graph, layer: Layer, table: SignTable, tag: str) -> int:
     """Replace ``layer``'s binary weight constant in ``g`` (in place) by its signs (added to
-    ``table``) times alpha, named as the weight was; return the bytes of the new constants."""
+    ``table`` as ``<tag>.s``) times alpha (``<tag>.a``): ``<tag>.w``; return the bytes of the
+    new constants."""
     w = np.asarray(g.const_value(Value(layer.weight)))
     signs, alpha = binary_parts(w, layer.axis)
     users = _weight_users(g, layer.weight)
@@ -367,13 +418,15 @@ def store_weights(g: Graph, layer: Layer, table: SignTable) -> int:
     shape[layer.axis] = -1
     if layer.axis == w.ndim - 1:
         shape = [-1]  # broadcasts along the last axis as it is
-    a = g.add_const(f"{layer.node}.alpha", alpha.reshape(shape))
-    signs_v = table.add(layer.node, signs, F32)
-    out = g.add_node("Mul", [signs_v, a], name=layer.weight)
+    a, size = small_const(g, f"{tag}.a", alpha.reshape(shape), f"{tag}.af")
+    signs_v = table.add(f"{tag}.s", signs, F32)
+    out = g.add_node("Mul", [signs_v, a], name=f"{tag}.w")
+    if layer.op == "Conv":
+        g.nx.nodes[layer.node]["attrs"] = _without_kernel_shape(g.attrs(layer.node), w.shape)
     for dst, port in users:
         g.nx.add_edge(out.node, dst, port=port, out=0)
     g.outputs = [out if v.node == layer.weight else v for v in outputs]
-    return stored_bytes(w.size) + alpha.nbytes + 16 + 8 * w.ndim
+    return stored_bytes(w.size) + size
 
 
 class Codes:
@@ -387,17 +440,17 @@ class Codes:
         self.alias: dict[str, str] = {}
         self._cache: dict[Value, tuple[Value, bool]] = {}
 
-    def of(self, value: Value) -> Value:
-        """Return the exact codes (127, 129) of ``value``, a binary input."""
-        code, exact = self._codes(value)
+    def of(self, value: Value, tag: str) -> Value:
+        """Return the exact codes (127, 129) of ``value``, a binary input of the layer
+        ``tag`` (new nodes are named ``<tag>.ge``, ``<tag>.x``)."""
+        code, exact = self._codes(value, tag)
         if exact:
             return code
         g = self.g
-        return g.add_node("Clip", [code, _shared(g, "binary.code_minus"),
-                                   _shared(g, "binary.code_plus")],
-                          name=f"{value.node}.code")
+        return g.add_node("Clip", [code, _shared(g, "u127"),
+                                   _shared(g, "u129")], name=f"{tag}.x")
 
-    def _codes(self, value: Value) -> tuple[Value, bool]:
+    def _codes(self, value: Value, tag: str) -> tuple[Value, bool]:
         if value in self._cache:
             return self._cache[value]
         g = self.g
@@ -407,17 +460,16 @@ class Codes:
                 result = (self.saturated[node], False)
             else:
                 x = g.in_values(node)[0]
-                ge = g.add_node("GreaterOrEqual", [x, _shared(g, "binary.zero")],
-                                name=f"{node}.ge")
-                code = g.add_node("Where", [ge, _shared(g, "binary.code_plus"),
-                                            _shared(g, "binary.code_minus")],
-                                  name=f"{node}.codes")
+                ge = g.add_node("GreaterOrEqual", [x, _shared(g, "f0")],
+                                name=f"{tag}.ge")
+                code = g.add_node("Where", [ge, _shared(g, "u129"),
+                                            _shared(g, "u127")], name=f"{tag}.x")
                 result = (code, True)
         else:
-            inner, exact = self._codes(g.in_values(node)[0])
+            inner, exact = self._codes(g.in_values(node)[0], tag)
             rest = g.in_values(node)[1:]
             copy = g.add_node(g.op(node), [inner, *rest], dict(g.attrs(node)),
-                              name=f"{node}.codes")
+                              name=f"{node}.c")
             result = (copy, exact)
         self._cache[value] = result
         return result
@@ -449,7 +501,7 @@ class Lowered:
 
 
 def lower_integer_conv(g: Graph, layer: Layer, fold: SignFold, codes: Codes,
-                       table: SignTable) -> Lowered:
+                       table: SignTable, tag: str) -> Lowered:
     """Lower a binary conv with binary input whose output only a sign reads (``fold``) to a
     thresholded QLinearConv, in place; the sign's readers get codes (see the module
     docstring)."""
@@ -460,38 +512,38 @@ def lower_integer_conv(g: Graph, layer: Layer, fold: SignFold, codes: Codes,
     flip, t, size, real = thresholds(alpha, bias, bn, eps, layer.fan_in)
     signs = signs ^ flip.reshape(-1, 1, 1, 1)
     x = g.in_values(layer.node)[0]
-    code = codes.of(x)
-    w_int = table.add(layer.node, signs, np.int8)
-    b = g.add_const(f"{layer.node}.threshold", (-t).astype(np.int32))
-    one, zero = _shared(g, "binary.one"), _shared(g, "binary.code_zero")
-    q = g.add_node("QLinearConv", [code, one, zero, w_int, one, _shared(g, "binary.zero_i8"),
-                                   _shared(g, "binary.out_scale"),
-                                   _shared(g, "binary.code_plus"), b],
-                   dict(g.attrs(layer.node)), name=f"{layer.node}.int")
+    code = codes.of(x, tag)
+    w_int = table.add(f"{tag}.w", signs, np.int8)
+    b, size_t = small_const(g, f"{tag}.t", (-t).astype(np.int32), f"{tag}.b")
+    one, zero = _shared(g, "f1"), _shared(g, "u128")
+    q = g.add_node("QLinearConv", [code, one, zero, w_int, one, _shared(g, "i0"),
+                                   _shared(g, "f1/256"),
+                                   _shared(g, "u129"), b],
+                   _without_kernel_shape(g.attrs(layer.node), w.shape), name=f"{tag}.q")
     value = q
     for node in fold.chain:
         value = g.add_node(g.op(node), [value, *g.in_values(node)[1:]], dict(g.attrs(node)),
-                           name=f"{node}.codes")
-    _float_readers(g, fold.sign, value, codes)
-    return Lowered("integer", w.nbytes, stored_bytes(w.size) + 4 * t.size + 16 + 8 * w.ndim,
+                           name=f"{node}.c")
+    _float_readers(g, fold.sign, value, codes, tag)
+    return Lowered("integer", w.nbytes, stored_bytes(w.size) + size_t,
                    threshold_margin(size, real, layer.fan_in))
 
 
-def _float_readers(g: Graph, sign: str, code: Value, codes: Codes) -> None:
-    """Record ``code`` as the codes of BinarySign ``sign``, and make its readers read the +-1
-    the codes stand for (``DequantizeLinear(Clip(code, 127, 129), 1, 128)``), so that the float
-    path to the sign can go; binary layers lowered later read the codes instead."""
+def _float_readers(g: Graph, sign: str, code: Value, codes: Codes, tag: str) -> None:
+    """Record ``code`` as the codes of BinarySign ``sign`` (after the layer ``tag``), and make
+    its readers read the +-1 the codes stand for (``DequantizeLinear(Clip(code, 127, 129), 1,
+    128)``: ``<tag>.y``, ``<tag>.f``), so that the float path to the sign can go; binary layers
+    lowered later read the codes instead."""
     codes.saturated[sign] = code
     users = [(dst, d["port"], key) for _, dst, key, d in g.nx.out_edges(sign, keys=True,
                                                                         data=True)]
     is_output = any(v.node == sign for v in g.outputs)
     if not users and not is_output:
         return
-    exact = g.add_node("Clip", [code, _shared(g, "binary.code_minus"),
-                                _shared(g, "binary.code_plus")], name=f"{sign}.code")
-    back = g.add_node("DequantizeLinear", [exact, _shared(g, "binary.one"),
-                                           _shared(g, "binary.code_zero")],
-                      name=f"{sign}.float")
+    exact = g.add_node("Clip", [code, _shared(g, "u127"),
+                                _shared(g, "u129")], name=f"{tag}.y")
+    back = g.add_node("DequantizeLinear", [exact, _shared(g, "f1"),
+                                           _shared(g, "u128")], name=f"{tag}.f")
     codes.alias[back.node] = sign
     for dst, port, key in users:
         g.nx.remove_edge(sign, dst, key)
@@ -500,45 +552,44 @@ def _float_readers(g: Graph, sign: str, code: Value, codes: Codes) -> None:
 
 
 def lower_integer_fc(g: Graph, layer: Layer, fold: SignFold | None, codes: Codes,
-                     table: SignTable) -> Lowered:
+                     table: SignTable, tag: str) -> Lowered:
     """Lower a binary Gemm or MatMul with binary input to MatMulInteger on codes, in place:
-    ``Cast(acc) * alpha + b`` in float, or codes ``Where(acc >= t, 129, 127)`` when a sign
-    reads it (``fold``)."""
+    ``DequantizeLinear(acc, alpha) + b`` in float, or codes ``Where(acc >= t, 129, 127)`` when
+    a sign reads it (``fold``)."""
     w = np.asarray(g.const_value(Value(layer.weight)))
     signs, alpha = binary_parts(w, layer.axis)
     if layer.axis == 0:
         signs = signs.T  # MatMulInteger reads B as (K, N)
     bias = _bias(g, layer)
     x = g.in_values(layer.node)[0]
-    code = codes.of(x)
+    code = codes.of(x, tag)
     close = 0
     if fold is not None:
         bn, eps = _bn_params(g, fold.bn)
         flip, t, size, real = thresholds(alpha, bias, bn, eps, layer.fan_in)
         signs = signs ^ flip.reshape(1, -1)
         close = threshold_margin(size, real, layer.fan_in)
-    w_int = table.add(layer.node, signs, np.int8)
-    acc = g.add_node("MatMulInteger", [code, w_int, _shared(g, "binary.code_zero"),
-                                       _shared(g, "binary.zero_i8")], name=f"{layer.node}.acc")
+    w_int = table.add(f"{tag}.w", signs, np.int8)
+    acc = g.add_node("MatMulInteger", [code, w_int, _shared(g, "u128"),
+                                       _shared(g, "i0")], name=f"{tag}.acc")
     if fold is not None:
-        tc = g.add_const(f"{layer.node}.threshold", t.astype(np.int32))
-        ge = g.add_node("GreaterOrEqual", [acc, tc], name=f"{layer.node}.ge")
-        value = g.add_node("Where", [ge, _shared(g, "binary.code_plus"),
-                                     _shared(g, "binary.code_minus")],
-                           name=f"{layer.node}.codes")
+        tc, size_t = small_const(g, f"{tag}.t", t.astype(np.int32), f"{tag}.b")
+        ge = g.add_node("GreaterOrEqual", [acc, tc], name=f"{tag}.ge")
+        value = g.add_node("Where", [ge, _shared(g, "u129"),
+                                     _shared(g, "u127")], name=f"{tag}.q")
         for node in fold.chain:
             value = g.add_node(g.op(node), [value, *g.in_values(node)[1:]],
-                               dict(g.attrs(node)), name=f"{node}.codes")
-        _float_readers(g, fold.sign, value, codes)
-        return Lowered("integer", w.nbytes, stored_bytes(w.size) + 4 * t.size + 32, close)
-    a = g.add_const(f"{layer.node}.alpha", alpha)
-    y = g.add_node("Mul", [g.add_node("Cast", [acc], {"to": FLOAT}, name=f"{layer.node}.sum"),
-                          a], name=f"{layer.node}.scaled")
+                               dict(g.attrs(node)), name=f"{node}.c")
+        _float_readers(g, fold.sign, value, codes, tag)
+        return Lowered("integer", w.nbytes, stored_bytes(w.size) + size_t, close)
+    a, size_a = small_const(g, f"{tag}.a", alpha, f"{tag}.af")
+    # float32(acc) * alpha, per output channel (the last axis), in one node.
+    y = g.add_node("DequantizeLinear", [acc, a], {"axis": -1}, name=f"{tag}.m")
     b_values = g.in_values(layer.node)
     if len(b_values) > 2 and b_values[2] is not None:
-        y = g.add_node("Add", [y, b_values[2]], name=f"{layer.node}.biased")
+        y = g.add_node("Add", [y, b_values[2]], name=f"{tag}.add")
     _replace_output(g, layer.node, y)
-    return Lowered("integer", w.nbytes, stored_bytes(w.size) + alpha.nbytes + 32)
+    return Lowered("integer", w.nbytes, stored_bytes(w.size) + size_a)
 
 
 def _replace_output(g: Graph, node: str, new: Value) -> None:

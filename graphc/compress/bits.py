@@ -20,13 +20,14 @@ stored once per graph. Bitmask-encoded pruned weights (graphc.compress.sparse) u
 
 Many bit vectors of one graph can also share one stored constant and one unpacking
 (``pack_flags``, ``unpack_flags``): their bits are joined, packed 8 per byte with the last byte
-padded by zeros, and unpacked by comparisons into bools,
+padded by zeros, and unpacked into bools by two uint8 ops,
 
-    low   = b - (b / [256, 128, ..., 2]) * [256, 128, ..., 2]    # b mod 2^(8-j)
-    flags = Reshape(low >= [128, 64, ..., 1], [-1])               # bit 7 - j of byte b
+    shifted = packed * [1, 2, 4, ..., 128]      # uint8: b * 2^j mod 256, bit 7 - j on top
+    flags   = shifted >= 128                     # (q, 8): bit 7 - j of byte b
 
-so a graph pays for the unpacking once, and each vector is a crop of ``flags`` (Pad with
-negative pads); binary weights (graphc.compress.binary) use this form.
+(uint8 products wrap modulo 256 in ONNX, numpy and onnxruntime alike), so a graph pays for the
+unpacking once, and each vector is a part of ``flags`` (a Split); binary weights
+(graphc.compress.binary) use this form.
 
 >>> bits = np.array([1, 0, 0, 1, 0, 0, 0, 0, 1, 1], bool)
 >>> packed, tail = pack(bits)
@@ -53,6 +54,9 @@ SHARED = {
     "bitmask.two": np.array(2, np.int32),
     "bitmask.flat": np.array([-1], np.int64),
     "bitmask.axis": np.array(0, np.int64),
+    # unpack_flags: the powers of two that move bit 7 - j of a byte to its top, and the top bit
+    "u.pow2": np.array([1, 2, 4, 8, 16, 32, 64, 128], np.uint8),
+    "u128": np.array(128, np.uint8),
 }
 
 
@@ -146,25 +150,20 @@ def pack_flags(vectors: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, i
 
 
 def unpack_flags(g: Graph, packed: Value, name: str) -> Value:
-    """Add to ``g`` the unpacking of ``packed`` (uint8 ``(q, 1)``) into bools ``(8 q,)``, most
-    significant bit of each byte first; return them.
+    """Add to ``g`` the unpacking of ``packed`` (uint8 ``(q, 1)``) into bools ``(q, 8)``, most
+    significant bit of each byte first (row-major: the order ``pack_flags`` joined them in);
+    return them.
 
-    The nodes are ``<name>.int`` (int32 bytes), ``<name>.high`` (``b / 2^(8-j)``, truncating),
-    ``<name>.top`` (those bits in place), ``<name>.low`` (``b mod 2^(8-j)``), ``<name>.set``
-    (bit ``7 - j``: ``low >= 2^(7-j)``) and ``<name>.flags`` (flattened). Comparing yields the
-    bools Where needs directly, one Cast fewer than the 0/1 of ``unpack_in_graph``.
+    The nodes are ``<name>.shl`` (``b * 2^j`` in uint8, wrapping modulo 256: bit ``7 - j`` of
+    ``b`` becomes the top bit) and ``<name>.on`` (``>= 128``). Two ops on the stored bytes, no
+    Cast, and comparing yields the bools Where needs directly.
 
     >>> from graphc.interpret import run
     >>> g = Graph("u")
     >>> packed, _ = pack_flags([np.array([1, 0, 1, 1, 0, 0, 0, 1, 1], bool)])
     >>> g.outputs = [unpack_flags(g, g.add_const("bits", packed), "bits")]
-    >>> run(g, {})["bits.flags"].astype(int).tolist()
-    [1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    >>> run(g, {})["bits.on"].astype(int).tolist()
+    [[1, 0, 1, 1, 0, 0, 0, 1], [1, 0, 0, 0, 0, 0, 0, 0]]
     """
-    wide = g.add_node("Cast", [packed], {"to": INT32}, name=f"{name}.int")
-    span = shared(g, "bitmask.place2")
-    high = g.add_node("Div", [wide, span], name=f"{name}.high")
-    top = g.add_node("Mul", [high, span], name=f"{name}.top")
-    low = g.add_node("Sub", [wide, top], name=f"{name}.low")
-    on = g.add_node("GreaterOrEqual", [low, shared(g, "bitmask.place")], name=f"{name}.set")
-    return g.add_node("Reshape", [on, shared(g, "bitmask.flat")], name=f"{name}.flags")
+    shifted = g.add_node("Mul", [packed, shared(g, "u.pow2")], name=f"{name}.shl")
+    return g.add_node("GreaterOrEqual", [shifted, shared(g, "u128")], name=f"{name}.on")

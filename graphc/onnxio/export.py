@@ -24,6 +24,7 @@ from graphc import ops
 from graphc.errors import ExportError, GraphcError
 from graphc.files import write_atomic
 from graphc.ir import CONST, INPUT, Graph, Value
+from graphc.onnxio.order import canonical_order
 from graphc.ops.base import LowerCtx, NodeView
 
 DEFAULT_OPSET = 17
@@ -159,7 +160,7 @@ def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = Non
     for v, name in zip(g.outputs, g.output_names(), strict=True):
         if name != g.value_name(v):
             # An ONNX graph output must be produced by a node and named once.
-            ctx.node("Identity", [g.value_name(v)], [name], name)
+            ctx.node("Identity", [g.value_name(v)], [name])
         graph_outputs.append(_value_info(name, g.type_of(v), dynamic_batch))
     # Filled in place: make_graph/make_model would copy every initializer twice.
     model = onnx.ModelProto(ir_version=_ir_version(opset), producer_name="graphc",
@@ -170,10 +171,19 @@ def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = Non
     graph.node.extend(ctx.nodes)
     graph.input.extend(inputs)
     graph.output.extend(graph_outputs)
-    for name, array in initializers:
+    for name, array in initializers + ctx.initializers:
         _add_initializer(graph, name, array)
-    graph.initializer.extend(ctx.initializers)
+    canonical_order(graph)
     return model
+
+
+def _varint_bytes(array: np.ndarray) -> int:
+    """Return the bytes of ``array``'s int64 values as protobuf varints (a negative value
+    takes 10); only counted up to 1024 values (longer arrays stay raw)."""
+    if array.size > 1024:
+        return array.nbytes
+    values = array.reshape(-1).astype(np.int64).view(np.uint64).tolist()
+    return sum(max(1, -(-v.bit_length() // 7)) for v in values)
 
 
 def _add_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> None:
@@ -183,6 +193,10 @@ def _add_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> No
     tensor.dims.extend(array.shape)
     if array.dtype == np.bool_ or array.dtype.byteorder == ">":
         tensor.CopyFrom(numpy_helper.from_array(array, name))
+    elif array.dtype == np.int64 and _varint_bytes(array) < array.nbytes:
+        # Shapes, axes and sizes: small non-negative int64 values take 1-2 bytes as the
+        # varints of int64_data instead of 8 in raw_data (the same tensor for every reader).
+        tensor.int64_data.extend(array.reshape(-1).tolist())
     else:
         tensor.raw_data = np.ascontiguousarray(array).tobytes()
 
