@@ -127,7 +127,7 @@ def _gelu_lower(ctx: LowerCtx, view: NodeView) -> None:
     form = _gelu_form(view.full_attrs)
     if ctx.opset >= 20:
         attrs = {"approximate": form} if "approximate" in view.attrs else {}
-        ctx.node("Gelu", view.inputs, view.outputs, view.name, **attrs)
+        ctx.node("Gelu", view.inputs, view.outputs, **attrs)
         return
     dtype = view.in_types[0].dtype
     x, name = view.inputs[0], view.name
@@ -137,7 +137,7 @@ def _gelu_lower(ctx: LowerCtx, view: NodeView) -> None:
 
     def step(op: str, a: str, b: str, label: str) -> str:
         out = ctx.fresh(f"{name}_{label}")
-        ctx.node(op, [a, b], [out], f"{name}/{label}")
+        ctx.node(op, [a, b], [out])
         return out
 
     if form == "tanh":
@@ -145,14 +145,14 @@ def _gelu_lower(ctx: LowerCtx, view: NodeView) -> None:
         inner = step("Add", x, step("Mul", cube, const("c", TANH_CUBIC), "cubic"), "inner")
         scaled = step("Mul", inner, const("k", SQRT_2_OVER_PI), "scaled")
         curve = ctx.fresh(f"{name}_tanh")
-        ctx.node("Tanh", [scaled], [curve], f"{name}/tanh")
+        ctx.node("Tanh", [scaled], [curve])
     else:
         scaled = step("Div", x, const("sqrt2", math.sqrt(2.0)), "scaled")
         curve = ctx.fresh(f"{name}_erf")
-        ctx.node("Erf", [scaled], [curve], f"{name}/erf")
+        ctx.node("Erf", [scaled], [curve])
     gate = step("Add", curve, const("one", 1.0), "gate")
     product = step("Mul", x, gate, "product")
-    ctx.node("Mul", [product, const("half", 0.5)], view.outputs, name)
+    ctx.node("Mul", [product, const("half", 0.5)], view.outputs)
 
 
 def _gelu_vjp(ctx: Any, grads: list[Any]) -> list[Any]:

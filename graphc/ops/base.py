@@ -147,7 +147,7 @@ class LowerCtx:
     def __init__(self, opset: int) -> None:
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        self.initializers: list[tuple[str, np.ndarray]] = []  # written as the graph's are
         self._names: set[str] = set()
 
     def reserve(self, names: Sequence[str]) -> None:
@@ -163,22 +163,22 @@ class LowerCtx:
         self._names.add(name)
         return name
 
-    def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str,
+    def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str],
              **attrs: Any) -> None:
-        """Emit one ONNX node; attributes are written in name order."""
+        """Emit one ONNX node, named after its first output (the name the importer gives the
+        node back, so export -> import -> export gives the same bytes); attributes are written
+        in name order."""
         from onnx import helper
 
         self.nodes.append(
-            helper.make_node(op_type, list(inputs), list(outputs), name=name,
+            helper.make_node(op_type, list(inputs), list(outputs), name=outputs[0],
                              **dict(sorted(attrs.items())))
         )
 
     def const(self, base: str, array: np.ndarray) -> str:
         """Emit an initializer holding ``array`` and return its (fresh) name."""
-        from onnx import numpy_helper
-
         name = self.fresh(base)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        self.initializers.append((name, np.asarray(array)))
         return name
 
 

@@ -63,8 +63,8 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
     plus = ctx.const(view.name + ".plus", np.array(1, dtype))
     minus = ctx.const(view.name + ".minus", np.array(-1, dtype))
     mask = ctx.fresh(view.name + "_ge")
-    ctx.node("GreaterOrEqual", [view.inputs[0], zero], [mask], view.name + "/ge")
-    ctx.node("Where", [mask, plus, minus], view.outputs, view.name)
+    ctx.node("GreaterOrEqual", [view.inputs[0], zero], [mask])
+    ctx.node("Where", [mask, plus, minus], view.outputs)
 
 
 def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:

@@ -388,8 +388,8 @@ def _lower_heaviside(ctx: LowerCtx, view: NodeView) -> None:
     threshold = ctx.const(view.name + ".threshold",
                           np.array(view.full_attrs["threshold"], dtype=dtype))
     mask = ctx.fresh(view.name + "_ge")
-    ctx.node("GreaterOrEqual", [view.inputs[0], threshold], [mask], view.name + "/ge")
-    ctx.node("Cast", [mask], view.outputs, view.name, to=onnx_dtype(dtype))
+    ctx.node("GreaterOrEqual", [view.inputs[0], threshold], [mask])
+    ctx.node("Cast", [mask], view.outputs, to=onnx_dtype(dtype))
 
 
 def _sigmoid(m: Any, x: Any) -> Any:

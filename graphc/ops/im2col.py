@@ -133,22 +133,22 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
     size_p = _padded_size(x_shape, win)
     name = view.name
     current = ctx.fresh(name + "_chwn")
-    ctx.node("Transpose", [view.inputs[0]], [current], name + "/chwn",
+    ctx.node("Transpose", [view.inputs[0]], [current],
              perm=[1, *range(2, 2 + k), 0])
     if size_p != tuple(sizes):
         ends = [p - s - b for p, s, b in zip(size_p, sizes, win.begin, strict=True)]
         pads = np.array([0, *win.begin, 0, 0, *ends, 0], np.int64)
         padded = ctx.fresh(name + "_padded")
-        ctx.node("Pad", [current, ctx.const(name + ".pads", pads)], [padded], name + "/pad")
+        ctx.node("Pad", [current, ctx.const(name + ".pads", pads)], [padded])
         current = padded
     rows = ctx.fresh(name + "_rows")
     shape_rows = np.array([c * math.prod(size_p), n], np.int64)
-    ctx.node("Reshape", [current, ctx.const(name + ".rows", shape_rows)], [rows], name + "/rows")
+    ctx.node("Reshape", [current, ctx.const(name + ".rows", shape_rows)], [rows])
     picked = ctx.fresh(name + "_picked")
     ctx.node("Gather", [rows, ctx.const(name + ".table", gather_table(c, win, size_p))],
-             [picked], name + "/gather", axis=0)
+             [picked], axis=0)
     shape = np.array(_infer(list(view.in_types), view.full_attrs, [])[0].shape, np.int64)
-    ctx.node("Reshape", [picked, ctx.const(name + ".shape", shape)], view.outputs, name)
+    ctx.node("Reshape", [picked, ctx.const(name + ".shape", shape)], view.outputs)
 
 
 def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:

@@ -421,7 +421,7 @@ def _scatter_lower(ctx: LowerCtx, view: NodeView) -> None:
         raise ExportError(f"ScatterElements reduction {reduction!r} needs a newer opset",
                           expected=f"opset >= {SCATTER_SINCE[reduction]}", got=ctx.opset,
                           hint=f"Export with --opset {SCATTER_SINCE[reduction]} or newer.")
-    ctx.node("ScatterElements", view.inputs, view.outputs, view.name, **view.attrs)
+    ctx.node("ScatterElements", view.inputs, view.outputs, **view.attrs)
 
 
 def _scatter_examples() -> tuple[Example, ...]:

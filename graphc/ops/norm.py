@@ -460,7 +460,7 @@ def _groupnorm_lower(ctx: LowerCtx, view: NodeView) -> None:
     and add bias per channel.
     """
     if ctx.opset >= 21:
-        ctx.node("GroupNormalization", view.inputs, view.outputs, name=view.name, **view.attrs)
+        ctx.node("GroupNormalization", view.inputs, view.outputs, **view.attrs)
         return
     x, scale, bias = view.inputs
     x_type = view.in_types[0]
@@ -470,34 +470,33 @@ def _groupnorm_lower(ctx: LowerCtx, view: NodeView) -> None:
     # as stash_type=1 prescribes for GroupNormalization-21.
     if dtype != np.float32:
         src = ctx.fresh(f"{name}_float")
-        ctx.node("Cast", [x], [src], name=f"{name}/cast", to=onnx_dtype(np.float32))
+        ctx.node("Cast", [x], [src], to=onnx_dtype(np.float32))
         x = src
     grouped_shape = ctx.const(f"{name}_grouped_shape", np.array([0, groups, -1], np.int64))
     grouped = ctx.fresh(f"{name}_grouped")
-    ctx.node("Reshape", [x, grouped_shape], [grouped], name=f"{name}/group")
+    ctx.node("Reshape", [x, grouped_shape], [grouped])
     ones = ctx.const(f"{name}_ones", np.ones(groups, np.float32))
     zeros = ctx.const(f"{name}_zeros", np.zeros(groups, np.float32))
     normalized = ctx.fresh(f"{name}_normalized")
     ctx.node("InstanceNormalization", [grouped, ones, zeros], [normalized],
-             name=f"{name}/instance_norm", epsilon=view.full_attrs["epsilon"])
+             epsilon=view.full_attrs["epsilon"])
     x_shape = ctx.const(f"{name}_shape", np.array([0, *x_type.shape[1:]], np.int64))
     ungrouped = ctx.fresh(f"{name}_ungrouped")
-    ctx.node("Reshape", [normalized, x_shape], [ungrouped], name=f"{name}/ungroup")
+    ctx.node("Reshape", [normalized, x_shape], [ungrouped])
     if dtype != np.float32:
         back = ctx.fresh(f"{name}_normalized_{dtype}")
-        ctx.node("Cast", [ungrouped], [back], name=f"{name}/cast_back",
-                 to=onnx_dtype(dtype))
+        ctx.node("Cast", [ungrouped], [back], to=onnx_dtype(dtype))
         ungrouped = back
     if rank > 2:
         channel_shape = ctx.const(f"{name}_channel_shape",
                                   np.array([x_type.shape[1]] + [1] * (rank - 2), np.int64))
         scale_c, bias_c = ctx.fresh(f"{name}_scale"), ctx.fresh(f"{name}_bias")
-        ctx.node("Reshape", [scale, channel_shape], [scale_c], name=f"{name}/scale_per_channel")
-        ctx.node("Reshape", [bias, channel_shape], [bias_c], name=f"{name}/bias_per_channel")
+        ctx.node("Reshape", [scale, channel_shape], [scale_c])
+        ctx.node("Reshape", [bias, channel_shape], [bias_c])
         scale, bias = scale_c, bias_c
     scaled = ctx.fresh(f"{name}_scaled")
-    ctx.node("Mul", [ungrouped, scale], [scaled], name=f"{name}/scale")
-    ctx.node("Add", [scaled, bias], [view.outputs[0]], name=f"{name}/shift")
+    ctx.node("Mul", [ungrouped, scale], [scaled])
+    ctx.node("Add", [scaled, bias], [view.outputs[0]])
 
 
 GROUP_NORMALIZATION = OpDef(

@@ -183,7 +183,7 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
     mode = view.full_attrs["mode"]
     if ONNX_PAD_MODES.get(mode, ctx.opset + 1) <= ctx.opset:
         attrs = {"mode": mode} if "mode" in view.attrs else {}
-        ctx.node("Pad", view.inputs, view.outputs, view.name, **attrs)
+        ctx.node("Pad", view.inputs, view.outputs, **attrs)
         return
     shape = view.in_types[0].shape
     rank = len(shape)
@@ -195,10 +195,10 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
 
     def emit(op: str, inputs: list[str], base: str, last: bool, **attrs: Any) -> str:
         if last:
-            ctx.node(op, inputs, view.outputs[:1], name, **attrs)
+            ctx.node(op, inputs, view.outputs[:1], **attrs)
             return view.outputs[0]
         out = ctx.fresh(f"{name}_{base}")
-        ctx.node(op, inputs, [out], f"{name}/{out[len(name) + 1:]}", **attrs)
+        ctx.node(op, inputs, [out], **attrs)
         return out
 
     padded_axes = [a for a in range(rank) if pads[a] > 0 or pads[a + rank] > 0]

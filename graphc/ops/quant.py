@@ -287,7 +287,7 @@ def _lower_dynamic(ctx: LowerCtx, view: NodeView) -> None:
     # All three outputs are required by the ONNX schema: name the ones nobody reads.
     outputs = [name or ctx.fresh(f"{view.name}_unused{k}")
                for k, name in enumerate(view.outputs + [""] * (3 - len(view.outputs)))]
-    ctx.node("DynamicQuantizeLinear", view.inputs, outputs, view.name)
+    ctx.node("DynamicQuantizeLinear", view.inputs, outputs)
 
 
 # --- gradients --------------------------------------------------------------------------------

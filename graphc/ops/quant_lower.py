@@ -59,18 +59,18 @@ def _like_x(ctx: LowerCtx, base: str, name: str, x_shape: tuple[int, ...],
         shape = [1] * len(x_shape)
         shape[grain.axis] = x_shape[grain.axis]
         ctx.node("Reshape", [name, ctx.const(base + "_shape", np.array(shape, np.int64))],
-                 [out], base)
+                 [out])
     else:
         # Blocked: repeat each value block_size times along the axis, cut to x's length.
         index = np.arange(x_shape[grain.axis], dtype=np.int64) // grain.block
-        ctx.node("Gather", [name, ctx.const(base + "_index", index)], [out], base,
+        ctx.node("Gather", [name, ctx.const(base + "_index", index)], [out],
                  axis=grain.axis)
     return out
 
 
 def _emit(ctx: LowerCtx, base: str, op: str, inputs: list[str], **attrs: Any) -> str:
     out = ctx.fresh(base)
-    ctx.node(op, inputs, [out], base, **attrs)
+    ctx.node(op, inputs, [out], **attrs)
     return out
 
 
@@ -81,7 +81,7 @@ def emit_quantize(ctx: LowerCtx, view: NodeView, inputs: list[str], out: str, dt
     x, s, z = (list(inputs) + ["", ""])[:3]
     if ctx.opset <= NATIVE_QDQ_MAX_OPSET:
         keys = ("axis", "block_size", "saturate", "output_dtype")
-        ctx.node("QuantizeLinear", [x, s, z] if z else [x, s], [out], name,
+        ctx.node("QuantizeLinear", [x, s, z] if z else [x, s], [out],
                  **_explicit(view, keys))
         return
     x_shape = view.in_types[0].shape
@@ -101,7 +101,7 @@ def emit_quantize(ctx: LowerCtx, view: NodeView, inputs: list[str], out: str, dt
               [_emit(ctx, base + "_min", "Min", [_emit(ctx, base + "_max", "Max", [v, lo]), hi])])
     if zf:
         v = _emit(ctx, base + "_add", "Add", [v, zf])
-    ctx.node("Cast", [v], [out], name, to=onnx_dtype(dtype))
+    ctx.node("Cast", [v], [out], to=onnx_dtype(dtype))
 
 
 def emit_dequantize(ctx: LowerCtx, view: NodeView, inputs: list[str], x_type: TensorType,
@@ -110,7 +110,7 @@ def emit_dequantize(ctx: LowerCtx, view: NodeView, inputs: list[str], x_type: Te
     node up to ``NATIVE_QDQ_MAX_OPSET``, its arithmetic after."""
     x, s, z = (list(inputs) + ["", ""])[:3]
     if ctx.opset <= NATIVE_QDQ_MAX_OPSET:
-        ctx.node("DequantizeLinear", [x, s, z] if z else [x, s], [out], name,
+        ctx.node("DequantizeLinear", [x, s, z] if z else [x, s], [out],
                  **_explicit(view, ("axis", "block_size")))
         return
     base = name
@@ -121,4 +121,4 @@ def emit_dequantize(ctx: LowerCtx, view: NodeView, inputs: list[str], x_type: Te
                                                        grain)], to=i32)
         d = _emit(ctx, base + "_sub", "Sub", [d, zi])
     f = _emit(ctx, base + "_float", "Cast", [d], to=onnx_dtype(F32))
-    ctx.node("Mul", [f, _like_x(ctx, base + "_scale", s, x_type.shape, grain)], [out], name)
+    ctx.node("Mul", [f, _like_x(ctx, base + "_scale", s, x_type.shape, grain)], [out])

@@ -143,7 +143,7 @@ def _lower_axes_input_from_18(op: str):
             raise ExportError(f"{op} of bool needs opset 20 or newer", expected="opset >= 20",
                               got=ctx.opset, hint="Export with --opset 20 or newer.")
         if ctx.opset >= 18:
-            ctx.node(op, view.inputs, view.outputs, name=view.name, **view.attrs)
+            ctx.node(op, view.inputs, view.outputs, **view.attrs)
             return
         axes = None
         if len(view.inputs) > 1 and view.inputs[1]:
@@ -155,11 +155,11 @@ def _lower_axes_input_from_18(op: str):
         attrs = {k: v for k, v in view.attrs.items() if k == "keepdims"}
         if axes is None or axes.size == 0:
             if view.full_attrs["noop_with_empty_axes"]:
-                ctx.node("Identity", view.inputs[:1], view.outputs, name=view.name)
+                ctx.node("Identity", view.inputs[:1], view.outputs)
                 return
         else:
             attrs["axes"] = [int(a) for a in axes.reshape(-1)]
-        ctx.node(op, view.inputs[:1], view.outputs, name=view.name, **attrs)
+        ctx.node(op, view.inputs[:1], view.outputs, **attrs)
 
     return lower
 

@@ -251,7 +251,7 @@ def _lower(ctx: LowerCtx, view: NodeView) -> None:
         if box is not None:
             inputs[1] = ctx.const(f"{view.name}.roi", box)
         inputs = inputs[:port + 1]
-    ctx.node("Resize", inputs, view.outputs, view.name, **attrs)
+    ctx.node("Resize", inputs, view.outputs, **attrs)
 
 
 def _vjp(ctx: Any, grads: list[Any]) -> list[Any]:

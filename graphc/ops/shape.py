@@ -383,7 +383,7 @@ def _split_lower(ctx: LowerCtx, view: NodeView) -> None:
         axis = normalize_axis(view.full_attrs["axis"], len(view.in_types[0].shape), "Split axis")
         sizes = _ints([t.shape[axis] for t in view.out_types])
         inputs.append(ctx.const(view.name + ".split", sizes))
-    ctx.node("Split", inputs, names, view.name, **attrs)
+    ctx.node("Split", inputs, names, **attrs)
 
 
 def _split_vjp(ctx: Any, grads: list[Any]) -> list[Any]:
