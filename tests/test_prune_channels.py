@@ -186,6 +186,27 @@ def test_global_average_pool_consumer_and_residual() -> None:
                                   const(g, "conv2.weight")[keep["conv1"]][:, keep["conv1"]])
 
 
+@pytest.mark.parametrize("activation", ["Gelu", "HardSwish", "Erf", "HardSigmoid"])
+def test_activations_of_pytorch_exports_carry_the_channels(activation: str) -> None:
+    b = GraphBuilder("act", seed=4)
+    x = b.input("x", (2, 3, 6, 6))
+    h = b.op(activation, nn.conv2d(x, 8, 3, name="conv1"))
+    b.output(nn.conv2d(h, 4, 3, name="conv2"), "y")
+    g = b.build()
+    (grp,) = [grp for grp in channel_groups(g) if grp.prunable]
+    assert (grp.key, grp.channels) == ("conv1", 8)
+    keep = {"conv1": [0, 3, 4, 6]}
+    if activation != "HardSigmoid":  # f(0) = 0: a zeroed channel adds nothing downstream
+        pruned = check_zeroed_equal(g, keep)
+    else:
+        pruned = slice_channels(g, keep)
+    np.testing.assert_array_equal(const(pruned, "conv2.weight"),
+                                  const(g, "conv2.weight")[:, keep["conv1"]])
+    feeds = random_feeds(pruned)
+    for name, want in run_onnxruntime(pruned, feeds).items():
+        np.testing.assert_allclose(run(pruned, feeds)[name], want, rtol=1e-5, atol=1e-5)
+
+
 def test_concat_offsets() -> None:
     b = GraphBuilder("cat", seed=3)
     x = b.input("x", (1, 2, 6, 6))

@@ -8,8 +8,9 @@ must go together form a group:
 
 - a producer (Conv, incl. grouped and depthwise; ConvTranspose with group 1; Gemm or MatMul
   with a constant weight) starts a group of its output channels;
-- channel-preserving ops (BatchNormalization, InstanceNormalization, unary elementwise ops,
-  LeakyRelu, Clip, pools, Dropout, Identity, Cast, Pad and reductions off the channel axis,
+- channel-preserving ops (BatchNormalization, InstanceNormalization, unary elementwise ops and
+  activations (Gelu, HardSwish, HardSigmoid, Erf, LeakyRelu, ...), Clip, pools, Dropout,
+  Identity, Cast, Pad and reductions off the channel axis,
   Softmax and LayerNormalization over other axes, Transpose) carry it on; so does a depthwise
   Conv, which passes each channel through to its own ``multiplier`` outputs;
 - Flatten, and a Reshape that merges the channel axis with the axes after it, turn each channel
@@ -40,7 +41,8 @@ import numpy as np
 from graphc.ir import Graph, Value
 
 UNARY = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt", "Sign",
-         "Round", "Heaviside", "Identity", "Cast", "Clip", "Dropout")
+         "Round", "Heaviside", "Identity", "Cast", "Clip", "Dropout", "Erf", "Gelu", "HardSigmoid",
+         "HardSwish")
 POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 BINARY = ("Add", "Sub", "Mul", "Div", "Pow")
 REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax")
