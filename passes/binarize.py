@@ -50,7 +50,7 @@ from graphc.compress import binary
 from graphc.compress.int8 import relative_rms
 from graphc.errors import UsageError, unknown
 from graphc.interpret import run
-from graphc.ir import Graph, Value
+from graphc.ir import CONST, Graph, Value
 from graphc.onnxio.export import to_bytes
 from graphc.rewrite import PassReport
 
@@ -89,6 +89,17 @@ def _is_stored(g: Graph, node: str) -> bool:
     return w is not None and binary.is_stored(g, w)
 
 
+def _rename_bias(g: Graph, node: str, name: str) -> None:
+    """Name ``node``'s constant bias ``name`` (in place) when the layer is its only reader: it
+    is stored with the layer's other constants."""
+    values = g.in_values(node)
+    bias = values[2] if len(values) > 2 else None
+    if bias is None or g.op(bias.node) != CONST or bias in g.outputs or \
+            {dst for dst, _ in g.users(bias)} != {node}:
+        return
+    g.rename({bias.node: g.fresh_name(name)})
+
+
 def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool, tags: dict[str, str]
            ) -> tuple[Graph, dict[str, binary.Lowered], dict[str, str]]:
     """Return ``g`` with each of ``chosen`` stored and lowered (integer forms where possible
@@ -103,6 +114,7 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool, tags: dict[s
     folds = {layer.node: binary.sign_fold(g, layer.node) for layer in chosen}
     for layer in chosen:
         tag = tags[layer.node]
+        _rename_bias(h, layer.node, f"{tag}.c")
         x = g.in_values(layer.node)[0]
         attrs = g.attrs(layer.node)
         reason = ""

@@ -276,9 +276,9 @@ class SignTable:
     Every layer's signs go into one packed constant ``bits``, unpacked once into bools
     (graphc.compress.bits.unpack_flags: ``bits.shl``, ``bits.on``), made +-1 once by Where
     (``signs``: int8 if any layer reads int8, else float32), cut into the layers' parts by one
-    Split (``w``, sizes ``signs.parts``: whole bytes per layer when every layer's signs fill
+    Split (``w``, sizes ``parts``: whole bytes per layer when every layer's signs fill
     whole bytes, else after a Reshape ``bits.flat`` to one bit per row) and reshaped per layer
-    (``shape.<dims>``, one per distinct shape) into the value named in ``add`` (a float32
+    (``d<k>``: the k-th distinct shape) into the value named in ``add`` (a float32
     layer among int8 ones Casts its part). A graph pays for the unpacking once instead of once
     per layer, and onnxruntime folds all of it into the layers' initializers at load.
 
@@ -331,15 +331,18 @@ class SignTable:
         if len(sizes) == 1 and not pad:
             pieces = [pm]
         else:
-            parts = g.add_const("signs.parts", np.array(sizes + [pad] * bool(pad), np.int64))
+            parts = g.add_const("parts", np.array(sizes + [pad] * bool(pad), np.int64))
             split = g.add_node("Split", [pm, parts], {"axis": 0}, name="w")
             pieces = [Value(split.node, k) for k in range(len(sizes))]
+        shapes: dict[tuple[int, ...], Value] = {}
         for (_, node, signs, dtype), piece in zip(self.entries, pieces, strict=True):
             users = [(dst, d["port"]) for _, dst, d in g.nx.out_edges(node, data=True)]
             outputs = list(g.outputs)
             g.nx.remove_node(node)
-            name = "s" + "x".join(str(d) for d in signs.shape)
-            shape = bits.shared(g, name, {name: np.array(signs.shape, np.int64)})
+            if signs.shape not in shapes:
+                shapes[signs.shape] = g.add_const(f"d{len(shapes)}",
+                                                  np.array(signs.shape, np.int64))
+            shape = shapes[signs.shape]
             if i8 and dtype == F32:
                 out = g.add_node("Reshape", [piece, shape], name=f"{node}8")
                 out = g.add_node("Cast", [out], {"to": FLOAT}, name=node)
@@ -394,6 +397,16 @@ def small_const(g: Graph, name: str, array: np.ndarray, cast_name: str) -> tuple
             to = FLOAT if array.dtype == F32 else INT32
             return g.add_node("Cast", [stored], {"to": to}, name=cast_name), small.nbytes
     return g.add_const(name, array), array.nbytes
+
+
+def _copied_attrs(g: Graph, node: str) -> dict[str, Any]:
+    """Return ``node``'s attributes without those equal to the op's default, for a copy of it
+    on the codes (Flatten's axis 1 need not be written)."""
+    from graphc import ops
+
+    known = ops.get(g.op(node)).attrs
+    return {k: v for k, v in g.attrs(node).items()
+            if k not in known or known[k].default != v}
 
 
 def _without_kernel_shape(attrs: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
@@ -468,8 +481,8 @@ class Codes:
         else:
             inner, exact = self._codes(g.in_values(node)[0], tag)
             rest = g.in_values(node)[1:]
-            copy = g.add_node(g.op(node), [inner, *rest], dict(g.attrs(node)),
-                              name=f"{node}.c")
+            copy = g.add_node(g.op(node), [inner, *rest], _copied_attrs(g, node),
+                              name=f"{tag}.p")
             result = (copy, exact)
         self._cache[value] = result
         return result
@@ -522,8 +535,8 @@ def lower_integer_conv(g: Graph, layer: Layer, fold: SignFold, codes: Codes,
                    _without_kernel_shape(g.attrs(layer.node), w.shape), name=f"{tag}.q")
     value = q
     for node in fold.chain:
-        value = g.add_node(g.op(node), [value, *g.in_values(node)[1:]], dict(g.attrs(node)),
-                           name=f"{node}.c")
+        value = g.add_node(g.op(node), [value, *g.in_values(node)[1:]],
+                           _copied_attrs(g, node), name=f"{tag}.p")
     _float_readers(g, fold.sign, value, codes, tag)
     return Lowered("integer", w.nbytes, stored_bytes(w.size) + size_t,
                    threshold_margin(size, real, layer.fan_in))
@@ -579,12 +592,14 @@ def lower_integer_fc(g: Graph, layer: Layer, fold: SignFold | None, codes: Codes
                                      _shared(g, "u127")], name=f"{tag}.q")
         for node in fold.chain:
             value = g.add_node(g.op(node), [value, *g.in_values(node)[1:]],
-                               dict(g.attrs(node)), name=f"{node}.c")
+                               _copied_attrs(g, node), name=f"{tag}.p")
         _float_readers(g, fold.sign, value, codes, tag)
         return Lowered("integer", w.nbytes, stored_bytes(w.size) + size_t, close)
     a, size_a = small_const(g, f"{tag}.a", alpha, f"{tag}.af")
     # float32(acc) * alpha, per output channel (the last axis), in one node.
-    y = g.add_node("DequantizeLinear", [acc, a], {"axis": -1}, name=f"{tag}.m")
+    last = len(g.type_of(acc).shape) - 1
+    y = g.add_node("DequantizeLinear", [acc, a], {"axis": last} if last != 1 else {},
+                   name=f"{tag}.m")
     b_values = g.in_values(layer.node)
     if len(b_values) > 2 and b_values[2] is not None:
         y = g.add_node("Add", [y, b_values[2]], name=f"{tag}.add")
