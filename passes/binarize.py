@@ -23,14 +23,11 @@ most of the bytes that are not weights. Lowered to one of (``form`` in the notes
   outputs equal the float graph's except where float32 rounding decides a sign (the notes
   count the channels whose threshold is that close).
 
-Choosing (``prefer``): ``"speed"`` chooses per layer: it builds the model with the integer
-form on each subset of the layers that can take it (up to 3 such layers; beyond, all of them,
-all but one, none) and keeps the one onnxruntime runs fastest in this run (all are exact; the
-notes give every ratio to the fp32 model, measured with graphc.compress.latency.measure, one
-thread, the graph's batch). On the digits cnn with binary weights and activations in every
-layer, the convs' integer forms and the fc's weights form ran 0.98x of the int8 file at batch
-1 where every integer form ran 1.04x (an AVX2 EPYC). ``"integer"`` takes the integer forms
-wherever they apply; ``"weights"`` never does.
+Choosing (``prefer``): ``"speed"`` builds the model with every possible integer form and the
+one with weights forms only and keeps the one onnxruntime runs faster in this run (both are
+exact; the notes give both ratios to the fp32 model, measured with
+graphc.compress.latency.measure, one thread, the graph's batch); ``"integer"`` takes the
+integer forms wherever they apply; ``"weights"`` never does.
 
 ``force=True`` binarizes first, post-training: the chosen layers' weights (``layers``, default
 every layer but the first and the last in topological order) become ``alpha * sign(W)``, which
@@ -45,7 +42,6 @@ known ones); an unknown ``prefer``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,8 +55,6 @@ from graphc.onnxio.export import to_bytes
 from graphc.rewrite import PassReport
 
 PREFER = ("speed", "integer", "weights")
-# prefer="speed" times every choice of integer or weights form for up to this many layers.
-MAX_SUBSETS = 3
 # The seed of the inputs that measure force mode's output error and time the forms.
 SEED = 0
 
@@ -106,11 +100,11 @@ def _rename_bias(g: Graph, node: str, name: str) -> None:
     g.rename({bias.node: g.fresh_name(name)})
 
 
-def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool | frozenset[str],
-           tags: dict[str, str]) -> tuple[Graph, dict[str, binary.Lowered], dict[str, str]]:
+def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool, tags: dict[str, str]
+           ) -> tuple[Graph, dict[str, binary.Lowered], dict[str, str]]:
     """Return ``g`` with each of ``chosen`` stored and lowered (integer forms where possible
-    when ``integer``, or for the layers in it when a set; the new nodes named after the layer's
-    tag), each layer's result, and why a layer took the weights form."""
+    when ``integer``; the new nodes named after the layer's tag), each layer's result, and why
+    a layer took the weights form."""
     h = g.copy()
     codes = binary.Codes(h)
     table = binary.SignTable(h)
@@ -124,7 +118,7 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool | frozenset[s
         x = g.in_values(layer.node)[0]
         attrs = g.attrs(layer.node)
         reason = ""
-        if not integer or (isinstance(integer, frozenset) and layer.node not in integer):
+        if not integer:
             reason = "weights form chosen"
         elif not binary.binary_input(g, x):
             reason = "its input is not a BinarySign output"
@@ -147,42 +141,6 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool | frozenset[s
     table.finish()
     h.remove_dead()
     h.verify()
-    return h, done, why
-
-
-def _subsets(names: Sequence[str]) -> list[frozenset[str]]:
-    """Return the sets of layers to try in the integer form: every subset of up to
-    ``MAX_SUBSETS`` layers (all of them first, none last); beyond, all, all but one, none."""
-    if len(names) <= MAX_SUBSETS:
-        return [frozenset(c) for r in range(len(names), -1, -1)
-                for c in itertools.combinations(names, r)]
-    return [frozenset(names), *[frozenset(names) - {n} for n in names], frozenset()]
-
-
-def _fastest(g: Graph, chosen: Sequence[binary.Layer], tags: dict[str, str],
-             integer: tuple[Graph, dict[str, binary.Lowered], dict[str, str]],
-             notes: list[str]) -> tuple[Graph, dict[str, binary.Lowered], dict[str, str]]:
-    """Return the lowering of ``g`` that onnxruntime runs fastest here, among those with the
-    integer form on a subset of the layers that can take it (``integer``: all of them)."""
-    from graphc.compress.latency import cpu_info
-
-    able = [n for n, d in integer[1].items() if d.form == "integer"]
-    built = {}
-    for subset in _subsets(able):
-        built[subset] = integer if subset == frozenset(able) else \
-            _lower(g, chosen, integer=subset, tags=tags)
-    labels = {s: ", ".join(n for n in able if n in s) or "none" for s in built}
-    ratios = binary.time_forms({"fp32": g, **{labels[s]: built[s][0] for s in built}},
-                               _feeds(g))
-    best = min(built, key=lambda s: ratios[labels[s]])  # the first of equals: more integer
-    notes.append(f"{'speed':<14} time / fp32 on onnxruntime (1 thread, batch of the graph) "
-                 f"with the integer form on: "
-                 + "; ".join(f"{labels[s]} {ratios[labels[s]]:.2f}x" for s in built)
-                 + f"; chosen: {labels[best]}; {cpu_info().describe()}")
-    h, done, why = built[best]
-    why = {n: f"the integer form ran slower here ({ratios[labels[best]]:.2f}x of fp32 "
-              f"against {ratios[labels[frozenset(able)]]:.2f}x with every integer form)"
-           if n in able and n not in best else r for n, r in why.items()}
     return h, done, why
 
 
@@ -253,7 +211,18 @@ def binarize(g: Graph, *, force: bool = False, layers: Sequence[str] | None = No
     tags = {layer.node: f"b{k}" for k, layer in enumerate(found, 1)}
     h, done, why = _lower(source, chosen, integer=prefer != "weights", tags=tags)
     if prefer == "speed" and any(d.form == "integer" for d in done.values()):
-        h, done, why = _fastest(source, chosen, tags, (h, done, why), notes)
+        plain, plain_done, plain_why = _lower(source, chosen, integer=False, tags=tags)
+        ratios = binary.time_forms({"fp32": source, "weights": plain, "integer": h},
+                                   _feeds(source))
+        from graphc.compress.latency import cpu_info
+
+        notes.append(f"{'speed':<14} time / fp32 on onnxruntime (1 thread): weights forms "
+                     f"{ratios['weights']:.2f}x, integer forms {ratios['integer']:.2f}x; "
+                     f"{cpu_info().describe()}")
+        if ratios["weights"] < ratios["integer"]:
+            h, done = plain, plain_done
+            why = {n: "the integer forms ran slower here" if n not in plain_why or
+                   plain_why[n] == "weights form chosen" else plain_why[n] for n in plain_done}
     for layer in chosen:
         d = done[layer.node]
         text = f"{layer.node:<14} {d.form}: {d.before:,} -> {d.after:,} bytes, " \

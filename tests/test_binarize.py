@@ -4,8 +4,6 @@ onnxruntime folding the unpacking, force mode, refusals and idempotence."""
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -339,42 +337,6 @@ def test_binary_fc_with_matmul_integer_is_exact(last_sign):
         np.testing.assert_array_equal(list(got.values())[0], run(inner, feeds)["fc3"])
         np.testing.assert_array_equal(session(to_bytes(sign_of(h, "fc3")), threads=1)
                                       .run(None, feeds)[0], run(inner, feeds)["fc3"])
-
-
-def test_speed_chooses_the_form_per_layer_among_exact_ones():
-    module = importlib.import_module("graphc.passes.binarize")
-
-    assert module._subsets(["a", "b"]) == [frozenset("ab"), frozenset("a"), frozenset("b"),
-                                           frozenset()]
-    assert len(module._subsets(list("abcde"))) == 7  # all, all but one (5), none
-    g = binary_mlp(last_sign=True)
-    report = PassReport("binarize")
-    h = binarize(g, prefer="speed", report=report)
-    (speed,) = [n for n in report.notes if n.startswith("speed")]
-    # fc2 and fc3 can take the integer form: four builds timed, one chosen
-    assert speed.count("x;") == 4 and "chosen: " in speed
-    forms = {line.split()[0]: line.split()[1] for line in report.notes
-             if line.split()[0] in ("fc2", "fc3")}
-    chosen = speed.split("chosen: ")[1].split(";")[0]
-    assert {n for n, f in forms.items() if f == "integer:"} == \
-        (set() if chosen == "none" else set(chosen.split(", ")))
-    feeds = {"x": np.random.default_rng(2).standard_normal((3, 20)).astype(F32)}
-    assert np.max(np.abs(run(h, feeds)["y"] - run(g, feeds)["y"])) == 0
-
-
-@pytest.mark.parametrize("integer", [frozenset({"fc2"}), frozenset({"fc3"})])
-def test_mixed_forms_are_exact(integer):
-    module = importlib.import_module("graphc.passes.binarize")
-
-    g = binary_mlp(last_sign=True)
-    found, _ = module._layers(g)
-    chosen = [layer for layer in found if layer.node in ("fc2", "fc3")]
-    h, done, _ = module._lower(g, chosen, integer, {"fc2": "b2", "fc3": "b3"})
-    assert {n for n, d in done.items() if d.form == "integer"} == set(integer)
-    feeds = {"x": np.random.default_rng(6).standard_normal((3, 20)).astype(F32)}
-    want = run(g, feeds)["y"]
-    assert np.max(np.abs(run(h, feeds)["y"] - want)) == 0
-    np.testing.assert_array_equal(ort_run(h, feeds)[0], run(h, feeds)["y"])
 
 
 def test_weights_form_is_bit_identical_and_folded_by_onnxruntime(tmp_path):
