@@ -339,7 +339,7 @@ class SignTable:
             pieces = [pm]
         else:
             parts = g.add_const("parts", np.array(sizes + [pad] * bool(pad), np.int64))
-            split = g.add_node("Split", [pm, parts], {"axis": 0}, name="w")
+            split = g.add_node("Split", [pm, parts], name="w")
             pieces = [Value(split.node, k) for k in range(len(sizes))]
         shapes: dict[tuple[int, ...], Value] = {}
         for (_, node, signs, dtype), piece in zip(self.entries, pieces, strict=True):
