@@ -42,6 +42,8 @@ PARTS = {
     "graphc.models": "models",
     "graphc.testing": "testing",
     "graphc.doctest_md": "testing",
+    "graphc.fuzz": "testing",
+    "graphc.fuzz_ops": "testing",
     "graphc": "api",
     "graphc.backend": "api",
     "graphc.cli": "cli",

@@ -1,0 +1,136 @@
+"""Random well-typed graphs for property tests: hypothesis strategies over graphc's op set.
+
+``cases()`` draws a ``Case``: a graph of 1 to 20 op nodes built through ``GraphBuilder`` (chains
+and DAGs whose values are shared by several nodes, several outputs, dead nodes, constant
+subgraphs), its feeds, and the opset to export it at. Each op of ``graphc.fuzz_ops.GENERATORS``
+draws its operands among the values built so far and its attributes within the op's valid
+range; ops left out are listed, with the reason, in ``graphc.fuzz_ops.LEFT_OUT``.
+
+Each value carries what is known of it, so that a graph's outputs are well defined on every
+runtime, not only well typed:
+
+- ``exact``: every runtime computes the same bits (inputs, constants, and ops such as Add, Relu,
+  Transpose or MaxPool applied to exact values; not Exp, MatMul or a sum of three). Ops that are
+  discontinuous (Sign, Round, comparisons, Cast to an integer, quantization) or that leave their
+  domain at a boundary (Log, Sqrt, a denominator, Pow) read exact values only: one rounding
+  step of difference would otherwise flip their result.
+- ``bound``: the largest magnitude the value can have (``inf`` when it may hold NaN or an
+  infinity). Ops whose onnxruntime kernels differ from ONNX's semantics on NaN (MaxPool,
+  GlobalMaxPool, ReduceMax; see docs/ops.md) and casts to integers read finite values only.
+
+Normalizations draw their epsilon from 1e-3 upwards: over a set of equal values, the rounding
+noise of the mean divided by sqrt(epsilon) is the whole output, on every runtime differently.
+
+Needs hypothesis (``pip install -e ".[test]"``).
+
+>>> from hypothesis import given, settings
+>>> @settings(max_examples=3, database=None)
+... @given(cases(max_nodes=4))
+... def check(case):
+...     assert 1 <= len(case.graph.op_nodes()) <= 4 + len(case.graph.outputs)
+>>> check()
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from graphc.dsl import GraphBuilder
+from graphc.fuzz_ops import FINITE, GENERATORS, Ctx, Slot
+from graphc.ir import Graph
+from graphc.ops.base import with_specials
+
+MAX_NODES = 20
+OPSETS = (17, 18, 21)
+
+
+@dataclass
+class Case:
+    """A drawn graph, its feeds and the opset to export it at."""
+
+    graph: Graph
+    feeds: dict[str, np.ndarray]
+    opset: int
+    ops: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        feeds = ", ".join(f"{k}: {v.shape} {v.dtype}" for k, v in self.feeds.items())
+        return f"Case(opset {self.opset}; feeds {feeds})\n{self.graph}"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # How hypothesis shows a falsifying example: the graph as text.
+        printer.text(repr(self))
+
+
+def input_values(draw: Callable[..., Any], shape: tuple[int, ...], seed: int
+                 ) -> tuple[np.ndarray, float]:
+    """Return feeds for one float32 input and their bound: uniform, on a grid of halves (ties,
+    zeros, equal neighbours), or with NaN, +inf and -inf among them."""
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["uniform", "grid", "specials"]))
+    if kind == "grid":
+        return (rng.integers(-4, 5, size=shape) / 2).astype(np.float32), 2.0
+    values = rng.uniform(-3, 3, size=shape).astype(np.float32)
+    if kind == "specials" and values.size:
+        return with_specials(values, seed=seed % 1000), math.inf
+    return values, 3.0
+
+
+def spatial_shape(draw: Callable[..., Any]) -> tuple[int, ...]:
+    rank = draw(st.integers(3, 5))
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 4)),
+            *(draw(st.integers(1, 6 if rank < 5 else 4)) for _ in range(rank - 2)))
+
+
+def plain_shape(draw: Callable[..., Any]) -> tuple[int, ...]:
+    return tuple(draw(st.lists(st.integers(1, 5), min_size=0, max_size=4)))
+
+
+@st.composite
+def cases(draw: Callable[..., Any], max_nodes: int = MAX_NODES,
+          ops: Sequence[str] | None = None) -> Case:
+    """Draw a ``Case``: a random well-typed graph with 1 to ``max_nodes`` op nodes (from
+    ``ops``, default every op of ``graphc.fuzz_ops.GENERATORS``), its feeds and its opset."""
+    names = sorted(GENERATORS) if ops is None else list(ops)
+    opset = draw(st.sampled_from(OPSETS))
+    seed = draw(st.integers(0, 2**32 - 1))
+    b = GraphBuilder("fuzz", seed=seed % 1000)
+    ctx = Ctx(draw, b, opset, seed)
+    feeds = {}
+    for k in range(draw(st.integers(1, 3))):
+        shape = spatial_shape(draw) if draw(st.booleans()) else plain_shape(draw)
+        values, bound = input_values(draw, shape, seed + k)
+        name = f"x{k}"
+        feeds[name] = values
+        ctx.add(b.input(name, shape), True, bound)
+    count = draw(st.integers(1, max_nodes))
+    used: list[str] = []
+    tries = 0
+    while len(used) < count and tries < 20 * count:
+        tries += 1
+        name = draw(st.sampled_from(names))
+        before = len(ctx.slots)
+        if GENERATORS[name](ctx) and len(ctx.slots) > before:
+            used.append(name)
+    made = ctx.slots[len(feeds):]
+    if not made:
+        # No op applied to these inputs (none of ``ops`` fits them): one Identity does.
+        ctx.add(b.op("Identity", ctx.slots[0].tensor), True, ctx.slots[0].bound)
+        made = ctx.slots[len(feeds):]
+        used.append("Identity")
+    outputs = [made[-1]]
+    for slot in made[:-1]:
+        if draw(st.integers(0, 3)) == 0:
+            outputs.append(slot)
+    for k, slot in enumerate(outputs):
+        b.output(slot.tensor, f"y{k}")
+    return Case(b.build(), feeds, opset, used)
+
+
+__all__ = ["FINITE", "Case", "Ctx", "Slot", "cases"]
