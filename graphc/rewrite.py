@@ -257,6 +257,13 @@ def rewrite(g: Graph, rules: list[Rule], report: PassReport | None = None) -> in
                     if not result.quiet:
                         report.refuse(where, f"{rule.name}: {result.reason}")
                     continue
+                if node not in g.nx:
+                    # The rule's own edits left its root dead, and replace() removed it (a
+                    # Dropout whose only used output was its mask): nothing is left to replace.
+                    report.explanations.append(Explanation(rule.name, before, [], rule.formula))
+                    done += 1
+                    changed = True
+                    break
                 old_type = g.type_of(Value(node))
                 added = list(g.nx)[mark:]
                 if g.type_of(result) != old_type:

@@ -67,6 +67,10 @@ def _pad_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
         raise ShapeError("Pad input pads has the wrong type",
                          expected=f"({2 * rank},) i64 (begin and end per axis of the data)",
                          got=str(pads_t))
+    if rank == 0:
+        # onnxruntime's Pad kernel refuses a scalar ("Input tensor has no dimensions").
+        raise ShapeError("Pad of a scalar is not supported", expected="data of rank >= 1",
+                         got="shape ()", hint="A scalar has no axis to pad: use Identity.")
     if value_t is not None:
         if value_t.size != 1:
             raise ShapeError("Pad constant_value must be a scalar", expected="shape ()",
