@@ -117,12 +117,11 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         super().__init__(spec, state)
-        # Optimizer state of weights whose gradient stays 0 decays into subnormal numbers,
-        # which are slow on CPUs: flush them to zero, in the steps only (see fpenv).
+        # Subnormal optimizer state is slow on CPUs: flush it to zero in the steps (see fpenv).
         self._ftz = FlushToZero()
         config = {"session.set_denormal_as_zero": "1"} if self._ftz.available else None
         try:
-            with self._ftz.capture():
+            with self._ftz.preserve():
                 self.session = session(to_bytes(spec.graph, opset), threads, config=config)
         except Exception as err:  # onnxruntime raises its own exception types
             raise GraphcError("onnxruntime cannot run this training step",
