@@ -19,7 +19,10 @@ computed in float32 as onnxruntime does. ``nearest`` rounds it by ``nearest_mode
 it to ``0..n-1``; ``linear`` clamps it and mixes the two neighbours by distance; ``cubic``
 mixes the four neighbours around it with Keys' weights (``cubic_coeff_a``), repeating the edge
 outside the input, or with ``exclude_outside`` dropping those neighbours and rescaling the
-others. Each is a linear map along each axis (a matrix of 1, 2 or 4 weights per row), so the
+others. A resize that keeps every axis's size at scale 1 is a copy, as onnxruntime and ONNX's
+reference implementation compute it (NaN and infinities stay in their cells; with one axis
+resized, an axis of scale 1 that the kernel covers is interpolated, its neighbours of weight 0
+read). Each is a linear map along each axis (a matrix of 1, 2 or 4 weights per row), so the
 gradient applies each axis's matrix transposed. The shape rule refuses what onnxruntime's CPU
 kernel or graphc does not compute: linear (cubic) resizing of axes other than the innermost
 two of a rank-2 or rank-4 input (or for linear three of a rank-3 or rank-5 one), and antialias
@@ -190,13 +193,21 @@ def _ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
     types = [None if a is None else TensorType(a.shape, a.dtype) for a in inputs]
     shape, factor, box = _plan(types, attrs, list(inputs))
     boxes = [None] * x.ndim if box is None else box
+    identity = [is_identity(n, m, factor[axis], boxes[axis])
+                for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True))]
+    if all(identity):
+        # Every axis keeps its size at scale 1: a copy, in onnxruntime and in ONNX's reference
+        # implementation, so an infinity or NaN stays in its cell (neighbours of weight 0 are
+        # not read).
+        return [x.copy()]
     y = x
     outside = np.zeros((1,) * x.ndim, bool)
-    # onnxruntime's linear and cubic kernels interpolate every axis they cover, also one of
-    # scale 1: there the neighbours have weight 0, and an infinity or NaN there gives NaN.
+    # Otherwise onnxruntime's linear and cubic kernels interpolate every axis they cover, also
+    # one of scale 1: there the neighbours have weight 0, and an infinity or NaN there gives
+    # NaN.
     covered = x.ndim - INNER_AXES.get(attrs["mode"], {}).get(x.ndim, 0)
     for axis, (n, m) in enumerate(zip(x.shape, shape, strict=True)):
-        if is_identity(n, m, factor[axis], boxes[axis]) and axis < covered:
+        if identity[axis] and axis < covered:
             continue
         where = [1] * x.ndim
         where[axis] = m
@@ -342,6 +353,12 @@ def _examples() -> tuple[Example, ...]:
                 name="linear-axes"),
         Example((np.arange(12, dtype=np.uint8).reshape(1, 1, 3, 4), None, scales(1, 1, 2, 2)),
                 nearest, consts=(2,), name="nearest-uint8"),
+        # Sizes equal to the input's: a copy (found by graphc.fuzz: NaN spread to neighbours).
+        Example((x, None, None, sizes(1, 2, 3, 4)), linear, consts=(3,),
+                name="linear-same-size"),
+        Example((rng_array((3, 5), seed=7), None, scales(1, 1)),
+                {"mode": "cubic", "exclude_outside": 1, "coordinate_transformation_mode":
+                 "asymmetric"}, consts=(2,), name="cubic-same-scale"),
     )
 
 
@@ -369,4 +386,4 @@ RESIZE = OpDef(
     vjp=_vjp,
 )
 
-OPS: list[OpDef] = [with_nonfinite(RESIZE, 0, 1, 4, 5, 8, 9, 10, 11, 12, 13, 14)]
+OPS: list[OpDef] = [with_nonfinite(RESIZE, 0, 1, 4, 5, 8, 9, 10, 11, 12, 13, 14, 17, 18)]
