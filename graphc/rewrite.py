@@ -219,9 +219,13 @@ def replace(g: Graph, old: Value, new: Value, *, rename: bool = False) -> None:
     names = g.output_names()
     g.replace_all_uses(old, new)
     remove_if_dead(g, old.node)
-    current = g.output_names()
-    slots = [k for k, v in enumerate(g.outputs) if v == new and current[k] != names[k]]
-    for k in slots:
+    slots: list[int] = []
+    # Output by output, in order: an output's file name depends on the outputs before it (a
+    # repeated value is named ``<value>_out``), so names are compared after each earlier fix.
+    for k in range(len(g.outputs)):
+        if g.outputs[k] != new or g.output_names()[k] == names[k]:
+            continue
+        slots.append(k)
         want = names[k]
         others = [v for j, v in enumerate(g.outputs) if j != k]
         if want not in g.nx and can_take_name(g, new, others):
