@@ -276,12 +276,17 @@ class Graph:
             self.nx.add_edge(new.node, dst, port=d["port"], out=new.out)
         self.outputs = [new if v == old else v for v in self.outputs]
 
-    def remove_dead(self) -> list[str]:
-        """Remove nodes that no output depends on (inputs stay); return the removed ids."""
+    def live(self) -> set[str]:
+        """Return the ids of the inputs and of the nodes some output depends on."""
         live: set[str] = set(self.inputs)
         for v in self.outputs:
             live.add(v.node)
             live |= nx.ancestors(self.nx, v.node)
+        return live
+
+    def remove_dead(self) -> list[str]:
+        """Remove nodes that no output depends on (inputs stay); return the removed ids."""
+        live = self.live()
         dead = [n for n in self.nx.nodes if n not in live]
         self.nx.remove_nodes_from(dead)
         return dead

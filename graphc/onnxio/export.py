@@ -130,6 +130,10 @@ def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = Non
     ctx = LowerCtx(opset)
     order = g.topo()
     ctx.reserve(order)
+    # Only what the outputs need is written: onnxruntime computes every node of the file, and a
+    # dead user of a value stops its fusions (Conv + BatchNormalization needs the Conv's only
+    # user), which changes the rounding of the live outputs too.
+    live = g.live()
     outputs = set(g.outputs)
     inputs, initializers = [], []
     for node in order:
@@ -137,15 +141,17 @@ def to_onnx(g: Graph, opset: int | None = None, dynamic_batch: bool | None = Non
         if data["op"] == INPUT:
             inputs.append(_value_info(node, data["types"][0], dynamic_batch))
             continue
+        if node not in live:
+            continue
         if data["op"] == CONST:
-            if g.nx.out_degree(node) or Value(node) in outputs:
-                initializers.append((node, data["value"]))
+            initializers.append((node, data["value"]))
             continue
         opdef = ops.get(data["op"])
         view = g.view(node)
         # Optional outputs nobody uses are left unnamed, so onnxruntime need not compute them.
         view.outputs = _trim([name if k == 0 or Value(node, k) in outputs
-                              or g.users(Value(node, k)) else ""
+                              or any(user in live for user, _ in g.users(Value(node, k)))
+                              else ""
                               for k, name in enumerate(view.outputs)])
         view.inputs = _trim(view.inputs)
         ctx.reserve(view.outputs)
