@@ -17,6 +17,9 @@ runtime, not only well typed:
 - ``bound``: the largest magnitude the value can have (``inf`` when it may hold NaN or an
   infinity). Ops whose onnxruntime kernels differ from ONNX's semantics on NaN (MaxPool,
   GlobalMaxPool, ReduceMax; see docs/ops.md) and casts to integers read finite values only.
+  No value reaches +-3.4e38, on which float32 intermediates overflow where graphc's float64
+  ones do not: Clip clips a value that may be infinite on both sides (a missing bound makes an
+  infinity +-3.4e38; Clip passes NaN), and every pooling window holds an input cell.
 
 Normalizations draw their epsilon from 1e-3 upwards: over a set of equal values, the rounding
 noise of the mean divided by sqrt(epsilon) is the whole output, on every runtime differently.

@@ -292,12 +292,17 @@ def _clip(c: Ctx) -> bool:
         return False
     low = float(np.float32(c.choice([-2.0, -0.5, 0.0])))
     high = float(np.float32(c.choice([0.0, 0.5, 1.5])))
-    which = c.int(0, 3)
+    # A missing bound is the dtype's lowest or largest finite value, so an infinity becomes
+    # +-3.4e38, on which the runtimes' float32 intermediates (a normalization's squares, a sum)
+    # overflow where graphc's float64 ones do not: a value that may be infinite is clipped on
+    # both sides.
+    which = c.int(0, 3) if x.finite else 3
     lo = c.const(np.float32(low)) if which & 1 else None
     hi = c.const(np.float32(high)) if which & 2 else None
     args = [x.tensor, lo, hi] if hi is not None else [x.tensor, lo] if lo is not None \
         else [x.tensor]
-    bound = x.bound if which != 3 else max(abs(low), abs(high))
+    # Clip passes NaN: only a finite value clipped on both sides is bounded by the bounds.
+    bound = max(abs(low), abs(high)) if which == 3 and x.finite else x.bound
     c.add(c.b.op("Clip", *args), x.exact, bound)
     return True
 
@@ -443,6 +448,27 @@ def _ceil_mode(c: Ctx, sizes: Sequence[int], attrs: dict) -> None:
     attrs["ceil_mode"] = 1
 
 
+def _windows_hold_input(sizes: Sequence[int], attrs: dict) -> bool:
+    """Return whether every pooling window holds an input cell. A dilated window can step over
+    a short input and its padding: ONNX does not say what such a window gives (onnxruntime's
+    MaxPool gives -3.4e38, on which float32 intermediates downstream overflow where graphc's
+    float64 ones do not; ONNX's reference gives 0, or NaN for AveragePool)."""
+    d = len(sizes)
+    kernel = attrs["kernel_shape"]
+    strides = attrs.get("strides", [1] * d)
+    dil = attrs.get("dilations", [1] * d)
+    pads = attrs.get("pads", [0] * (2 * d))
+    for k in range(d):
+        extent = (kernel[k] - 1) * dil[k] + 1
+        span = sizes[k] + pads[k] + pads[k + d] - extent
+        out = (-(-span // strides[k]) if attrs.get("ceil_mode") else span // strides[k]) + 1
+        for o in range(out):
+            cells = o * strides[k] - pads[k] + dil[k] * np.arange(kernel[k])
+            if not ((cells >= 0) & (cells < sizes[k])).any():
+                return False
+    return True
+
+
 def _conv(c: Ctx) -> bool:
     x = _spatial(c)
     if x is None:
@@ -514,6 +540,8 @@ def _maxpool(c: Ctx) -> bool:
         return False
     attrs = _window(c, x.shape[2:], pool=True)
     _ceil_mode(c, x.shape[2:], attrs)
+    if "auto_pad" not in attrs and not _windows_hold_input(x.shape[2:], attrs):
+        return False
     if x.dtype == F32 and c.int(0, 2) == 0:
         if c.flag():
             attrs["storage_order"] = 1
@@ -541,6 +569,8 @@ def _avgpool(c: Ctx) -> bool:
         return False
     attrs = _window(c, x.shape[2:], pool=True, dilations=c.opset >= 19)
     _ceil_mode(c, x.shape[2:], attrs)
+    if "auto_pad" not in attrs and not _windows_hold_input(x.shape[2:], attrs):
+        return False
     if c.flag():
         attrs["count_include_pad"] = 1
     c.add(c.b.op("AveragePool", x.tensor, **attrs), False, x.bound)
