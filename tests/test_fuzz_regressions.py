@@ -10,8 +10,9 @@ from graphc.dsl import GraphBuilder, Tensor
 from graphc.errors import ShapeError
 from graphc.interpret import run
 from graphc.ir import Value
-from graphc.onnxio.export import to_onnx
-from graphc.onnxio.runtime import run_onnxruntime
+from graphc.onnxio.export import to_bytes, to_onnx
+from graphc.onnxio.importer import from_onnx
+from graphc.onnxio.runtime import compare_outputs, run_onnxruntime
 from graphc.passes.eliminate_dead_code import eliminate_dead_code
 from graphc.passes.remove_dropout import remove_dropout
 from graphc.testing import assert_same_outputs
@@ -164,3 +165,54 @@ def test_fuzzer_pools_only_windows_that_hold_an_input_cell() -> None:
                 assert (y > np.finfo(np.float32).min).all(), (name, case)
 
     check()
+
+
+def test_gelu_and_group_normalization_written_as_several_nodes_import_back_as_the_ops() -> None:
+    # Below opset 20 (Gelu) and 21 (GroupNormalization) the export writes each as several ONNX
+    # nodes, which imported as those nodes: the interpreter rounded each float32 step, one
+    # float32 step off the op's values (seen by the roundtrip property when a Shape or Size in
+    # the graph made it compare values). The import reads graphc's own lowering back as the op.
+    rng = np.random.default_rng(7)
+    b = GraphBuilder("lowered")
+    x = b.input("x", (2, 4, 3))
+    b.output(b.op("Gelu", x, approximate="tanh"), "y0")
+    b.output(b.op("Gelu", b.op("Tanh", x)), "y1")
+    b.output(b.op("GroupNormalization", x, b.const(np.array([0.17, -0.5, 0.3, 1.2], np.float32)),
+                  b.const(np.array([-0.07, 0.48, 0.0, 0.9], np.float32)), num_groups=2,
+                  epsilon=0.01), "y2")
+    b.output(b.op("Size", x), "n")
+    g = b.build()
+    feeds = {"x": rng.standard_normal((2, 4, 3)).astype(np.float32) * 3}
+    want = run(g, feeds)
+    for opset in (17, 18, 20, 21):
+        first = to_bytes(g, opset)
+        again = from_onnx(first)
+        assert sorted(again.op(n) for n in again.op_nodes()) == [
+            "Gelu", "Gelu", "GroupNormalization", "Size", "Tanh"], opset
+        got = run(again, feeds)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+        assert to_bytes(again, opset) == first
+        assert compare_outputs(want, run_onnxruntime(first, feeds), None).ok
+
+
+def test_greater_or_equal_and_cast_keep_their_names_through_import_and_export() -> None:
+    # The import read any Cast(GreaterOrEqual(x, t)) as Heaviside, whose export names its two
+    # nodes after itself (y0_ge, y0.threshold): the second export renamed the comparison and the
+    # threshold. Only graphc's own lowering of Heaviside (those names) is read back as Heaviside.
+    b = GraphBuilder("step")
+    x = b.input("x", (5, 5, 5))
+    ge = b.op("GreaterOrEqual", x, b.const(np.float32(-0.48907667)))
+    b.output(b.op("Cast", ge, to=1), "y0")
+    b.output(b.op("Heaviside", x, threshold=0.25), "y1")
+    g = b.build()
+    feeds = {"x": np.random.default_rng(5).uniform(-1, 1, (5, 5, 5)).astype(np.float32)}
+    for opset in (17, 18, 21):
+        first = to_bytes(g, opset)
+        again = from_onnx(first)
+        assert again.op("y0") == "Cast" and again.op("y1") == "Heaviside"
+        assert to_bytes(again, opset) == first
+        want, got = run(g, feeds), run(again, feeds)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+        np.testing.assert_array_equal(run_onnxruntime(first, feeds)["y0"], want["y0"])

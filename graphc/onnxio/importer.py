@@ -14,10 +14,14 @@ What it converts on the way in:
 - the first dimension of an input may be symbolic (``batch_size``): it becomes ``batch``, and
   ``g.meta["dynamic_batch"]`` is set so that the export names that dimension again;
 - ``Identity`` of a constant (PyTorch's shared BatchNormalization buffers) becomes a constant;
-- ``Cast(GreaterOrEqual(X, t))`` to X's float type is graphc's ``Heaviside`` (the step
-  function graphc itself lowers that way) when ``t`` is a constant scalar that float32 holds
-  exactly and the Cast is the comparison's only user; other GreaterOrEqual and Cast nodes
-  import as themselves;
+- the nodes graphc's export writes for one of its ops that ONNX lacks at the file's opset
+  become that op again: ``Heaviside`` (``Cast(GreaterOrEqual(X, t))``), ``Gelu`` below opset
+  20 and ``GroupNormalization`` below 21 (``RECOMPOSED``). They are recognized by what the op's
+  own lowering writes, names included (``<y>_ge``, ``<y>.threshold``, ``<y>_square``, ...),
+  with intermediate values nothing else uses; so export -> import gives back the op, whose
+  values the interpreter computes as the op's (not as its rounded steps), and the export after
+  it the same file. Other GreaterOrEqual + Cast (PyTorch's ``(x >= t).float()``) and other
+  arithmetic import as themselves, keeping their names;
 - GroupNormalization-18 (opsets 18 to 20) takes scale and bias per group: constant ones are
   repeated per channel, which is graphc's (and GroupNormalization-21's) form;
 - Pad-18's ``axes`` input, when constant, is folded into pads for every axis;
@@ -92,7 +96,7 @@ from graphc.onnxio.load import (
     newest_opset,
     upgrade,
 )
-from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES
+from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES, LowerCtx
 
 # Ops PyTorch emits for x.view(x.size(0), -1) and other shape arithmetic.
 # Shape arithmetic folded at import makes shapes, indices and sizes: results larger than this
@@ -131,6 +135,9 @@ QUANTIZED_CONTRIB_OPS = frozenset({
     "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QuantizeLinear",
     "DequantizeLinear", "NhwcMaxPool",
 })
+# graphc's ops whose lowering writes several ONNX nodes, by the op_type of the last one (whose
+# output is the op's): read back as the op when the nodes are exactly what its lowering writes.
+RECOMPOSED = {"Cast": "Heaviside", "Mul": "Gelu", "Add": "GroupNormalization"}
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 # Attributes that have no effect on the types graphc has, dropped on import: Cast's saturate
 # and round_mode apply only to float8 targets (refused, as graphc has no float8).
@@ -223,7 +230,10 @@ class _Importer:
                     self.producers[name] = (node, k)
         self.taken = set(self.initializers) | {i.name for i in self.source.input}
         self.taken |= {out for node in self.source.node for out in node.output if out}
-        self.absorbed: set[int] = set()
+        # graphc's multi-node lowerings found in the file (``RECOMPOSED``): id of the last node ->
+        # the nodes before it, held back until the last one decides whether they are the op.
+        self.lowered: dict[int, list[onnx.NodeProto]] = {}
+        self.held: set[int] = set()
         # Constants folded from shape arithmetic: name -> the folded nodes, first to last.
         self.folded: dict[str, list[str]] = {}
         self.batch_kept: dict[str, str] = {}  # folded Reshape shapes whose batch became 0
@@ -238,15 +248,21 @@ class _Importer:
         for info in self.source.input:
             if info.name not in self.initializers:
                 self._input(info)
-        for node in self._sorted_nodes():
-            if id(node) in self.absorbed:
+        order = self._sorted_nodes()
+        self._find_lowered(order)
+        for node in order:
+            if id(node) in self.held:
                 continue
-            where = _where(node)
-            try:
-                self._node(node, where)
-            except GraphcError as err:
-                self.failed = node
-                raise (err if err.where else _relocate(err, where)) from None
+            steps = self.lowered.get(id(node))
+            if steps is not None and self._recompose(node, steps):
+                continue
+            for step in [*(steps or []), node]:
+                where = _where(step)
+                try:
+                    self._node(step, where)
+                except GraphcError as err:
+                    self.failed = step
+                    raise (err if err.where else _relocate(err, where)) from None
         for info in self.source.output:
             where = f"graph output {info.name!r}"
             value = self._value(info.name, where)
@@ -437,8 +453,6 @@ class _Importer:
             raise OpError("the node has no first output", where=where,
                           expected="a named first output", got="none")
         op = node.op_type
-        if op == "GreaterOrEqual" and self._heaviside(node, where):
-            return
         if op not in supported_ops():
             raise self._unsupported(op, where)
         schema = self._schema(node, where)
@@ -625,36 +639,107 @@ class _Importer:
         self.pending[out] = (array, trainable)
         return True
 
-    def _heaviside(self, node: onnx.NodeProto, where: str) -> bool:
-        """Read ``Cast(GreaterOrEqual(X, t), to=X's type)`` as ``Heaviside(X) {threshold=t}``.
+    def _find_lowered(self, order: list[onnx.NodeProto]) -> None:
+        """Find what may be graphc's lowering of one op (``RECOMPOSED``): a last node ``y`` and
+        the nodes before it whose outputs are named ``y_<step>`` and used only by each other
+        and ``y``. Outer ones first; a node belongs to one at most."""
+        position = {id(node): k for k, node in enumerate(order)}
+        for last in reversed(order):
+            if (last.op_type not in RECOMPOSED or last.domain not in DEFAULT_DOMAINS
+                    or len(last.output) != 1 or not last.output[0] or id(last) in self.held
+                    or id(last) in self.lowered):
+                continue
+            prefix = f"{last.output[0]}_"
+            steps: dict[int, onnx.NodeProto] = {}
+            todo = [last]
+            while todo:
+                for name in todo.pop().input:
+                    step = self.producers.get(name, (None, 0))[0]
+                    if name.startswith(prefix) and step is not None and id(step) not in steps:
+                        steps[id(step)] = step
+                        todo.append(step)
+            inside = {id(last), *steps}
+            if not steps or inside & (self.held | set(self.lowered)) or any(
+                    out in self.output_names or any(
+                        id(user) not in inside for user, _ in self.consumers.get(out, []))
+                    for step in steps.values() for out in step.output if out):
+                continue
+            self.lowered[id(last)] = sorted(steps.values(), key=lambda n: position[id(n)])
+            self.held |= set(steps)
 
-        Returns whether it did; anything else is left to import as GreaterOrEqual and Cast.
-        """
-        uses = self.consumers.get(node.output[0], [])
-        threshold = self._const_array(node.input[1]) if len(node.input) == 2 else None
-        cast = uses[0][0] if len(uses) == 1 else None
-        x = self._value(node.input[0], where) if node.input and node.input[0] else None
-        x_type = None if x is None else self.g.type_of(x)
-        ok = (threshold is not None and threshold.size == 1 and cast is not None
-              and cast.op_type == "Cast" and cast.domain in DEFAULT_DOMAINS
-              and node.output[0] not in self.output_names and x_type is not None
-              and np.dtype(x_type.dtype) in FLOAT_DTYPES and threshold.dtype == x_type.dtype
-              and len(node.output) == 1 and cast.output and cast.output[0])
-        if ok:
-            cast_attrs = {a.name: a for a in cast.attribute}
-            to = cast_attrs.get("to")
-            ok = (to is not None and set(cast_attrs) <= {"to", "saturate"}
-                  and to.i == helper.np_dtype_to_tensor_dtype(np.dtype(x_type.dtype)))
-        if ok:
+    def _recompose(self, last: onnx.NodeProto, steps: list[onnx.NodeProto]) -> bool:
+        """Add the op ``RECOMPOSED`` names for ``last`` in place of ``steps`` + ``last`` if they
+        are exactly what its lowering writes at this opset, names, attributes and constants
+        included; return whether it did (if not, the caller imports the nodes as they are)."""
+        op, y = RECOMPOSED[last.op_type], last.output[0]
+        nodes = [*steps, last]
+        made = {out for node in nodes for out in node.output}
+        # The op's inputs: the values the nodes read that they do not make, first use first,
+        # except constants named like the lowering's (<y>.c, <y>_shape).
+        inputs: list[str] = []
+        for node in nodes:
+            for name in node.input:
+                if name and name not in made and name not in inputs and not (
+                        name in self.pending and name.startswith((f"{y}.", f"{y}_"))):
+                    inputs.append(name)
+        attrs = self._lowered_attrs(op, nodes)
+        if attrs is None or len(inputs) != len(ops.get(op).inputs) or y in self.g.nx:
+            return False
+        try:
+            value = self._add(op, [self._value(n, _where(last)) for n in inputs], attrs, y,
+                              _where(last))
+        except GraphcError:
+            return False
+        ctx = LowerCtx(self.opset)
+        ctx.reserve([*inputs, y])
+        view = self.g.view(value.node)
+        try:
+            ops.get(op).lower(ctx, view)
+        except GraphcError:
+            ctx.nodes = []
+        written = {node.output[0]: node for node in nodes}
+        same = len(ctx.nodes) == len(nodes) and all(
+            written.get(node.output[0]) == node for node in ctx.nodes)
+        for name, array in ctx.initializers if same else ():
+            data = self._pending_array(name) if name in self.pending else None
+            same = (data is not None and name not in self.output_names
+                    and data.dtype == array.dtype and data.shape == array.shape
+                    and data.tobytes() == array.tobytes()
+                    and all(id(user) in set(map(id, nodes))
+                            for user, _ in self.consumers.get(name, [])))
+            if not same:
+                break
+        if not same:
+            self.g.nx.remove_node(value.node)
+            del self.values[y]
+        return same
+
+    def _lowered_attrs(self, op: str, nodes: list[onnx.NodeProto]) -> dict[str, Any] | None:
+        """Return the attributes of ``op`` that its lowering wrote as ``nodes``, or ``None``."""
+        if op == "Gelu":
+            return {"approximate": "tanh"} if any(n.op_type == "Tanh" for n in nodes) else {}
+        if op == "Heaviside":
+            compare = nodes[0]
+            threshold = (self._const_array(compare.input[1])
+                         if compare.op_type == "GreaterOrEqual" and len(compare.input) == 2
+                         else None)
+            if threshold is None or threshold.size != 1:
+                return None
             value = float(np.asarray(threshold).reshape(()))
             # Heaviside holds its threshold as a float32 attribute: only an exact one is kept.
-            ok = float(np.float32(value)) == value
-        if not ok:
-            return False
-        attrs = {"threshold": value} if value != 0.0 else {}
-        self._add("Heaviside", [x], attrs, cast.output[0], _where(cast))
-        self.absorbed.add(id(cast))
-        return True
+            if float(np.float32(value)) != value:
+                return None
+            return {"threshold": value} if value != 0.0 else {}
+        # GroupNormalization: Reshape(X, [0, G, -1]) -> InstanceNormalization {epsilon} -> ...
+        norm = next((n for n in nodes if n.op_type == "InstanceNormalization"), None)
+        grouped = self.producers.get(norm.input[0], (None, 0))[0] if norm else None
+        shape = (self._const_array(grouped.input[1])
+                 if grouped is not None and grouped.op_type == "Reshape"
+                 and len(grouped.input) == 2 else None)
+        if shape is None or shape.shape != (3,):
+            return None
+        epsilon = next((float(a.f) for a in norm.attribute if a.name == "epsilon"), 1e-5)
+        return {"epsilon": epsilon, "num_groups": int(shape[1])}
 
     def _fold_shape(self, node: onnx.NodeProto, inputs: list[Value | None],
                     attrs: dict[str, Any], where: str) -> bool:
