@@ -1030,8 +1030,20 @@ def _resize(c: Ctx) -> bool:
 # ----- quantization -------------------------------------------------------------------------
 
 
+def _dequantized(c: Ctx, s: Slot) -> bool:
+    """Return whether ``s`` is what a DequantizeLinear or FakeQuantizeLinear gives (through
+    Identity and Dropout, which onnxruntime removes). Quantizing it again is left out:
+    onnxruntime's DoubleQDQPairsRemover (basic graph optimizations) turns Q1 -> DQ1 -> Q2 -> DQ2
+    into one pair with a scale and zero point of its own, which changes the values (ONNX: each
+    pair rounds on its own grid)."""
+    value = s.tensor.value
+    while c.b.graph.op(value.node) in ("Identity", "Dropout") and value.out == 0:
+        value = c.b.graph.in_values(value.node)[0]
+    return c.b.graph.op(value.node) in ("DequantizeLinear", "FakeQuantizeLinear")
+
+
 def _quantize(c: Ctx) -> bool:
-    x = c.pick(lambda s: s.exact and s.finite)
+    x = c.pick(lambda s: s.exact and s.finite and not _dequantized(c, s))
     if x is None:
         return False
     rank = len(x.shape)
@@ -1081,7 +1093,7 @@ def _dynamic_quantize(c: Ctx) -> bool:
 
 
 def _fake_quantize(c: Ctx) -> bool:
-    x = c.pick(lambda s: s.exact and s.finite)
+    x = c.pick(lambda s: s.exact and s.finite and not _dequantized(c, s))
     if x is None:
         return False
     args = [x.tensor, c.const(np.float32(c.choice([0.01, 0.1, 0.25])))]

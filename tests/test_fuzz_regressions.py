@@ -216,3 +216,29 @@ def test_greater_or_equal_and_cast_keep_their_names_through_import_and_export() 
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
         np.testing.assert_array_equal(run_onnxruntime(first, feeds)["y0"], want["y0"])
+
+
+def test_fuzzer_does_not_quantize_a_dequantized_value() -> None:
+    # Seed-105 graph: FakeQuantizeLinear(FakeQuantizeLinear(x, 0.25, 0), 0.01, 128) gave 1.0 on
+    # the interpreter and 1.0010588 on onnxruntime, whose DoubleQDQPairsRemover merges
+    # Q1 -> DQ1 -> Q2 -> DQ2 (through Identity or Dropout) into one pair of its own scale.
+    from hypothesis import given, settings
+
+    from graphc.fuzz import cases
+
+    quantizing = {"QuantizeLinear", "FakeQuantizeLinear"}
+    dequantizing = {"DequantizeLinear", "FakeQuantizeLinear"}
+
+    @settings(max_examples=80, database=None, deadline=None)
+    @given(cases(max_nodes=6, ops=sorted(quantizing | dequantizing | {"Identity", "Dropout"})))
+    def check(case: object) -> None:
+        g = case.graph
+        for node in g.op_nodes():
+            if g.op(node) not in quantizing:
+                continue
+            value = g.in_values(node)[0]
+            while g.op(value.node) in ("Identity", "Dropout"):
+                value = g.in_values(value.node)[0]
+            assert g.op(value.node) not in dequantizing, case
+
+    check()
