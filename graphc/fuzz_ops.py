@@ -390,8 +390,35 @@ def _gemm(c: Ctx) -> bool:
 # ----- convolutions and pools ---------------------------------------------------------------
 
 
-def _spatial(c: Ctx, finite: bool = False, dtypes: Sequence[np.dtype] = (F32,)) -> Slot | None:
-    return c.pick(lambda s: 3 <= len(s.shape) <= 5 and (s.finite or not finite), dtypes)
+def _spatial(c: Ctx, finite: bool = False, dtypes: Sequence[np.dtype] = (F32,),
+             ok: Callable[[Slot], bool] = lambda s: True) -> Slot | None:
+    return c.pick(lambda s: 3 <= len(s.shape) <= 5 and (s.finite or not finite) and ok(s),
+                  dtypes)
+
+
+def _source(c: Ctx, s: Slot) -> str:
+    """Return the node that computes ``s``, looking through Identity and Dropout (which
+    onnxruntime removes before its other graph optimizations)."""
+    value = s.tensor.value
+    while c.b.graph.op(value.node) in ("Identity", "Dropout") and value.out == 0:
+        value = c.b.graph.in_values(value.node)[0]
+    return value.node
+
+
+# The ops past which onnxruntime's QDQPropagationTransformer copies a DequantizeLinear. At
+# opset 21 the QuantizeLinear it inserts for a DequantizeLinear with an int8 zero point fails
+# onnxruntime's own type inference ("output_dtype INT8 does not match y_zero_point type UINT8"),
+# so a valid file makes no session (onnxruntime issue 25526): they do not read such a value.
+QDQ_PROPAGATING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice")
+
+
+def _int8_dequantized_at_21(c: Ctx, s: Slot) -> bool:
+    node = _source(c, s)
+    graph = c.b.graph
+    if c.opset < 21 or graph.op(node) != "DequantizeLinear":
+        return False
+    zp = graph.in_values(node)[2:]
+    return bool(zp) and zp[0] is not None and graph.type_of(zp[0]).dtype == I8
 
 
 def _window(c: Ctx, sizes: Sequence[int], *, pool: bool = False, dilations: bool = True,
@@ -535,7 +562,7 @@ def _conv_transpose(c: Ctx) -> bool:
 
 
 def _maxpool(c: Ctx) -> bool:
-    x = _spatial(c, finite=True, dtypes=(F32, U8))
+    x = _spatial(c, finite=True, dtypes=(F32, U8), ok=lambda s: not _int8_dequantized_at_21(c, s))
     if x is None:
         return False
     attrs = _window(c, x.shape[2:], pool=True)
@@ -742,7 +769,8 @@ def _mover(op: str, build: Callable[[Ctx, Slot], tuple[list, dict] | None],
     input."""
 
     def gen(c: Ctx) -> bool:
-        x = c.pick(lambda s: len(s.shape) >= min_rank, dtypes)
+        x = c.pick(lambda s: len(s.shape) >= min_rank and not (
+            op in QDQ_PROPAGATING and _int8_dequantized_at_21(c, s)), dtypes)
         if x is None:
             return False
         made = build(c, x)
@@ -1036,10 +1064,7 @@ def _dequantized(c: Ctx, s: Slot) -> bool:
     onnxruntime's DoubleQDQPairsRemover (basic graph optimizations) turns Q1 -> DQ1 -> Q2 -> DQ2
     into one pair with a scale and zero point of its own, which changes the values (ONNX: each
     pair rounds on its own grid)."""
-    value = s.tensor.value
-    while c.b.graph.op(value.node) in ("Identity", "Dropout") and value.out == 0:
-        value = c.b.graph.in_values(value.node)[0]
-    return c.b.graph.op(value.node) in ("DequantizeLinear", "FakeQuantizeLinear")
+    return c.b.graph.op(_source(c, s)) in ("DequantizeLinear", "FakeQuantizeLinear")
 
 
 def _quantize(c: Ctx) -> bool:

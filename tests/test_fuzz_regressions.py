@@ -242,3 +242,32 @@ def test_fuzzer_does_not_quantize_a_dequantized_value() -> None:
             assert g.op(value.node) not in dequantizing, case
 
     check()
+
+
+def test_fuzzer_moves_no_int8_dequantized_value_at_opset_21() -> None:
+    # Seed-104 graph: DequantizeLinear(QuantizeLinear(x, 0.25, int8 5)) read by MaxPool at
+    # opset 21. onnxruntime's QDQPropagationTransformer copies the pair past MaxPool, and the
+    # QuantizeLinear it inserts fails its own type inference ("output_dtype INT8 does not match
+    # y_zero_point type UINT8"): the session of a valid file cannot be made.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from graphc.fuzz_ops import GENERATORS, QDQ_PROPAGATING, Ctx
+
+    made = {17: 0, 21: 0}
+
+    @settings(max_examples=60, database=None, deadline=None)
+    @given(st.data(), st.sampled_from(QDQ_PROPAGATING), st.sampled_from([17, 21]),
+           st.booleans())
+    def check(data: st.DataObject, op: str, opset: int, identity: bool) -> None:
+        b = GraphBuilder("int8_qdq")
+        ctx = Ctx(data.draw, b, opset, 0)
+        scale, zp = b.const(np.float32(0.25)), b.const(np.int8(5), dtype=np.int8)
+        y = b.op("DequantizeLinear", b.op("QuantizeLinear", b.input("x", (1, 2, 1, 3)), scale,
+                                          zp), scale, zp)
+        ctx.add(b.op("Identity", y) if identity else y, True, 1.0)
+        made[opset] += GENERATORS[op](ctx)
+        assert opset < 21 or len(ctx.slots) == 1, op
+
+    check()
+    assert made[17] and not made[21]
