@@ -863,7 +863,8 @@ def _slice(c: Ctx, x: Slot) -> tuple[list, dict] | None:
         ends.append(end)
         steps.append(step)
     args = [c.ints(starts), c.ints(ends)]
-    if c.flag() or any(s != 1 for s in steps):
+    # Without axes, ONNX slices the first len(starts) axes.
+    if c.flag() or any(s != 1 for s in steps) or axes != list(range(len(axes))):
         args.append(c.ints([a - rank if c.flag() else a for a in axes]))
         if c.flag() or any(s != 1 for s in steps):
             args.append(c.ints(steps))

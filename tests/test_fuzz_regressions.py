@@ -271,3 +271,24 @@ def test_fuzzer_moves_no_int8_dequantized_value_at_opset_21() -> None:
 
     check()
     assert made[17] and not made[21]
+
+
+def test_fuzzer_slices_the_axes_it_drew() -> None:
+    # Seed-107 generation: Slice's starts and ends drawn for axis 2 of a (2, 4, 5) value were
+    # written without axes, so ONNX applied them to axis 0 and the output was empty (0, 4, 5);
+    # Pad, Expand, Conv and others drawn on it then failed while generating.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from graphc.fuzz_ops import GENERATORS, Ctx
+
+    @settings(max_examples=80, database=None, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        b = GraphBuilder("slice")
+        ctx = Ctx(data.draw, b, 21, 0)
+        ctx.add(b.input("x", (1, 5, 5)), True, 1.0)
+        assert GENERATORS["Slice"](ctx)
+        assert 0 not in ctx.slots[-1].shape
+
+    check()
