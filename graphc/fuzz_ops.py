@@ -903,7 +903,7 @@ def _pad(c: Ctx, x: Slot) -> tuple[list, dict] | None:
             pads[k] = pads[k + len(x.shape)] = 0
     args = [c.ints(pads)]
     if mode == "constant" and c.flag():
-        value = np.asarray(c.choice([0, 1, -2]), dtype=x.dtype)
+        value = np.asarray(c.choice([0, 1, 2 if x.dtype.kind == "u" else -2]), dtype=x.dtype)
         args.append(c.const(value))
     return args, {"mode": mode}
 

@@ -292,3 +292,22 @@ def test_fuzzer_slices_the_axes_it_drew() -> None:
         assert 0 not in ctx.slots[-1].shape
 
     check()
+
+
+def test_fuzzer_pads_uint8_with_a_uint8_value() -> None:
+    # Seed-107 generation: Pad of a uint8 value drew the constant -2, which numpy refuses to
+    # make a uint8 (OverflowError while generating).
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from graphc.fuzz_ops import GENERATORS, Ctx
+
+    @settings(max_examples=60, database=None, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        b = GraphBuilder("pad_u8")
+        ctx = Ctx(data.draw, b, 21, 0)
+        ctx.add(b.input("x", (2, 3), dtype=np.uint8), True, 255.0)
+        GENERATORS["Pad"](ctx)
+
+    check()
