@@ -9,7 +9,7 @@ returns False, adding nothing, when no value built so far fits the op.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -461,6 +461,16 @@ def _ceil_mode(c: Ctx, sizes: Sequence[int], attrs: dict) -> None:
     counts it, and the checker then rejects the file (with no auto_pad only)."""
     if "auto_pad" in attrs or not c.flag():
         return
+    for size, _, stride, _, begin, span in _window_axes(sizes, attrs):
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + begin:
+            return
+    attrs["ceil_mode"] = 1
+
+
+def _window_axes(sizes: Sequence[int], attrs: dict) -> Iterator[tuple[int, ...]]:
+    """Yield, per spatial axis of a pooling, its size, kernel, stride, dilation, begin padding
+    and the span the windows' starts cover (padded size minus the window's extent)."""
     d = len(sizes)
     kernel = attrs["kernel_shape"]
     strides = attrs.get("strides", [1] * d)
@@ -468,11 +478,8 @@ def _ceil_mode(c: Ctx, sizes: Sequence[int], attrs: dict) -> None:
     pads = attrs.get("pads", [0] * (2 * d))
     for k in range(d):
         extent = (kernel[k] - 1) * dil[k] + 1
-        span = sizes[k] + pads[k] + pads[k + d] - extent
-        out = -(-span // strides[k]) + 1
-        if (out - 1) * strides[k] >= sizes[k] + pads[k]:
-            return
-    attrs["ceil_mode"] = 1
+        yield (sizes[k], kernel[k], strides[k], dil[k], pads[k],
+               sizes[k] + pads[k] + pads[k + d] - extent)
 
 
 def _windows_hold_input(sizes: Sequence[int], attrs: dict) -> bool:
@@ -480,18 +487,11 @@ def _windows_hold_input(sizes: Sequence[int], attrs: dict) -> bool:
     a short input and its padding: ONNX does not say what such a window gives (onnxruntime's
     MaxPool gives -3.4e38, on which float32 intermediates downstream overflow where graphc's
     float64 ones do not; ONNX's reference gives 0, or NaN for AveragePool)."""
-    d = len(sizes)
-    kernel = attrs["kernel_shape"]
-    strides = attrs.get("strides", [1] * d)
-    dil = attrs.get("dilations", [1] * d)
-    pads = attrs.get("pads", [0] * (2 * d))
-    for k in range(d):
-        extent = (kernel[k] - 1) * dil[k] + 1
-        span = sizes[k] + pads[k] + pads[k + d] - extent
-        out = (-(-span // strides[k]) if attrs.get("ceil_mode") else span // strides[k]) + 1
+    for size, kernel, stride, dil, begin, span in _window_axes(sizes, attrs):
+        out = (-(-span // stride) if attrs.get("ceil_mode") else span // stride) + 1
         for o in range(out):
-            cells = o * strides[k] - pads[k] + dil[k] * np.arange(kernel[k])
-            if not ((cells >= 0) & (cells < sizes[k])).any():
+            cells = o * stride - begin + dil * np.arange(kernel)
+            if not ((cells >= 0) & (cells < size)).any():
                 return False
     return True
 

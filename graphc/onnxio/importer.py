@@ -700,13 +700,13 @@ class _Importer:
         written = {node.output[0]: node for node in nodes}
         same = len(ctx.nodes) == len(nodes) and all(
             written.get(node.output[0]) == node for node in ctx.nodes)
+        ids = {id(node) for node in nodes}
         for name, array in ctx.initializers if same else ():
             data = self._pending_array(name) if name in self.pending else None
             same = (data is not None and name not in self.output_names
                     and data.dtype == array.dtype and data.shape == array.shape
                     and data.tobytes() == array.tobytes()
-                    and all(id(user) in set(map(id, nodes))
-                            for user, _ in self.consumers.get(name, [])))
+                    and all(id(user) in ids for user, _ in self.consumers.get(name, [])))
             if not same:
                 break
         if not same:
