@@ -21,6 +21,11 @@ runtime, not only well typed:
   ones do not: Clip clips a value that may be infinite on both sides (a missing bound makes an
   infinity +-3.4e38; Clip passes NaN), and every pooling window holds an input cell.
 
+An output that is not exact is compared at a scale of at least ``CANCELLATION_ULPS`` float32
+ulps of its bound, over the rtol (``Case.scales``): a value computed from operands of magnitude
+B carries rounding noise of a few ulps of B even where it cancels to 0
+(``ReduceMean(x - Transpose(x))`` is 0 on the interpreter and +-3e-8 on onnxruntime).
+
 Normalizations draw their epsilon from 1e-3 upwards: over a set of equal values, the rounding
 noise of the mean divided by sqrt(epsilon) is the whole output, on every runtime differently.
 
@@ -47,20 +52,24 @@ from hypothesis import strategies as st
 from graphc.dsl import GraphBuilder
 from graphc.fuzz_ops import FINITE, GENERATORS, Ctx, Slot
 from graphc.ir import Graph
+from graphc.onnxio.runtime import default_rtol
 from graphc.ops.base import with_specials
 
 MAX_NODES = 20
 OPSETS = (17, 18, 21)
+CANCELLATION_ULPS = 64
 
 
 @dataclass
 class Case:
-    """A drawn graph, its feeds and the opset to export it at."""
+    """A drawn graph, its feeds, the opset to export it at, the ops drawn, and the least scale
+    at which each inexact float output is compared (``compare_outputs``' ``scales``)."""
 
     graph: Graph
     feeds: dict[str, np.ndarray]
     opset: int
     ops: list[str] = field(default_factory=list)
+    scales: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         feeds = ", ".join(f"{k}: {v.shape} {v.dtype}" for k, v in self.feeds.items())
@@ -131,9 +140,23 @@ def cases(draw: Callable[..., Any], max_nodes: int = MAX_NODES,
     for slot in made[:-1]:
         if draw(st.integers(0, 3)) == 0:
             outputs.append(slot)
+    scales = {}
     for k, slot in enumerate(outputs):
         b.output(slot.tensor, f"y{k}")
-    return Case(b.build(), feeds, opset, used)
+        if not slot.exact and slot.finite and slot.dtype.kind == "f":
+            scales[f"y{k}"] = cancellation_scale(slot.dtype, slot.bound)
+    return Case(b.build(), feeds, opset, used, scales)
+
+
+def cancellation_scale(dtype: np.dtype, bound: float) -> float:
+    """The scale below which a value of ``dtype`` computed from operands bounded by ``bound``
+    is not compared: ``CANCELLATION_ULPS`` ulps of ``bound``, over the dtype's rtol.
+
+    >>> round(cancellation_scale(np.dtype(np.float32), 6.0), 4)
+    0.4578
+    """
+    rtol = default_rtol(dtype)
+    return CANCELLATION_ULPS * float(np.finfo(dtype).eps) * bound / rtol if rtol else 0.0
 
 
 __all__ = ["FINITE", "Case", "Ctx", "Slot", "cases"]

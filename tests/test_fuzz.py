@@ -63,7 +63,7 @@ def note_ops(case: Case) -> None:
 
 def assert_same(want: dict[str, np.ndarray], got: dict[str, np.ndarray], tolerance: float | None,
                 what: str, case: Case, after: Graph | None = None) -> None:
-    result = compare_outputs(want, got, tolerance)
+    result = compare_outputs(want, got, tolerance, case.scales)
     assert list(got) == list(want), (what, list(want), list(got))
     for name in want:
         assert got[name].dtype == want[name].dtype, (what, name)

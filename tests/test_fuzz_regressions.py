@@ -335,3 +335,24 @@ def test_fuzzer_keeps_mixed_sign_matmulinteger_weights_to_7_bits() -> None:
             assert -64 <= w.min() and w.max() <= 127 // (1 + (w.dtype == np.int8)), w
 
     check()
+
+
+def test_an_output_that_cancels_to_zero_is_compared_at_the_scale_of_its_operands() -> None:
+    # ReduceMean(x - Transpose(x)) is 0 in float64 (the interpreter) and a few float32 ulps of
+    # |x| on onnxruntime, which sums in another order; the output's own scale (0) allowed no
+    # difference at all. The fuzzer raises an inexact output's scale to 64 ulps of its bound.
+    from graphc.fuzz import cancellation_scale
+
+    b = GraphBuilder("cancel")
+    x = b.input("x", (4, 4))
+    b.output(b.op("ReduceMean", b.op("Sub", x, b.op("Transpose", x)), keepdims=0), "y")
+    g = b.build()
+    feeds = {"x": np.random.default_rng(1).uniform(-3, 3, (4, 4)).astype(np.float32)}
+    want, got = run(g, feeds), run_onnxruntime(to_onnx(g, 17), feeds)
+    assert want["y"] == 0.0 and 1e-8 < abs(float(got["y"])) < 1e-7
+    assert not compare_outputs(want, got).ok
+    scale = cancellation_scale(np.dtype(np.float32), 6.0)
+    result = compare_outputs(want, got, scales={"y": scale})
+    assert result.ok and result.scale == scale and result.tolerance == 1e-4 * scale
+    # The floor is the operands' rounding noise, far below a wrong result's difference.
+    assert not compare_outputs(want, {"y": np.float32(1e-4)}, scales={"y": scale}).ok

@@ -178,9 +178,13 @@ def max_abs_diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> fl
 
 
 def compare_outputs(expected: Mapping[str, Any], got: Mapping[str, Any],
-                    tolerance: float | None = None) -> Comparison:
+                    tolerance: float | None = None,
+                    scales: Mapping[str, float] | None = None) -> Comparison:
     """Compare outputs (paired in order, named by ``expected``): NaN and infinities exactly,
-    finite values within ``rtol * scale`` (``rtol`` by dtype, or ``tolerance``).
+    finite values within ``rtol * scale`` (``rtol`` by dtype, or ``tolerance``). An output's
+    scale is its largest finite magnitude, raised to ``scales[name]`` where given: the
+    magnitude of the values it was computed from, whose rounding noise stays where the output
+    cancels to 0.
 
     >>> c = compare_outputs({"y": np.array([0.0, 1.0, 2.0], np.float32)},
     ...                     {"y": np.array([np.nan, 1.0, 2.0], np.float32)})
@@ -204,6 +208,7 @@ def compare_outputs(expected: Mapping[str, Any], got: Mapping[str, Any],
         w, h = _as_float64(want_a), _as_float64(have_a)
         finite = np.isfinite(w)
         scale = float(np.max(np.abs(w[finite]))) if finite.any() else 0.0
+        scale = max(scale, float((scales or {}).get(name, 0.0)))
         tiny = float(np.finfo(want_a.dtype).tiny) if want_a.dtype.kind == "f" else 0.0
         atol = rtol * max(scale, tiny)
         if w.size == 0:
