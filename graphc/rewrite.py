@@ -219,23 +219,30 @@ def replace(g: Graph, old: Value, new: Value, *, rename: bool = False) -> None:
     names = g.output_names()
     g.replace_all_uses(old, new)
     remove_if_dead(g, old.node)
+    slots = keep_output_names(g, names)
+    if (rename and not slots and old.node not in g.nx
+            and can_take_name(g, new, list(g.outputs))):
+        g.rename({new.node: old.node})
+
+
+def keep_output_names(g: Graph, names: list[str]) -> list[int]:
+    """Give the graph outputs back their file ``names`` (``g.output_names()`` before a
+    rewrite): an output whose value's name changed takes the name on its node if it can (see
+    ``can_take_name``), else through an Identity of that name. Return the outputs fixed."""
     slots: list[int] = []
     # Output by output, in order: an output's file name depends on the outputs before it (a
     # repeated value is named ``<value>_out``), so names are compared after each earlier fix.
     for k in range(len(g.outputs)):
-        if g.outputs[k] != new or g.output_names()[k] == names[k]:
+        if g.output_names()[k] == names[k]:
             continue
         slots.append(k)
-        want = names[k]
+        want, value = names[k], g.outputs[k]
         others = [v for j, v in enumerate(g.outputs) if j != k]
-        if want not in g.nx and can_take_name(g, new, others):
-            g.rename({new.node: want})
-            new = Value(want)
+        if want not in g.nx and can_take_name(g, value, others):
+            g.rename({value.node: want})
         else:
-            g.outputs[k] = g.add_node("Identity", [new], name=want)
-    if (rename and not slots and old.node not in g.nx
-            and can_take_name(g, new, list(g.outputs))):
-        g.rename({new.node: old.node})
+            g.outputs[k] = g.add_node("Identity", [value], name=want)
+    return slots
 
 
 def rewrite(g: Graph, rules: list[Rule], report: PassReport | None = None) -> int:

@@ -52,7 +52,7 @@ from graphc.errors import UsageError, unknown
 from graphc.interpret import run
 from graphc.ir import CONST, Graph, Value
 from graphc.onnxio.export import to_bytes
-from graphc.rewrite import PassReport
+from graphc.rewrite import PassReport, keep_output_names
 
 PREFER = ("speed", "integer", "weights")
 # The seed of the inputs that measure force mode's output error and time the forms.
@@ -140,6 +140,7 @@ def _lower(g: Graph, chosen: Sequence[binary.Layer], integer: bool, tags: dict[s
             done[layer.node] = binary.lower_integer_fc(h, layer, fold, codes, table, tag)
     table.finish()
     h.remove_dead()
+    keep_output_names(h, g.output_names())
     h.verify()
     return h, done, why
 

@@ -509,3 +509,28 @@ def test_threshold_folding_by_hand():
                                          [np.array([-2.0]), np.array([0.5]), np.array([1.0]),
                                           np.array([1.0])], 0.0, 9)
     assert flip.tolist() == [True] and t.tolist() == [-2] and size.tolist() == [1.0]
+
+
+def test_a_sign_that_is_a_graph_output_keeps_its_name():
+    # The last conv's BinarySign was the output: its integer lowering read it back as
+    # DequantizeLinear(Clip(codes)) named b2.f, and the file's output was renamed from y.
+    b = GraphBuilder("sign_out", seed=3)
+    h = b.op("BinarySign", b.input("x", (2, 4, 6, 6)))
+    for k in range(2):
+        h = b.op("BinarySign", nn.batch_norm(nn.conv2d(h, 4, 3, padding=1, bias=False,
+                                                        name=f"conv{k}"), name=f"bn{k}"))
+    b.output(h, "y")
+    g = inference(b.build())
+    for node in g.op_nodes():
+        if g.op(node) == "Conv":
+            # alpha 1/2: the float32 sums are exact, so no sign is decided by rounding
+            w = g.in_values(node)[1]
+            set_const(g, w.node, np.where(np.asarray(g.const_value(w)) >= 0, 0.5, -0.5))
+    h = binarize(g, prefer="integer")
+    assert [h.op(n) for n in h.op_nodes()].count("QLinearConv") == 2
+    assert h.output_names() == ["y"]
+    feeds = {"x": np.random.default_rng(4).standard_normal((2, 4, 6, 6)).astype(F32)}
+    want = run(g, feeds)["y"]
+    assert set(np.unique(want)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(run(h, feeds)["y"], want)
+    np.testing.assert_array_equal(ort_run(h, feeds)[0], want)
