@@ -638,3 +638,43 @@ def test_a_layer_kept_fp32_runs_in_fp32_on_onnxruntime():
     want = run(h, feeds)["logits"]
     got = session(to_bytes(h), threads=1).run(None, feeds)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def residual_net(batch: int = 1):
+    """conv -> relu -> maxpool -> [conv -> relu -> conv] + identity -> relu -> conv -> relu
+    -> global average pool -> fc: a ResNet basic block between int8 convolutions."""
+    b = GraphBuilder("residual", seed=0)
+    x = b.input("x", (batch, 3, 16, 16))
+    h = nn.max_pool2d(nn.relu(nn.conv2d(x, 8, 3, padding=1, name="stem")), 2)
+    y = nn.conv2d(nn.relu(nn.conv2d(h, 8, 3, padding=1, name="a")), 8, 3, padding=1, name="b")
+    h = nn.relu(y + h, name="sum_relu")
+    h = nn.relu(nn.conv2d(h, 8, 3, padding=1, name="c"))
+    b.output(nn.linear(nn.flatten(nn.global_avg_pool(h)), 4, name="fc"), "y")
+    return b.build()
+
+
+def test_a_residual_add_between_int8_layers_runs_on_uint8():
+    g = residual_net()
+    rng = np.random.default_rng(0)
+    h = quantize_int8(g, calibration=rng.standard_normal((16, 3, 16, 16)).astype(np.float32),
+                      prefer="size")
+    (add,) = [n for n in h.op_nodes() if h.op(n) == "Add"]
+    assert [h.op(v.node) for v in h.in_values(add)] == ["DequantizeLinear"] * 2
+    (relu, _), = h.users(Value(add))
+    assert [h.op(u) for u, _ in h.users(Value(relu))] == ["QuantizeLinear"]
+    # The maxpool feeds the next conv and the sum through one QuantizeLinear: uint8 MaxPool.
+    (pool,) = [n for n in h.op_nodes() if h.op(n) == "MaxPool"]
+    assert [h.op(u) for u, _ in h.users(Value(pool))] == ["QuantizeLinear"]
+    feeds = {"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    ops = [op for _, op in executed_ops(to_bytes(h), feeds)]
+    assert "QLinearAdd" in ops and "Add" not in ops and "Relu" not in ops
+    # uint8 up to the global average pool, which reads the last dequantized value.
+    body = ops[:ops.index("GlobalAveragePool")]
+    assert "MaxPool" not in body and body.count("DequantizeLinear") == 1
+    # The file means what the interpreter computes; fused, within a few quantization steps.
+    exact = session(to_bytes(h), threads=1, config={"session.disable_quant_qdq": "1"})
+    want = run(h, feeds)["y"]
+    np.testing.assert_allclose(exact.run(None, feeds)[0], want, rtol=0, atol=1e-5)
+    fp32 = run(g, feeds)["y"]
+    assert np.abs(run_onnxruntime(to_bytes(h), feeds)["y"] - fp32).max() < 0.05 * np.abs(
+        fp32).max()
