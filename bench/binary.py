@@ -53,8 +53,8 @@ import onnxruntime as ort
 import graphc
 from graphc import nn
 from graphc.cli.checkpoints import load_data, onnx_accuracy
-from graphc.compress.latency import Timing, cpu_info, measure
 from graphc.compress.binary import binarized
+from graphc.compress.latency import Timing, cpu_info, measure
 from graphc.dsl import GraphBuilder
 from graphc.interpret import run
 from graphc.ir import Graph

@@ -85,9 +85,10 @@ from onnx import helper, numpy_helper
 
 from graphc import ops
 from graphc.errors import GraphcError, OpError, UsageError, unknown
-from graphc.interpret import run, run_node
+from graphc.interpret import run
 from graphc.ir import Graph, Value
 from graphc.onnxio.bind import bind_inputs, graph_inputs, needed_inputs, with_bind_hint
+from graphc.onnxio.fold_shapes import ShapeFolder
 from graphc.onnxio.load import (
     DEFAULT_DOMAINS,
     MIN_OPSET,
@@ -96,12 +97,9 @@ from graphc.onnxio.load import (
     newest_opset,
     upgrade,
 )
-from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES, LowerCtx
+from graphc.onnxio.recompose import Recomposer
+from graphc.ops.base import DTYPE_SHORT, FLOAT_DTYPES
 
-# Ops PyTorch emits for x.view(x.size(0), -1) and other shape arithmetic.
-# Shape arithmetic folded at import makes shapes, indices and sizes: results larger than this
-# are tensors computed from a shape, left to the fold-constants pass (which weighs file size).
-MAX_SHAPE_FOLD = 4096
 # Shape arithmetic graphc has no op for (Shape, Gather, Slice, Concat, ... fold to constants).
 SHAPE_OPS = ("ConstantOfShape", "Range")
 # Input ports that take statistics or settings, not learned weights: a float initializer used
@@ -135,9 +133,6 @@ QUANTIZED_CONTRIB_OPS = frozenset({
     "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QuantizeLinear",
     "DequantizeLinear", "NhwcMaxPool",
 })
-# graphc's ops whose lowering writes several ONNX nodes, by the op_type of the last one (whose
-# output is the op's): read back as the op when the nodes are exactly what its lowering writes.
-RECOMPOSED = {"Cast": "Heaviside", "Mul": "Gelu", "Add": "GroupNormalization"}
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 # Attributes that have no effect on the types graphc has, dropped on import: Cast's saturate
 # and round_mode apply only to float8 targets (refused, as graphc has no float8).
@@ -201,7 +196,7 @@ def _attr_value(attr: onnx.AttributeProto, where: str) -> Any:
                   got=onnx.AttributeProto.AttributeType.Name(kind))
 
 
-class _Importer:
+class _Importer(Recomposer, ShapeFolder):
     """The state of one import: the graph being built and ONNX value name -> IR value."""
 
     def __init__(self, model: onnx.ModelProto, batch: int) -> None:
@@ -254,7 +249,7 @@ class _Importer:
             if id(node) in self.held:
                 continue
             steps = self.lowered.get(id(node))
-            if steps is not None and self._recompose(node, steps):
+            if steps is not None and self._recompose(node, steps, _where(node)):
                 continue
             for step in [*(steps or []), node]:
                 where = _where(step)
@@ -638,186 +633,6 @@ class _Importer:
             trainable = self._trainable(out, array)
         self.pending[out] = (array, trainable)
         return True
-
-    def _find_lowered(self, order: list[onnx.NodeProto]) -> None:
-        """Find what may be graphc's lowering of one op (``RECOMPOSED``): a last node ``y`` and
-        the nodes before it whose outputs are named ``y_<step>`` and used only by each other
-        and ``y``. Outer ones first; a node belongs to one at most."""
-        position = {id(node): k for k, node in enumerate(order)}
-        for last in reversed(order):
-            if (last.op_type not in RECOMPOSED or last.domain not in DEFAULT_DOMAINS
-                    or len(last.output) != 1 or not last.output[0] or id(last) in self.held
-                    or id(last) in self.lowered):
-                continue
-            prefix = f"{last.output[0]}_"
-            steps: dict[int, onnx.NodeProto] = {}
-            todo = [last]
-            while todo:
-                for name in todo.pop().input:
-                    step = self.producers.get(name, (None, 0))[0]
-                    if name.startswith(prefix) and step is not None and id(step) not in steps:
-                        steps[id(step)] = step
-                        todo.append(step)
-            inside = {id(last), *steps}
-            if not steps or inside & (self.held | set(self.lowered)) or any(
-                    out in self.output_names or any(
-                        id(user) not in inside for user, _ in self.consumers.get(out, []))
-                    for step in steps.values() for out in step.output if out):
-                continue
-            self.lowered[id(last)] = sorted(steps.values(), key=lambda n: position[id(n)])
-            self.held |= set(steps)
-
-    def _recompose(self, last: onnx.NodeProto, steps: list[onnx.NodeProto]) -> bool:
-        """Add the op ``RECOMPOSED`` names for ``last`` in place of ``steps`` + ``last`` if they
-        are exactly what its lowering writes at this opset, names, attributes and constants
-        included; return whether it did (if not, the caller imports the nodes as they are)."""
-        op, y = RECOMPOSED[last.op_type], last.output[0]
-        nodes = [*steps, last]
-        made = {out for node in nodes for out in node.output}
-        # The op's inputs: the values the nodes read that they do not make, first use first,
-        # except constants named like the lowering's (<y>.c, <y>_shape).
-        inputs: list[str] = []
-        for node in nodes:
-            for name in node.input:
-                if name and name not in made and name not in inputs and not (
-                        name in self.pending and name.startswith((f"{y}.", f"{y}_"))):
-                    inputs.append(name)
-        attrs = self._lowered_attrs(op, nodes)
-        if attrs is None or len(inputs) != len(ops.get(op).inputs) or y in self.g.nx:
-            return False
-        try:
-            value = self._add(op, [self._value(n, _where(last)) for n in inputs], attrs, y,
-                              _where(last))
-        except GraphcError:
-            return False
-        ctx = LowerCtx(self.opset)
-        ctx.reserve([*inputs, y])
-        view = self.g.view(value.node)
-        try:
-            ops.get(op).lower(ctx, view)
-        except GraphcError:
-            ctx.nodes = []
-        written = {node.output[0]: node for node in nodes}
-        same = len(ctx.nodes) == len(nodes) and all(
-            written.get(node.output[0]) == node for node in ctx.nodes)
-        ids = {id(node) for node in nodes}
-        for name, array in ctx.initializers if same else ():
-            data = self._pending_array(name) if name in self.pending else None
-            same = (data is not None and name not in self.output_names
-                    and data.dtype == array.dtype and data.shape == array.shape
-                    and data.tobytes() == array.tobytes()
-                    and all(id(user) in ids for user, _ in self.consumers.get(name, [])))
-            if not same:
-                break
-        if not same:
-            self.g.nx.remove_node(value.node)
-            del self.values[y]
-        return same
-
-    def _lowered_attrs(self, op: str, nodes: list[onnx.NodeProto]) -> dict[str, Any] | None:
-        """Return the attributes of ``op`` that its lowering wrote as ``nodes``, or ``None``."""
-        if op == "Gelu":
-            return {"approximate": "tanh"} if any(n.op_type == "Tanh" for n in nodes) else {}
-        if op == "Heaviside":
-            compare = nodes[0]
-            threshold = (self._const_array(compare.input[1])
-                         if compare.op_type == "GreaterOrEqual" and len(compare.input) == 2
-                         else None)
-            if threshold is None or threshold.size != 1:
-                return None
-            value = float(np.asarray(threshold).reshape(()))
-            # Heaviside holds its threshold as a float32 attribute: only an exact one is kept.
-            if float(np.float32(value)) != value:
-                return None
-            return {"threshold": value} if value != 0.0 else {}
-        # GroupNormalization: Reshape(X, [0, G, -1]) -> InstanceNormalization {epsilon} -> ...
-        norm = next((n for n in nodes if n.op_type == "InstanceNormalization"), None)
-        grouped = self.producers.get(norm.input[0], (None, 0))[0] if norm else None
-        shape = (self._const_array(grouped.input[1])
-                 if grouped is not None and grouped.op_type == "Reshape"
-                 and len(grouped.input) == 2 else None)
-        if shape is None or shape.shape != (3,):
-            return None
-        epsilon = next((float(a.f) for a in norm.attribute if a.name == "epsilon"), 1e-5)
-        return {"epsilon": epsilon, "num_groups": int(shape[1])}
-
-    def _fold_shape(self, node: onnx.NodeProto, inputs: list[Value | None],
-                    attrs: dict[str, Any], where: str) -> bool:
-        """Make ``Shape``/``Size`` of a value, and a node of shape arithmetic (all inputs
-        constant, one folded here), a constant; return whether it did.
-
-        The node is added first, so that its shape rule checks it, then evaluated by its
-        reference and replaced by its results; constants only it used go back to pending.
-        """
-        op = node.op_type
-        consts = [v is None or self.g.const_value(v) is not None for v in inputs]
-        if any(out in self.output_names for out in node.output) or not inputs or (
-                op not in ("Shape", "Size") and not (all(consts) and any(
-                    v is not None and v.node in self.folded for v in inputs))):
-            return False
-        value = self._add(op, inputs, attrs, node.output[0], where)
-        if sum(t.size for t in self.g.types(value.node)) > MAX_SHAPE_FOLD:
-            return True  # a tensor made from a shape (Expand of a scalar), not a shape: kept
-        args = [None if v is None else self.g.const_value(v) for v in inputs]
-        if op in ("Shape", "Size"):
-            # Only the static type matters: a zero-stride view stands for the data.
-            t = self.g.type_of(inputs[0])
-            args[0] = np.broadcast_to(np.zeros((), t.dtype), t.shape)
-        results = run_node(self.g, value.node, args)
-        self.g.nx.remove_node(value.node)
-        del self.values[node.output[0]]
-        steps: list[str] = []
-        for v in inputs:
-            if v is None:
-                continue
-            steps += [s for s in self.folded.get(v.node, []) if s not in steps]
-            data = self.g.nx.nodes.get(v.node, {})
-            if data.get("op") == "Const" and not self.g.nx.out_degree(v.node):
-                self.pending[v.node] = (data["value"], bool(data.get("trainable")))
-                self.g.nx.remove_node(v.node)
-                del self.values[v.node]
-        steps.append(f"{op} {node.name!r}" if node.name else op)
-        for name, array in zip(node.output, results, strict=False):
-            if name:
-                self._const(name, np.asarray(array), False, where)
-                self.folded[name] = steps
-        return True
-
-    def _reshape_batch(self, node: onnx.NodeProto, attrs: dict[str, Any],
-                       where: str) -> dict[int, Value | None]:
-        """Keep a symbolic batch through ``x.view(x.size(0), -1)``: a folded Reshape shape
-        whose first entry is the batch, for data whose first dimension is the batch, gets -1
-        there (or 0, copying the data's dimension, when another entry is -1), so the file runs
-        at any batch size. -1 first: onnxruntime runs ShuffleNet's channel shuffle (Reshape,
-        Transpose, Reshape) 4-8% slower at batch 32 with 0 there than with -1."""
-        name = node.input[1]
-        shape = self._const_array(name)
-        data = self.g.type_of(self._value(node.input[0], where))
-        if attrs.get("allowzero", 0) or shape is None or shape.ndim != 1 or not shape.size or (
-                int(shape[0]) != self.batch or not data.shape or data.shape[0] != self.batch):
-            return {}
-        kept = shape.copy()
-        kept[0] = 0 if -1 in shape or (shape[1:] <= 0).any() else -1
-        sole = len(self.consumers.get(name, [])) == 1 and name not in self.output_names
-        if sole and name in self.pending:
-            self.pending.pop(name)
-        elif sole:
-            self.g.nx.remove_node(self.values.pop(name).node)
-        else:
-            name = self._fresh(f"{name}_batch")
-        value = self._const(name, kept, False, where)
-        self.folded[name] = self.folded[node.input[1]]
-        self.batch_kept[name] = f"Reshape {node.name or node.output[0]!r}"
-        return {1: value}
-
-    def _fold_note(self, name: str, steps: list[str]) -> str:
-        array = self.g.const_value(self.values[name])
-        if name in self.batch_kept:
-            batch = f" ({int(array[0])}: {self.batch_kept[name]} keeps the batch)"
-        else:
-            batch = f" at batch {self.batch}" if self.dynamic_batch else ""
-        return (f"folded {' -> '.join(steps)} into the constant {name!r} = "
-                f"{array.tolist()}{batch}; graphc's shapes are static")
 
     def _check_batchnorm(self, node: onnx.NodeProto, attrs: dict[str, Any],
                          where: str) -> None:
