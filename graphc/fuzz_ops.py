@@ -815,6 +815,20 @@ def _transpose(c: Ctx, x: Slot) -> tuple[list, dict]:
     return [], ({"perm": _permutation(c, perm)} if c.int(0, 3) else {})
 
 
+def _blocks(c: Ctx, x: Slot, depth_to_space: bool) -> tuple[list, dict] | None:
+    """SpaceToDepth / DepthToSpace attributes that fit x (NCHW; onnxruntime has them for
+    float32 and uint8 only): a blocksize dividing H and W, or whose square divides C."""
+    if len(x.shape) != 4:
+        return None
+    _, channels, h, w = x.shape
+    sizes = [b for b in (1, 2, 3) if (channels % (b * b) == 0 if depth_to_space
+                                      else h % b == 0 and w % b == 0)]
+    attrs: dict = {"blocksize": c.choice(sizes)}
+    if c.flag():
+        attrs["mode"] = c.choice(["DCR", "CRD"])
+    return [], attrs
+
+
 def _permutation(c: Ctx, items: list[int]) -> list[int]:
     items = list(items)
     out = []
@@ -1096,12 +1110,15 @@ def _quantize(c: Ctx) -> bool:
 
 
 def _dequantize(c: Ctx) -> bool:
+    """DequantizeLinear on a grid of its own. An int8 input always gets its zero point: before
+    a Transpose, onnxruntime's basic graph optimizations read int8 dequantized without one as
+    uint8 (negative values become 0: -0.03 gave 0)."""
     q = c.pick(dtypes=(U8, I8))
     if q is None:
         return False
     scale = np.float32(c.choice([0.01, 0.1, 0.25]))
     args = [q.tensor, c.const(scale)]
-    if c.flag():
+    if q.dtype == I8 or c.flag():
         args.append(c.const(np.asarray(c.int(0, 20), q.dtype)))
     c.add(c.b.op("DequantizeLinear", *args), True, 255.0)
     return True
@@ -1240,6 +1257,10 @@ GENERATORS: dict[str, Callable[[Ctx], bool]] = {
     "Reshape": _mover("Reshape", _reshape),
     "Flatten": _mover("Flatten", _flatten),
     "Transpose": _mover("Transpose", _transpose),
+    "SpaceToDepth": _mover("SpaceToDepth", lambda c, x: _blocks(c, x, False), dtypes=(F32, U8),
+                           min_rank=4),
+    "DepthToSpace": _mover("DepthToSpace", lambda c, x: _blocks(c, x, True), dtypes=(F32, U8),
+                           min_rank=4),
     "Squeeze": _mover("Squeeze", _squeeze),
     "Unsqueeze": _mover("Unsqueeze", _unsqueeze),
     "Slice": _mover("Slice", _slice, min_rank=1),

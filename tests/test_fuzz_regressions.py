@@ -356,3 +356,40 @@ def test_an_output_that_cancels_to_zero_is_compared_at_the_scale_of_its_operands
     assert result.ok and result.scale == scale and result.tolerance == 1e-4 * scale
     # The floor is the operands' rounding noise, far below a wrong result's difference.
     assert not compare_outputs(want, {"y": np.float32(1e-4)}, scales={"y": scale}).ok
+
+
+def test_fuzzer_gives_int8_dequantize_its_zero_point() -> None:
+    # Graph drawn with SpaceToDepth's generator (seed 1): Transpose(DequantizeLinear(
+    # QuantizeLinear(relu, 0.01, int8 -3), 0.01)), the DequantizeLinear without a zero point
+    # (ONNX: 0). ONNX gives -0.03 for x = 0; onnxruntime's basic optimizations give 0, as if
+    # the int8 value were uint8, and with the zero point 0 written it gives -0.03.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from graphc.fuzz_ops import GENERATORS, Ctx
+
+    for zero_point in (False, True):
+        b = GraphBuilder("int8_dq")
+        q = b.op("QuantizeLinear", b.input("x", (1,)), b.const(np.float32(0.01)),
+                 b.const(np.int8(-3), dtype=np.int8))
+        args = [b.const(np.int8(0), dtype=np.int8)] if zero_point else []
+        b.output(b.op("Transpose", b.op("DequantizeLinear", q, b.const(np.float32(0.01)),
+                                        *args)), "y")
+        g = b.build()
+        feeds = {"x": np.zeros(1, np.float32)}
+        assert run(g, feeds)["y"].tolist() == [np.float32(-0.03)]
+        got = run_onnxruntime(to_onnx(g, 17), feeds)["y"].tolist()
+        assert got == ([np.float32(-0.03)] if zero_point else [0.0])
+
+    @settings(max_examples=40, database=None, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        b = GraphBuilder("dq")
+        ctx = Ctx(data.draw, b, 17, 0)
+        ctx.add(b.op("QuantizeLinear", b.input("x", (2,)), b.const(np.float32(0.1)),
+                     b.const(np.int8(-3), dtype=np.int8)), True, 255.0)
+        assert GENERATORS["DequantizeLinear"](ctx)
+        node = ctx.slots[-1].tensor.value.node
+        assert len(b.graph.in_values(node)) == 3
+
+    check()

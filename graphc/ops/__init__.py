@@ -11,6 +11,7 @@ from graphc.ops import (
     activation,
     binary,
     conv,
+    depth,
     elementwise,
     gather,
     im2col,
@@ -35,7 +36,7 @@ REGISTRY: dict[str, OpDef] = {
     for op in [*elementwise.OPS, *linalg.OPS, *conv.OPS, *pad.OPS, *pool.OPS, *norm.OPS,
                *tensor.OPS, *reduce.OPS, *logic.OPS, *gather.OPS, *im2col.OPS,
                *quant.OPS, *quant_fake.OPS, *quant_conv.OPS, *binary.OPS,
-               *shape.OPS, *activation.OPS, *variadic.OPS, *resize.OPS]
+               *shape.OPS, *activation.OPS, *variadic.OPS, *resize.OPS, *depth.OPS]
 }
 
 
