@@ -678,3 +678,37 @@ def test_a_residual_add_between_int8_layers_runs_on_uint8():
     fp32 = run(g, feeds)["y"]
     assert np.abs(run_onnxruntime(to_bytes(h), feeds)["y"] - fp32).max() < 0.05 * np.abs(
         fp32).max()
+
+
+@pytest.mark.parametrize("size, kernel, stride, pad", [(16, 7, 2, 3), (15, 7, 2, 3),
+                                                       (13, 3, 2, 1), (17, 5, 2, 0),
+                                                       (17, 4, 2, 0),
+                                                       (12, 4, 2, 2)])
+def test_a_strided_stem_conv_runs_on_space_to_depth(monkeypatch, size, kernel, stride, pad):
+    b = GraphBuilder("stem", seed=1)
+    x = b.input("x", (1, 3, size, size))
+    h = nn.relu(nn.conv2d(x, 8, kernel, stride=stride, padding=pad, name="stem"))
+    h = nn.relu(nn.conv2d(h, 8, 3, padding=1, name="next"))
+    b.output(nn.linear(nn.flatten(nn.global_avg_pool(h)), 4, name="fc"), "y")
+    g = b.build()
+    rng = np.random.default_rng(2)
+    calibration = rng.standard_normal((8, 3, size, size)).astype(np.float32)
+    h = quantize_int8(g, calibration=calibration, prefer="size")
+    conv = next(n for n in h.op_nodes() if h.op(n) == "Conv")
+    dq = h.in_values(conv)[0].node
+    moved = h.in_values(dq)[0].node
+    assert h.op(moved) == "SpaceToDepth" and h.attrs(moved)["blocksize"] == stride
+    assert h.op(h.in_values(moved)[0].node) == "Pad"
+    taps = -(-kernel // stride)
+    assert list(h.attrs(conv)["kernel_shape"]) == [taps, taps]
+    assert list(h.attrs(conv)["strides"]) == [1, 1]
+    feeds = {"x": rng.standard_normal((1, 3, size, size)).astype(np.float32)}
+    # The same integers as the strided conv: onnxruntime's fused int8 file gives the same bits.
+    monkeypatch.setattr("graphc.compress.int8.STEM_CHANNELS", 0)
+    plain = quantize_int8(g, calibration=calibration, prefer="size")
+    assert "SpaceToDepth" not in [plain.op(n) for n in plain.op_nodes()]
+    got = run_onnxruntime(to_bytes(h), feeds)["y"]
+    np.testing.assert_array_equal(got, run_onnxruntime(to_bytes(plain), feeds)["y"])
+    # The interpreter computes the file's ops as written: the same within float32 rounding.
+    np.testing.assert_allclose(run(h, feeds)["y"], run(plain, feeds)["y"], rtol=1e-5,
+                               atol=1e-5)

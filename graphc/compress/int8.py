@@ -13,9 +13,13 @@ its only user) through QuantizeLinear / DequantizeLinear on its own grid: onnxru
 as QLinearAdd on uint8 (the ReLU in the output grid's saturation), where a float Add between
 int8 convolutions costs a DequantizeLinear, a QuantizeLinear and a layout change on each side
 (resnet18 on an AVX-512 VNNI EPYC: 1.13x the time of onnxruntime's own U8S8 file with the
-Adds in float). A Gemm or MatMul whose ReLU feeds a float op gets ``LeakyRelu(alpha=0)``
-for that ReLU (see ``_keep_fusable``). The QOperator and dynamic forms are in
-``graphc.compress.int8_forms``.
+Adds in float). A strided Conv of few input channels (``stem_block``: resnet18's first layer, 7x7
+stride 2 on 3 channels) reads ``SpaceToDepth(Pad(q_x))`` on uint8 instead and becomes a stride-1
+Conv of the block's square times the channels (``_space_to_depth``): the same products and
+sums, which onnxruntime's int8 kernels run 1.6x faster (resnet18's stem alone on an AVX-512
+VNNI EPYC: 0.61x of its time, the whole model 0.95x). A Gemm or MatMul whose ReLU feeds a
+float op gets ``LeakyRelu(alpha=0)`` for that ReLU (see ``_keep_fusable``). The QOperator and
+dynamic forms are in ``graphc.compress.int8_forms``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from graphc.ir import Graph, Value
 from graphc.rewrite import PassReport
 
 GRID_PRESERVING = ("MaxPool", "Flatten", "Reshape")
+# A strided Conv reads SpaceToDepth of its input when its input channels times the stride
+# squared are at most this (a stem conv on an image's 3 channels: 12 channels of 2x2 blocks).
+STEM_CHANNELS = 16
 
 
 @dataclass
@@ -162,6 +169,62 @@ def set_input(g: Graph, node: str, port: int, value: Value) -> None:
     g.nx.add_edge(value.node, node, port=port, out=value.out)
 
 
+def stem_block(g: Graph, node: str) -> int | None:
+    """The block size by which ``node``, a Conv, is computed on ``SpaceToDepth`` of its
+    input: its stride, when it is 2-D, the same on both axes and below the kernel, with
+    explicit pads, no dilation or groups, and at most ``STEM_CHANNELS`` input channels after
+    the move; else None."""
+    if g.op(node) != "Conv":
+        return None
+    attrs = g.attrs(node)
+    w = g.const_value(g.in_values(node)[1])
+    if w is None or w.ndim != 4 or attrs.get("group", 1) != 1 or attrs.get(
+            "auto_pad", "NOTSET") != "NOTSET" or any(d != 1 for d in attrs.get("dilations", [])):
+        return None
+    strides = list(attrs.get("strides", [1, 1]))
+    s = strides[0]
+    if s < 2 or strides != [s, s] or min(w.shape[2:]) <= s or w.shape[1] * s * s > STEM_CHANNELS:
+        return None
+    return s
+
+
+def _space_to_depth(h: Graph, node: str, s: int, dq: Value) -> None:
+    """Make the Conv ``node`` (stride ``s``), which reads ``dq = DequantizeLinear(q, scale,
+    zero)``, read ``DequantizeLinear(SpaceToDepth(Pad(q)), scale, zero)`` instead, the uint8
+    ``q`` padded with the zero point (the code of 0.0) to the conv's pads and
+    on to a multiple of s that ends where its last window does, with the weight moved alike
+    (zeros past the kernel, each s x s block of taps in channels, DCR order) and stride 1.
+    Output (o, p) of the new conv sums taps (i, j) of blocks (o + a, p + b): input row
+    s * (o + a) + i of the padded input, which is the old conv's tap s * a + i at (o, p)."""
+    x_type = h.type_of(h.in_values(node)[0])
+    attrs = dict(h.attrs(node))
+    w = np.asarray(h.const_value(h.in_values(node)[1]))
+    co, ci, *kernel = w.shape
+    pads = list(attrs.get("pads", [0] * 4))
+    out = h.type_of(Value(node)).shape[2:]
+    taps = [-(-k // s) for k in kernel]  # the new kernel: blocks of s taps
+    # Padded size s * (out + taps - 1): every row the new windows read, one block per row.
+    ends = [s * (o + t - 1) - (size + pads[a]) for a, (o, t, size) in
+            enumerate(zip(out, taps, x_type.shape[2:], strict=True))]
+    name = h.value_name(Value(node))
+    q, scale, zero = h.in_values(dq.node)
+    pad_spec = h.add_const(f"{name}.s2d_pads", np.array([0, 0, pads[0], pads[1], 0, 0, *ends],
+                                                        np.int64))
+    padded = h.add_node("Pad", [q, pad_spec, zero], name=f"{name}_s2d_pad")
+    moved = h.add_node("SpaceToDepth", [padded], {"blocksize": s}, name=f"{name}_s2d")
+    set_input(h, node, 0, h.add_node("DequantizeLinear", [moved, scale, zero],
+                                     name=f"{name}_s2d_dequantize"))
+    full = np.zeros((co, ci, taps[0] * s, taps[1] * s), w.dtype)
+    full[:, :, :kernel[0], :kernel[1]] = w
+    blocks = full.reshape(co, ci, taps[0], s, taps[1], s).transpose(0, 3, 5, 1, 2, 4)
+    weight = h.add_const(f"{h.in_values(node)[1].node}.s2d",
+                         np.ascontiguousarray(blocks.reshape(co, s * s * ci, *taps)),
+                         trainable=True)
+    set_input(h, node, 1, weight)
+    attrs.update(kernel_shape=taps, strides=[1, 1], pads=[0, 0, 0, 0])
+    h.nx.nodes[node]["attrs"] = ops.get("Conv").check_attrs(attrs)
+
+
 def _qdq(g: Graph, value: Value, grid: Grid, name: str) -> tuple[str, Value]:
     scale = g.add_const(f"{name}.scale", np.float32(grid.scale))
     zero = g.add_const(f"{name}.zero_point", np.uint8(grid.zero_point))
@@ -204,6 +267,10 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
                 _, dq_of[x] = _qdq(h, x, grids[grid_source(g, x, grids)], h.value_name(x))
             set_input(h, node, 0, dq_of[x])
             x = dq_of[x]
+        block = stem_block(h, node)
+        if block is not None:
+            _space_to_depth(h, node, block, x)
+            values = h.in_values(node)
         x_scale = float(h.const_value(h.in_values(x.node)[1]))
         w = h.const_value(values[1])
         axis = layer.weight_axis if per_channel else None
