@@ -16,8 +16,8 @@ int8 convolutions costs a DequantizeLinear, a QuantizeLinear and a layout change
 Adds in float). A strided Conv of few input channels (``stem_block``: resnet18's first layer, 7x7
 stride 2 on 3 channels) reads ``SpaceToDepth(Pad(q_x))`` on uint8 instead and becomes a stride-1
 Conv of the block's square times the channels (``_space_to_depth``): the same products and
-sums, which onnxruntime's int8 kernels run 1.6x faster (resnet18's stem alone on an AVX-512
-VNNI EPYC: 0.61x of its time, the whole model 0.95x). A Gemm or MatMul whose ReLU feeds a
+sums, which onnxruntime's int8 kernels run 1.5x faster (resnet18's stem on an AVX-512 VNNI
+EPYC: 1.0 ms instead of 1.5 of the model's 10). A Gemm or MatMul whose ReLU feeds a
 float op gets ``LeakyRelu(alpha=0)`` for that ReLU (see ``_keep_fusable``). The QOperator and
 dynamic forms are in ``graphc.compress.int8_forms``.
 """
