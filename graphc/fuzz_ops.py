@@ -410,6 +410,9 @@ def _source(c: Ctx, s: Slot) -> str:
 # onnxruntime's own type inference ("output_dtype INT8 does not match y_zero_point type UINT8"),
 # so a valid file makes no session (onnxruntime issue 25526): they do not read such a value.
 QDQ_PROPAGATING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice")
+# graphc's ops whose ONNX form begins with one of those: Im2Col (a Transpose), SpaceToDepth in
+# CRD mode below opset 28 (a Reshape).
+QDQ_PROPAGATING_LOWERED = ("Im2Col", "SpaceToDepth")
 
 
 def _int8_dequantized_at_21(c: Ctx, s: Slot) -> bool:
@@ -616,7 +619,7 @@ def _global(op: str) -> Callable[[Ctx], bool]:
 
 
 def _im2col(c: Ctx) -> bool:
-    x = _spatial(c)
+    x = _spatial(c, ok=lambda s: not _int8_dequantized_at_21(c, s))
     if x is None:
         return False
     attrs = _window(c, x.shape[2:])
@@ -770,7 +773,8 @@ def _mover(op: str, build: Callable[[Ctx, Slot], tuple[list, dict] | None],
 
     def gen(c: Ctx) -> bool:
         x = c.pick(lambda s: len(s.shape) >= min_rank and not (
-            op in QDQ_PROPAGATING and _int8_dequantized_at_21(c, s)), dtypes)
+            op in QDQ_PROPAGATING + QDQ_PROPAGATING_LOWERED
+            and _int8_dequantized_at_21(c, s)), dtypes)
         if x is None:
             return False
         made = build(c, x)
