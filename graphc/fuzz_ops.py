@@ -975,6 +975,10 @@ def _split(c: Ctx) -> bool:
 
 
 def _shape(c: Ctx) -> bool:
+    """Shape or Size of any value. Shape does not read a Cast: onnxruntime's basic
+    optimizations rewrite Shape(Cast(v)) to read v, and when an Identity of v is a graph output
+    as well, the session of the valid file fails ("Node input 'v' is not a graph input,
+    initializer, or output of a previous node")."""
     x = c.pick(dtypes=None)
     if x is None:
         return False
@@ -982,6 +986,8 @@ def _shape(c: Ctx) -> bool:
     if c.flag():
         c.add(c.b.op("Size", x.tensor), True, float(_size(x.shape)))
         return True
+    if c.b.graph.op(_source(c, x)) == "Cast":
+        return False
     attrs = {}
     if c.flag():
         attrs["start"] = c.int(-rank - 1, rank)
