@@ -10,6 +10,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 FUZZ_EXAMPLES = 10_000
+# The scripts that write the test data (tests/data/make_torch_exports.py needs torch, which the
+# tests do not): not test modules, and not imported by --doctest-modules.
+collect_ignore_glob = ["data/*.py"]
 
 # No example database (it would be written into the working tree) and no deadline (the first
 # onnxruntime session of a run takes longer than the rest); a failure prints the blob that
