@@ -22,9 +22,11 @@ runtime, not only well typed:
   infinity +-3.4e38; Clip passes NaN), and every pooling window holds an input cell.
 
 An output that is not exact is compared at a scale of at least ``CANCELLATION_ULPS`` float32
-ulps of its bound, over the rtol (``Case.scales``): a value computed from operands of magnitude
-B carries rounding noise of a few ulps of B even where it cancels to 0
-(``ReduceMean(x - Transpose(x))`` is 0 on the interpreter and +-3e-8 on onnxruntime).
+ulps of the magnitude B it was computed from, over the rtol (``comparison_scales``): such a
+value carries rounding noise of a few ulps of B even where it cancels to 0
+(``ReduceMean(x - Transpose(x))`` is 0 on the interpreter and +-3e-8 on onnxruntime). B is the
+smaller of the output's bound and the largest finite magnitude among the values it depends on
+in this run (the bound alone can be far above them: Exp of a value bounded by 69).
 
 Normalizations draw their epsilon from 1e-3 upwards: over a set of equal values, the rounding
 noise of the mean divided by sqrt(epsilon) is the whole output, on every runtime differently.
@@ -46,11 +48,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
 import numpy as np
 from hypothesis import strategies as st
 
 from graphc.dsl import GraphBuilder
 from graphc.fuzz_ops import FINITE, GENERATORS, Ctx, Slot
+from graphc.interpret import run_all
 from graphc.ir import Graph
 from graphc.onnxio.runtime import default_rtol
 from graphc.ops.base import with_specials
@@ -62,14 +66,16 @@ CANCELLATION_ULPS = 64
 
 @dataclass
 class Case:
-    """A drawn graph, its feeds, the opset to export it at, the ops drawn, and the least scale
-    at which each inexact float output is compared (``compare_outputs``' ``scales``)."""
+    """A drawn graph, its feeds, the opset to export it at, the ops drawn, the bound of each
+    inexact float output whose bound is finite, and the scales ``comparison_scales`` computes
+    from them (once)."""
 
     graph: Graph
     feeds: dict[str, np.ndarray]
     opset: int
     ops: list[str] = field(default_factory=list)
-    scales: dict[str, float] = field(default_factory=dict)
+    bounds: dict[str, float] = field(default_factory=dict)
+    scales: dict[str, float] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         feeds = ", ".join(f"{k}: {v.shape} {v.dtype}" for k, v in self.feeds.items())
@@ -140,12 +146,34 @@ def cases(draw: Callable[..., Any], max_nodes: int = MAX_NODES,
     for slot in made[:-1]:
         if draw(st.integers(0, 3)) == 0:
             outputs.append(slot)
-    scales = {}
+    bounds = {}
     for k, slot in enumerate(outputs):
         b.output(slot.tensor, f"y{k}")
         if not slot.exact and slot.finite and slot.dtype.kind == "f":
-            scales[f"y{k}"] = cancellation_scale(slot.dtype, slot.bound)
-    return Case(b.build(), feeds, opset, used, scales)
+            bounds[f"y{k}"] = slot.bound
+    return Case(b.build(), feeds, opset, used, bounds)
+
+
+def comparison_scales(case: Case) -> dict[str, float]:
+    """Return the least scale at which each of ``case.bounds``' outputs is compared: the
+    ``cancellation_scale`` of the smaller of its bound and the largest finite magnitude among
+    the values it depends on (the interpreter's, on ``case.feeds``)."""
+    if case.scales is not None:
+        return case.scales
+    case.scales = {}
+    if not case.bounds:
+        return case.scales
+    g = case.graph
+    values = run_all(g, case.feeds)
+    for name, value in zip(g.output_names(), g.outputs, strict=True):
+        if name not in case.bounds:
+            continue
+        nodes = nx.ancestors(g.nx, value.node) | {value.node}
+        seen = [np.abs(a[np.isfinite(a)]).max(initial=0.0) for v, a in values.items()
+                if v.node in nodes and a.dtype.kind == "f"]
+        magnitude = min(case.bounds[name], float(max(seen, default=0.0)))
+        case.scales[name] = cancellation_scale(g.type_of(value).dtype, magnitude)
+    return case.scales
 
 
 def cancellation_scale(dtype: np.dtype, bound: float) -> float:
@@ -159,4 +187,4 @@ def cancellation_scale(dtype: np.dtype, bound: float) -> float:
     return CANCELLATION_ULPS * float(np.finfo(dtype).eps) * bound / rtol if rtol else 0.0
 
 
-__all__ = ["FINITE", "Case", "Ctx", "Slot", "cases"]
+__all__ = ["FINITE", "Case", "Ctx", "Slot", "cancellation_scale", "cases", "comparison_scales"]

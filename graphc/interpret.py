@@ -63,6 +63,17 @@ def run(g: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
     Intermediate values are freed as soon as their last user has run.
     """
+    env = _execute(g, feeds, keep_all=False)
+    return {name: env[v] for name, v in zip(g.output_names(), g.outputs, strict=True)}
+
+
+def run_all(g: Graph, feeds: Mapping[str, Any]) -> dict[Value, np.ndarray]:
+    """Run ``g`` on ``feeds`` and return every value it has: inputs, constants and each output
+    of each op node, by ``Value``."""
+    return _execute(g, feeds, keep_all=True)
+
+
+def _execute(g: Graph, feeds: Mapping[str, Any], keep_all: bool) -> dict[Value, np.ndarray]:
     env: dict[Value, np.ndarray] = {Value(k): v for k, v in check_feeds(g, feeds).items()}
     order = g.topo()
     remaining = {n: g.nx.out_degree(n) for n in order}
@@ -82,6 +93,8 @@ def run(g: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
                               where=g.format_node(node), expected=str(want),
                               got=f"{array.shape} {array.dtype}")
             env[Value(node, k)] = array
+        if keep_all:
+            continue
         for v in values:
             if v is None:
                 continue
@@ -90,4 +103,4 @@ def run(g: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 for k in range(len(g.types(v.node))):
                     if Value(v.node, k) not in keep:
                         env.pop(Value(v.node, k), None)
-    return {name: env[v] for name, v in zip(g.output_names(), g.outputs, strict=True)}
+    return env

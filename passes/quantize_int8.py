@@ -89,6 +89,7 @@ from graphc.compress import calibrate, sparse
 from graphc.compress.calibrate import Grid, calibration_batches
 from graphc.compress.int8 import (
     GRID_PRESERVING,
+    S2D_WEIGHT,
     Layer,
     build,
     find_layers,
@@ -152,8 +153,8 @@ def _error(model: bytes, batches: Sequence[Mapping[str, np.ndarray]],
 def _grids(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np.ndarray]],
            method: str, percentile: float) -> dict[Value, Grid]:
     """Measure the range of every value a layer quantizes; return its uint8 grid."""
-    ranges = calibrate.measure_ranges(g, batches, needed_values(g, layers), method=method,
-                                      percentile=percentile)
+    ranges = calibrate.measure_ranges(g, batches, needed_values(g, layers, with_junctions=True),
+                                      method=method, percentile=percentile)
     return {v: calibrate.activation_grid(*r) for v, r in ranges.items()}
 
 
@@ -255,9 +256,10 @@ Form = Callable[[Graph, Sequence[Layer], Mapping[Value, Grid]], Graph]
 
 def _encode_again(h: Graph, encoded: Sequence[str]) -> Graph:
     """Store again as a bitmask each weight that came in encoded: the constant of its name if
-    its layer stayed fp32, else its int8 weight (``<name>.int8``), where that is smaller."""
+    its layer stayed fp32, else its int8 weight (``<name>.int8``, or ``<name>.s2d.int8`` for a
+    stem conv on SpaceToDepth), where that is smaller."""
     for name in encoded:
-        stored = next((n for n in (name, f"{name}.int8")
+        stored = next((n for n in (name, f"{name}.int8", f"{name}{S2D_WEIGHT}.int8")
                        if n in h.nx and h.const_value(Value(n)) is not None), None)
         if stored is not None and sparse.encodable(h, stored) is None:
             h = sparse.encode(h, stored)
@@ -403,7 +405,8 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
         on the activation grids ``on``."""
         if dynamic:
             return build_dynamic(h, chosen, per_channel=per_channel, qmax=qmax)
-        q = build(h, chosen, on, per_channel=per_channel, qmax=qmax, weight_scales=scales)
+        q = build(h, chosen, on, per_channel=per_channel, qmax=qmax, weight_scales=scales,
+                  with_junctions=not trained)
         return to_qoperator(q) if format == "qoperator" else q
 
     fp32 = to_bytes(g)

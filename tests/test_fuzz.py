@@ -16,7 +16,7 @@ import numpy as np
 from hypothesis import event, given
 
 from graphc.errors import GraphcError
-from graphc.fuzz import Case, cases
+from graphc.fuzz import Case, cases, comparison_scales
 from graphc.fuzz_ops import COVERED, LEFT_OUT
 from graphc.interpret import run
 from graphc.ir import Graph
@@ -63,7 +63,7 @@ def note_ops(case: Case) -> None:
 
 def assert_same(want: dict[str, np.ndarray], got: dict[str, np.ndarray], tolerance: float | None,
                 what: str, case: Case, after: Graph | None = None) -> None:
-    result = compare_outputs(want, got, tolerance, case.scales)
+    result = compare_outputs(want, got, tolerance, comparison_scales(case))
     assert list(got) == list(want), (what, list(want), list(got))
     for name in want:
         assert got[name].dtype == want[name].dtype, (what, name)

@@ -358,6 +358,16 @@ def test_an_output_that_cancels_to_zero_is_compared_at_the_scale_of_its_operands
     assert result.ok and result.scale == scale and result.tolerance == 1e-4 * scale
     # The floor is the operands' rounding noise, far below a wrong result's difference.
     assert not compare_outputs(want, {"y": np.float32(1e-4)}, scales={"y": scale}).ok
+    # The fuzzer takes the smaller of the bound and the magnitudes this run computed: a loose
+    # bound (Exp's can reach 1e30) does not loosen the comparison.
+    from graphc.fuzz import Case, comparison_scales
+    from graphc.interpret import run_all
+
+    seen = max(float(np.abs(a).max()) for a in run_all(g, feeds).values())
+    assert 2.0 < seen < 6.0
+    for bound in (6.0, 1e30):
+        scales = comparison_scales(Case(g, feeds, 17, bounds={"y": bound}))
+        assert scales == {"y": cancellation_scale(np.dtype(np.float32), seen)}
 
 
 def test_fuzzer_gives_int8_dequantize_its_zero_point() -> None:

@@ -712,3 +712,34 @@ def test_a_strided_stem_conv_runs_on_space_to_depth(monkeypatch, size, kernel, s
     # The interpreter computes the file's ops as written: the same within float32 rounding.
     np.testing.assert_allclose(run(h, feeds)["y"], run(plain, feeds)["y"], rtol=1e-5,
                                atol=1e-5)
+
+
+def test_a_pruned_stem_weight_stays_a_bitmask():
+    # The stem's int8 weight is <weight>.s2d.int8: quantize-int8 stores it as a bitmask again
+    # like every pruned weight (it was left dense, and the file was 1.96x as large).
+    from graphc.compress import sparse
+    from graphc.passes.prune_magnitude import prune_magnitude
+
+    b = GraphBuilder("pruned_stem", seed=1)
+    x = b.input("x", (1, 3, 16, 16))
+    h = nn.relu(nn.conv2d(x, 64, 7, stride=2, padding=3, name="stem"))
+    b.output(nn.linear(nn.flatten(nn.global_avg_pool(h)), 4, name="fc"), "y")
+    calibration = np.random.default_rng(3).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    h = quantize_int8(prune_magnitude(b.build(), sparsity=0.9), calibration=calibration,
+                      prefer="size")
+    assert "SpaceToDepth" in [h.op(n) for n in h.op_nodes()]
+    assert "stem.weight.s2d.int8" in sparse.encoded_weights(h)
+
+
+def test_quantization_aware_training_keeps_residual_adds_in_float():
+    # QAT simulates the layers' grids, not the junctions': the int8 file of a QAT model keeps
+    # its Adds in float, as it trained (the skip path read the float value).
+    from graphc.compress.qat import prepare
+
+    g = residual_net()
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+    qat, _ = prepare(g, batches)
+    h = quantize_int8(qat)
+    (add,) = [n for n in h.op_nodes() if h.op(n) == "Add"]
+    assert [h.op(v.node) for v in h.in_values(add)].count("DequantizeLinear") < 2

@@ -33,12 +33,15 @@ from graphc import ops
 from graphc.compress import calibrate
 from graphc.compress.calibrate import Grid
 from graphc.ir import Graph, Value
+from graphc.ops.depth import space_to_depth
 from graphc.rewrite import PassReport
 
 GRID_PRESERVING = ("MaxPool", "Flatten", "Reshape")
 # A strided Conv reads SpaceToDepth of its input when its input channels times the stride
 # squared are at most this (a stem conv on an image's 3 channels: 12 channels of 2x2 blocks).
 STEM_CHANNELS = 16
+# The suffix of such a conv's moved weight (``<weight>.s2d``; quantized: ``<weight>.s2d.int8``).
+S2D_WEIGHT = ".s2d"
 
 
 @dataclass
@@ -143,15 +146,16 @@ def junctions(g: Graph, points: set[Value]) -> list[tuple[str, Value]]:
     return found
 
 
-def needed_values(g: Graph, layers: Sequence[Layer]) -> list[Value]:
-    """The values calibration must measure: every layer's input and output point, and the
-    output points of the junctions between them."""
+def needed_values(g: Graph, layers: Sequence[Layer], *,
+                  with_junctions: bool = False) -> list[Value]:
+    """The values calibration must measure: every layer's input and output point, and (with
+    ``with_junctions``) the output points of the junctions between them."""
     found: list[Value] = []
     points = {layer.out_point for layer in layers if layer.out_point is not None}
     for layer in layers:
         if layer.out_point is not None and layer.out_point not in found:
             found.append(layer.out_point)
-    for _, point in junctions(g, points):
+    for _, point in junctions(g, points) if with_junctions else []:
         found.append(point)
         points.add(point)
     for layer in layers:
@@ -172,8 +176,8 @@ def set_input(g: Graph, node: str, port: int, value: Value) -> None:
 def stem_block(g: Graph, node: str) -> int | None:
     """The block size by which ``node``, a Conv, is computed on ``SpaceToDepth`` of its
     input: its stride, when it is 2-D, the same on both axes and below the kernel, with
-    explicit pads, no dilation or groups, and at most ``STEM_CHANNELS`` input channels after
-    the move; else None."""
+    pads given (or none) rather than auto_pad, no dilation or groups, and at most
+    ``STEM_CHANNELS`` input channels after the move; else None."""
     if g.op(node) != "Conv":
         return None
     attrs = g.attrs(node)
@@ -216,10 +220,9 @@ def _space_to_depth(h: Graph, node: str, s: int, dq: Value) -> None:
                                      name=f"{name}_s2d_dequantize"))
     full = np.zeros((co, ci, taps[0] * s, taps[1] * s), w.dtype)
     full[:, :, :kernel[0], :kernel[1]] = w
-    blocks = full.reshape(co, ci, taps[0], s, taps[1], s).transpose(0, 3, 5, 1, 2, 4)
-    weight = h.add_const(f"{h.in_values(node)[1].node}.s2d",
-                         np.ascontiguousarray(blocks.reshape(co, s * s * ci, *taps)),
-                         trainable=True)
+    # The weight's taps move as the input's pixels do (a weight is an NCHW array of co rows).
+    weight = h.add_const(f"{h.in_values(node)[1].node}{S2D_WEIGHT}",
+                         np.ascontiguousarray(space_to_depth(full, s)), trainable=True)
     set_input(h, node, 1, weight)
     attrs.update(kernel_shape=taps, strides=[1, 1], pads=[0, 0, 0, 0])
     h.nx.nodes[node]["attrs"] = ops.get("Conv").check_attrs(attrs)
@@ -234,39 +237,45 @@ def _qdq(g: Graph, value: Value, grid: Grid, name: str) -> tuple[str, Value]:
 
 def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
           per_channel: bool = True, qmax: int = 127,
-          weight_scales: Mapping[str, np.ndarray] | None = None) -> Graph:
+          weight_scales: Mapping[str, np.ndarray] | None = None,
+          with_junctions: bool = False) -> Graph:
     """Return ``g`` with ``layers`` in QDQ int8 form on the activation ``grids``; weights on
-    ``max|W| / qmax`` per channel, or on ``weight_scales`` by layer (those QAT trained on)."""
+    ``max|W| / qmax`` per channel, or on ``weight_scales`` by layer (those QAT trained on);
+    with ``with_junctions``, the ``junctions`` between them on uint8 too (post-training only:
+    quantization-aware training does not simulate them, so its model keeps them in float)."""
     h = g.copy()
     dq_of: dict[Value, Value] = {}
+
+    def quantize_point(point: Value) -> None:
+        """Put ``point`` (an output point) through Q / DQ on its grid for all its users."""
+        q, dq = _qdq(h, point, grids[point], h.value_name(point))
+        h.replace_all_uses(point, dq, keep={q})
+        dq_of[point] = dq
+
+    def dequantized_input(node: str, port: int) -> Value:
+        """Make ``node`` read its input at ``port`` dequantized (on its source's grid)."""
+        x = h.in_values(node)[port]
+        if h.op(x.node) == "DequantizeLinear":
+            return x
+        if x not in dq_of:
+            _, dq_of[x] = _qdq(h, x, grids[grid_source(g, x, grids)], h.value_name(x))
+        set_input(h, node, port, dq_of[x])
+        return dq_of[x]
+
     for layer in layers:
-        point = layer.out_point
-        if point is None or point in dq_of:
-            continue
-        q, dq = _qdq(h, point, grids[point], h.value_name(point))
-        h.replace_all_uses(point, dq, keep={q})
-        dq_of[point] = dq
+        if layer.out_point is not None and layer.out_point not in dq_of:
+            quantize_point(layer.out_point)
     points = {layer.out_point for layer in layers if layer.out_point is not None}
-    for add, point in junctions(g, points):
+    for add, point in junctions(g, points) if with_junctions else []:
         if point not in grids:
-            break  # a model without the junctions' grids (one layer, or trained grids)
-        q, dq = _qdq(h, point, grids[point], h.value_name(point))
-        h.replace_all_uses(point, dq, keep={q})
-        dq_of[point] = dq
-        for port, x in enumerate(h.in_values(add)):
-            if h.op(x.node) != "DequantizeLinear":
-                if x not in dq_of:
-                    _, dq_of[x] = _qdq(h, x, grids[grid_source(g, x, grids)], h.value_name(x))
-                set_input(h, add, port, dq_of[x])
+            break  # a one-layer model: no junction, nor any after it, has a grid
+        quantize_point(point)
+        for port in range(2):
+            dequantized_input(add, port)
     for layer in layers:
         node = layer.node
+        x = dequantized_input(node, 0)
         values = h.in_values(node)
-        x = values[0]
-        if h.op(x.node) != "DequantizeLinear":
-            if x not in dq_of:
-                _, dq_of[x] = _qdq(h, x, grids[grid_source(g, x, grids)], h.value_name(x))
-            set_input(h, node, 0, dq_of[x])
-            x = dq_of[x]
         block = stem_block(h, node)
         if block is not None:
             _space_to_depth(h, node, block, x)

@@ -3,6 +3,8 @@
 ``insert_fake_quant`` puts a FakeQuantizeLinear (quantize, then dequantize) where quantize-int8
 puts its QuantizeLinear / DequantizeLinear pairs: on every quantizable layer's input, on each
 Conv's output point (after its ReLU), and on every weight (int8, one scale per output channel).
+Not on the residual Adds between int8 layers, which post-training quantization runs on uint8:
+a QAT model's int8 file keeps them in float, as it trained.
 Training then sees the rounding and clipping of the shipped model; gradients pass through the
 rounding by the straight-through estimator (inside the grid's range). The grids stay as
 calibrated (fixed-range QAT: learned step sizes without LSQ's gradient scaling diverged on the

@@ -1,7 +1,8 @@
 """The state of one ONNX import, declared once for the importer and its parts.
 
-``graphc.onnxio.importer._Importer`` sets it up; ``graphc.onnxio.recompose.Recomposer`` and
-``graphc.onnxio.fold_shapes.ShapeFolder``, its bases, read and extend it.
+``graphc.onnxio.importer._Importer`` sets it up; its bases ``graphc.onnxio.recompose.Recomposer``,
+``graphc.onnxio.fold_shapes.ShapeFolder`` and ``graphc.onnxio.convert.Converter`` read and
+extend it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ candidate is a last node ``y`` and the nodes before it whose outputs are named `
 and used by nothing else (``_find_lowered``); it becomes the op only if the op's own lowering,
 run on it at the file's opset, writes exactly those nodes, names, attributes and constants
 included (``_recompose``). Otherwise the nodes import as they are: PyTorch's
-``(x >= t).float()`` stays GreaterOrEqual + Cast.
+``(x >= t).float()`` stays GreaterOrEqual + Cast. (SpaceToDepth in CRD mode below opset 28,
+written as Reshape, Transpose, Reshape, imports as those ops, which compute the same.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ quantize-int8 uses SpaceToDepth on uint8 to run a strided stem convolution of fe
 which onnxruntime's int8 kernels run faster (graphc.compress.int8).
 
 >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
->>> y = _space_to_depth(x, 2)
+>>> y = space_to_depth(x, 2)
 >>> y[0, :, 0, 0].tolist()  # the top-left 2x2 block, one pixel per channel
 [0.0, 1.0, 4.0, 5.0]
 >>> bool(np.array_equal(_depth_to_space(y, 2, "DCR"), x))
@@ -47,7 +47,7 @@ S2D_PERM = {"DCR": (0, 3, 5, 1, 2, 4), "CRD": (0, 1, 3, 5, 2, 4)}
 S2D_MODE_OPSET = 28
 
 
-def _space_to_depth(x: np.ndarray, b: int, mode: str = "DCR") -> np.ndarray:
+def space_to_depth(x: np.ndarray, b: int, mode: str = "DCR") -> np.ndarray:
     n, c, h, w = x.shape
     blocks = x.reshape(n, c, h // b, b, w // b, b).transpose(S2D_PERM[mode])
     return blocks.reshape(n, c * b * b, h // b, w // b)
@@ -98,7 +98,7 @@ def _d2s_infer(in_types: list[TensorType | None], attrs: dict[str, Any],
 
 
 def _s2d_ref(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [np.ascontiguousarray(_space_to_depth(inputs[0], attrs["blocksize"], attrs["mode"]))]
+    return [np.ascontiguousarray(space_to_depth(inputs[0], attrs["blocksize"], attrs["mode"]))]
 
 
 def _s2d_lower(ctx: LowerCtx, view: NodeView) -> None:
@@ -110,13 +110,14 @@ def _s2d_lower(ctx: LowerCtx, view: NodeView) -> None:
             attrs["mode"] = mode
         ctx.node("SpaceToDepth", view.inputs, view.outputs, **attrs)
         return
-    n, c, h, w = view.in_types[0].shape
+    _, c, h, w = view.in_types[0].shape
     split, moved = ctx.fresh(f"{view.name}_split"), ctx.fresh(f"{view.name}_moved")
+    # 0: the batch as it comes (a file with a free batch dimension runs at any batch size).
     shape = ctx.const(f"{view.name}.split_shape",
-                      np.array([n, c, h // b, b, w // b, b], np.int64))
+                      np.array([0, c, h // b, b, w // b, b], np.int64))
     ctx.node("Reshape", [view.inputs[0], shape], [split])
     ctx.node("Transpose", [split], [moved], perm=list(S2D_PERM["CRD"]))
-    out_shape = ctx.const(f"{view.name}.shape", np.array([n, c * b * b, h // b, w // b],
+    out_shape = ctx.const(f"{view.name}.shape", np.array([0, c * b * b, h // b, w // b],
                                                          np.int64))
     ctx.node("Reshape", [moved, out_shape], view.outputs)
 
