@@ -98,7 +98,7 @@ from graphc.compress.int8 import (
     relative_rms,
 )
 from graphc.compress.int8_forms import build_dynamic, to_qoperator
-from graphc.compress.qat import fake_quant_grids
+from graphc.compress.qat import fake_quant_grids, simulates_junctions
 from graphc.errors import GraphcError, UsageError, unknown
 from graphc.ir import Graph, Value
 from graphc.rewrite import PassReport
@@ -360,6 +360,8 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
     qmax = 127 if weight_range == "full" else 63
     trained_grids: dict[Value, Grid] = {}
     trained_scales: dict[str, np.ndarray] = {}
+    # The junctions on uint8: always after calibration, after QAT where it simulated them.
+    with_junctions = not trained or simulates_junctions(g)
     if trained:
         # A QAT graph: its fake quantization says the grids; write them, do not recalibrate.
         g, trained_grids, trained_scales = fake_quant_grids(g)
@@ -406,7 +408,7 @@ def quantize_int8(g: Graph, *, calibration: Any = None, method: str = "minmax",
         if dynamic:
             return build_dynamic(h, chosen, per_channel=per_channel, qmax=qmax)
         q = build(h, chosen, on, per_channel=per_channel, qmax=qmax, weight_scales=scales,
-                  with_junctions=not trained)
+                  with_junctions=with_junctions)
         return to_qoperator(q) if format == "qoperator" else q
 
     fp32 = to_bytes(g)

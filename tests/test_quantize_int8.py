@@ -731,15 +731,22 @@ def test_a_pruned_stem_weight_stays_a_bitmask():
     assert "stem.weight.s2d.int8" in sparse.encoded_weights(h)
 
 
-def test_quantization_aware_training_keeps_residual_adds_in_float():
-    # QAT simulates the layers' grids, not the junctions': the int8 file of a QAT model keeps
-    # its Adds in float, as it trained (the skip path read the float value).
-    from graphc.compress.qat import prepare
+def test_quantization_aware_training_simulates_the_residual_adds():
+    # QAT fake-quantizes the junctions where quantize-int8 quantizes them: the int8 file runs
+    # its Add on uint8 and computes what training simulated. A record from before (no
+    # "junctions") rebuilds without them, and its file keeps the Add in float as it trained.
+    from graphc.compress.qat import prepare, qat_graph
 
     g = residual_net()
     rng = np.random.default_rng(0)
     batches = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
-    qat, _ = prepare(g, batches)
-    h = quantize_int8(qat)
-    (add,) = [n for n in h.op_nodes() if h.op(n) == "Add"]
-    assert [h.op(v.node) for v in h.in_values(add)].count("DequantizeLinear") < 2
+    qat, record = prepare(g, batches)
+    assert record["junctions"] is True
+    old = {k: v for k, v in record.items() if k != "junctions"}
+    for model, dequantized in ((qat, 2), (qat_graph(g, old), 1)):
+        h = quantize_int8(model, prefer="size")
+        (add,) = [n for n in h.op_nodes() if h.op(n) == "Add"]
+        assert [h.op(v.node) for v in h.in_values(add)].count("DequantizeLinear") == dequantized
+        if model is qat:
+            want, got = run(qat, batches[0])["y"], run(h, batches[0])["y"]
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())

@@ -241,8 +241,9 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
           with_junctions: bool = False) -> Graph:
     """Return ``g`` with ``layers`` in QDQ int8 form on the activation ``grids``; weights on
     ``max|W| / qmax`` per channel, or on ``weight_scales`` by layer (those QAT trained on);
-    with ``with_junctions``, the ``junctions`` between them on uint8 too (post-training only:
-    quantization-aware training does not simulate them, so its model keeps them in float)."""
+    with ``with_junctions``, the ``junctions`` between them on uint8 too (what calibration and
+    quantization-aware training measure; a QAT model recorded before QAT simulated them keeps
+    them in float, as it trained)."""
     h = g.copy()
     dq_of: dict[Value, Value] = {}
 

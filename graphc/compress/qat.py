@@ -3,8 +3,10 @@
 ``insert_fake_quant`` puts a FakeQuantizeLinear (quantize, then dequantize) where quantize-int8
 puts its QuantizeLinear / DequantizeLinear pairs: on every quantizable layer's input, on each
 Conv's output point (after its ReLU), and on every weight (int8, one scale per output channel).
-Not on the residual Adds between int8 layers, which post-training quantization runs on uint8:
-a QAT model's int8 file keeps them in float, as it trained.
+And on the residual Adds between int8 layers (``graphc.compress.int8.junctions``): their inputs
+and their output point, where quantize-int8 runs them on uint8. A checkpoint recorded before
+QAT simulated them (no ``"junctions"`` in its record) rebuilds without them, and its int8 file
+keeps those Adds in float, as it trained.
 Training then sees the rounding and clipping of the shipped model; gradients pass through the
 rounding by the straight-through estimator (inside the grid's range). The grids stay as
 calibrated (fixed-range QAT: learned step sizes without LSQ's gradient scaling diverged on the
@@ -28,7 +30,7 @@ import numpy as np
 
 from graphc.compress import calibrate
 from graphc.compress.calibrate import Grid
-from graphc.compress.int8 import find_layers, grid_source, needed_values, set_input
+from graphc.compress.int8 import find_layers, grid_source, junctions, needed_values, set_input
 from graphc.errors import GraphcError
 from graphc.ir import CONST, Graph, Value
 
@@ -43,30 +45,43 @@ def _fake(g: Graph, value: Value, scale: Any, zero: Any, name: str, attrs: dict[
 
 
 def insert_fake_quant(g: Graph, grids: Mapping[Value, Grid], *, per_channel: bool = True,
-                      qmax: int = 127) -> Graph:
+                      qmax: int = 127, with_junctions: bool = False) -> Graph:
     """Return ``g`` with fake quantization on the inputs, output points and weights of its
-    quantizable layers, activations on ``grids`` and weights at ``max|W| / qmax``."""
+    quantizable layers (and with ``with_junctions``, on the junctions' inputs and output points,
+    as quantize-int8 writes them), activations on ``grids`` and weights at ``max|W| / qmax``."""
     h = g.copy()
     layers = find_layers(g)
     done: dict[Value, Value] = {}
-    for layer in layers:
-        point = layer.out_point
-        if point is None or point in done:
-            continue
+
+    def fake_point(point: Value) -> None:
         grid = grids[point]
         fq = _fake(h, point, np.float32(grid.scale), np.uint8(grid.zero_point),
                    h.value_name(point), {})
         h.replace_all_uses(point, fq, keep={fq.node})
         done[point] = fq
+
+    def fake_input(node: str, port: int) -> Value:
+        x = h.in_values(node)[port]
+        if h.op(x.node) == FAKE:
+            return x
+        if x not in done:
+            grid = grids[grid_source(g, x, grids)]
+            done[x] = _fake(h, x, np.float32(grid.scale), np.uint8(grid.zero_point),
+                            h.value_name(x), {})
+        set_input(h, node, port, done[x])
+        return done[x]
+
     for layer in layers:
+        if layer.out_point is not None and layer.out_point not in done:
+            fake_point(layer.out_point)
+    points = {layer.out_point for layer in layers if layer.out_point is not None}
+    for add, point in junctions(g, points) if with_junctions else []:
+        fake_point(point)
+        for port in range(2):
+            fake_input(add, port)
+    for layer in layers:
+        fake_input(layer.node, 0)
         values = h.in_values(layer.node)
-        x = values[0]
-        if h.op(x.node) != FAKE:
-            if x not in done:
-                grid = grids[grid_source(g, x, grids)]
-                done[x] = _fake(h, x, np.float32(grid.scale), np.uint8(grid.zero_point),
-                                h.value_name(x), {})
-            set_input(h, layer.node, 0, done[x])
         w = h.const_value(values[1])
         axis = layer.weight_axis if per_channel else None
         scales = calibrate.weight_scales(w, axis, qmax)
@@ -86,11 +101,11 @@ def prepare(g: Graph, batches: Sequence[Mapping[str, np.ndarray]], *, method: st
         raise GraphcError(f"{g.name} has no layer to quantize",
                           expected="a Conv, Gemm or MatMul with constant weights",
                           got="none", hint="QAT simulates quantize-int8, which needs such layers.")
-    values = needed_values(g, layers)
+    values = needed_values(g, layers, with_junctions=True)
     ranges = calibrate.measure_ranges(g, batches, values, method=method)
     grids = {v: calibrate.activation_grid(*r) for v, r in ranges.items()}
-    qat = insert_fake_quant(g, grids, per_channel=per_channel, qmax=qmax)
-    record = {"per_channel": per_channel, "qmax": qmax,
+    qat = insert_fake_quant(g, grids, per_channel=per_channel, qmax=qmax, with_junctions=True)
+    record = {"per_channel": per_channel, "qmax": qmax, "junctions": True,
               "zero_points": {g.value_name(v): grids[v].zero_point for v in values},
               "scales": {s.node: np.asarray(qat.const_value(s)).tolist()
                          for n in qat.op_nodes() if qat.op(n) == FAKE
@@ -100,7 +115,9 @@ def prepare(g: Graph, batches: Sequence[Mapping[str, np.ndarray]], *, method: st
 
 def qat_graph(g: Graph, record: Mapping[str, Any]) -> Graph:
     """Rebuild the QAT graph of ``g`` from a checkpoint's record (grids and weight scales)."""
-    values = needed_values(g, find_layers(g))
+    # Records written before QAT simulated the junctions have no "junctions": without them.
+    with_junctions = bool(record.get("junctions", False))
+    values = needed_values(g, find_layers(g), with_junctions=with_junctions)
     zero_points = record["zero_points"]
     missing = [g.value_name(v) for v in values if g.value_name(v) not in zero_points]
     if missing:
@@ -108,7 +125,8 @@ def qat_graph(g: Graph, record: Mapping[str, Any]) -> Graph:
                           expected=f"zero points of {', '.join(missing)}",
                           got=sorted(zero_points), hint="Use the model the checkpoint trained.")
     grids = {v: Grid(1.0, int(zero_points[g.value_name(v)])) for v in values}
-    qat = insert_fake_quant(g, grids, per_channel=record["per_channel"], qmax=record["qmax"])
+    qat = insert_fake_quant(g, grids, per_channel=record["per_channel"], qmax=record["qmax"],
+                            with_junctions=with_junctions)
     for name, value in record["scales"].items():
         old = qat.const_value(Value(name)) if name in qat.nx else None
         if old is None or np.shape(value) != old.shape:
@@ -119,6 +137,13 @@ def qat_graph(g: Graph, record: Mapping[str, Any]) -> Graph:
         array.flags.writeable = False
         qat.nx.nodes[name]["value"] = array
     return qat
+
+
+def simulates_junctions(g: Graph) -> bool:
+    """Whether the QAT graph ``g`` fake-quantizes its junctions: an Add reads two fake
+    quantized values (before, the skip path read the float value)."""
+    return any(g.op(n) == "Add" and all(v is not None and g.op(v.node) == FAKE
+                                        for v in g.in_values(n)) for n in g.op_nodes())
 
 
 def fake_quant_grids(g: Graph) -> tuple[Graph, dict[Value, Grid], dict[str, np.ndarray]]:
