@@ -24,7 +24,7 @@ dynamic forms are in ``graphc.compress.int8_forms``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -235,6 +235,48 @@ def _qdq(g: Graph, value: Value, grid: Grid, name: str) -> tuple[str, Value]:
     return q.node, g.add_node("DequantizeLinear", [q, scale, zero], name=f"{name}_dequantize")
 
 
+# Puts a value on a grid: (graph, value, grid, name) -> (the node that reads the value, the
+# value that stands for it).
+Wrap = Callable[[Graph, Value, Grid, str], tuple[str, Value]]
+
+
+def place_grids(g: Graph, h: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid],
+                wrap: Wrap, wrapped_op: str, *, with_junctions: bool) -> None:
+    """Put in ``h`` (a copy of ``g``) every activation that quantize-int8 quantizes through
+    ``wrap``: each layer's output point and (with ``with_junctions``) each junction's, for all
+    their users; each junction's two inputs and each layer's input, for that reader (one wrap
+    per value), unless it already reads a ``wrapped_op`` output. ``build`` wraps in
+    QuantizeLinear / DequantizeLinear, quantization-aware training in FakeQuantizeLinear
+    (graphc.compress.qat), so that training simulates what the file computes."""
+    done: dict[Value, Value] = {}
+
+    def at_point(point: Value) -> None:
+        keep, new = wrap(h, point, grids[point], h.value_name(point))
+        h.replace_all_uses(point, new, keep={keep})
+        done[point] = new
+
+    def at_input(node: str, port: int) -> None:
+        x = h.in_values(node)[port]
+        if h.op(x.node) == wrapped_op:
+            return
+        if x not in done:
+            _, done[x] = wrap(h, x, grids[grid_source(g, x, grids)], h.value_name(x))
+        set_input(h, node, port, done[x])
+
+    for layer in layers:
+        if layer.out_point is not None and layer.out_point not in done:
+            at_point(layer.out_point)
+    points = {layer.out_point for layer in layers if layer.out_point is not None}
+    for add, point in junctions(g, points) if with_junctions else []:
+        if point not in grids:
+            break  # a one-layer model: no junction, nor any after it, has a grid
+        at_point(point)
+        for port in range(2):
+            at_input(add, port)
+    for layer in layers:
+        at_input(layer.node, 0)
+
+
 def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
           per_channel: bool = True, qmax: int = 127,
           weight_scales: Mapping[str, np.ndarray] | None = None,
@@ -245,38 +287,11 @@ def build(g: Graph, layers: Sequence[Layer], grids: Mapping[Value, Grid], *,
     quantization-aware training measure; a QAT model recorded before QAT simulated them keeps
     them in float, as it trained)."""
     h = g.copy()
-    dq_of: dict[Value, Value] = {}
-
-    def quantize_point(point: Value) -> None:
-        """Put ``point`` (an output point) through Q / DQ on its grid for all its users."""
-        q, dq = _qdq(h, point, grids[point], h.value_name(point))
-        h.replace_all_uses(point, dq, keep={q})
-        dq_of[point] = dq
-
-    def dequantized_input(node: str, port: int) -> Value:
-        """Make ``node`` read its input at ``port`` dequantized (on its source's grid)."""
-        x = h.in_values(node)[port]
-        if h.op(x.node) == "DequantizeLinear":
-            return x
-        if x not in dq_of:
-            _, dq_of[x] = _qdq(h, x, grids[grid_source(g, x, grids)], h.value_name(x))
-        set_input(h, node, port, dq_of[x])
-        return dq_of[x]
-
-    for layer in layers:
-        if layer.out_point is not None and layer.out_point not in dq_of:
-            quantize_point(layer.out_point)
-    points = {layer.out_point for layer in layers if layer.out_point is not None}
-    for add, point in junctions(g, points) if with_junctions else []:
-        if point not in grids:
-            break  # a one-layer model: no junction, nor any after it, has a grid
-        quantize_point(point)
-        for port in range(2):
-            dequantized_input(add, port)
+    place_grids(g, h, layers, grids, _qdq, "DequantizeLinear", with_junctions=with_junctions)
     for layer in layers:
         node = layer.node
-        x = dequantized_input(node, 0)
         values = h.in_values(node)
+        x = values[0]
         block = stem_block(h, node)
         if block is not None:
             _space_to_depth(h, node, block, x)

@@ -30,7 +30,7 @@ import numpy as np
 
 from graphc.compress import calibrate
 from graphc.compress.calibrate import Grid
-from graphc.compress.int8 import find_layers, grid_source, junctions, needed_values, set_input
+from graphc.compress.int8 import find_layers, needed_values, place_grids, set_input
 from graphc.errors import GraphcError
 from graphc.ir import CONST, Graph, Value
 
@@ -51,36 +51,13 @@ def insert_fake_quant(g: Graph, grids: Mapping[Value, Grid], *, per_channel: boo
     as quantize-int8 writes them), activations on ``grids`` and weights at ``max|W| / qmax``."""
     h = g.copy()
     layers = find_layers(g)
-    done: dict[Value, Value] = {}
 
-    def fake_point(point: Value) -> None:
-        grid = grids[point]
-        fq = _fake(h, point, np.float32(grid.scale), np.uint8(grid.zero_point),
-                   h.value_name(point), {})
-        h.replace_all_uses(point, fq, keep={fq.node})
-        done[point] = fq
+    def fake(h: Graph, value: Value, grid: Grid, name: str) -> tuple[str, Value]:
+        fq = _fake(h, value, np.float32(grid.scale), np.uint8(grid.zero_point), name, {})
+        return fq.node, fq
 
-    def fake_input(node: str, port: int) -> Value:
-        x = h.in_values(node)[port]
-        if h.op(x.node) == FAKE:
-            return x
-        if x not in done:
-            grid = grids[grid_source(g, x, grids)]
-            done[x] = _fake(h, x, np.float32(grid.scale), np.uint8(grid.zero_point),
-                            h.value_name(x), {})
-        set_input(h, node, port, done[x])
-        return done[x]
-
+    place_grids(g, h, layers, grids, fake, FAKE, with_junctions=with_junctions)
     for layer in layers:
-        if layer.out_point is not None and layer.out_point not in done:
-            fake_point(layer.out_point)
-    points = {layer.out_point for layer in layers if layer.out_point is not None}
-    for add, point in junctions(g, points) if with_junctions else []:
-        fake_point(point)
-        for port in range(2):
-            fake_input(add, port)
-    for layer in layers:
-        fake_input(layer.node, 0)
         values = h.in_values(layer.node)
         w = h.const_value(values[1])
         axis = layer.weight_axis if per_channel else None
