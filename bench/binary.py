@@ -53,7 +53,6 @@ import onnxruntime as ort
 import graphc
 from graphc import nn
 from graphc.cli.checkpoints import load_data, onnx_accuracy
-from graphc.compress.binary import binarized
 from graphc.compress.latency import Timing, cpu_info, measure
 from graphc.dsl import GraphBuilder
 from graphc.interpret import run
@@ -113,7 +112,7 @@ def conv_stack(batch: int) -> Graph:
     for node in g.op_nodes():
         if g.op(node) == "Conv":
             w = g.in_values(node)[1]
-            alpha = np.exp2(np.round(np.log2(binarized(np.abs(g.const_value(w)), 0)[:, 0, 0, 0])))
+            alpha = np.exp2(np.round(np.log2(np.abs(g.const_value(w)).mean(axis=(1, 2, 3)))))
             g.nx.nodes[w.node]["value"] = np.where(
                 g.const_value(w) >= 0, 1, -1).astype(np.float32) * alpha[:, None, None, None]
     return g

@@ -164,14 +164,14 @@ def comparison_scales(case: Case) -> dict[str, float]:
     if not case.bounds:
         return case.scales
     g = case.graph
-    values = run_all(g, case.feeds)
+    largest = {v: float(np.abs(a[np.isfinite(a)]).max(initial=0.0))
+               for v, a in run_all(g, case.feeds).items() if a.dtype.kind == "f"}
     for name, value in zip(g.output_names(), g.outputs, strict=True):
         if name not in case.bounds:
             continue
         nodes = nx.ancestors(g.nx, value.node) | {value.node}
-        seen = [np.abs(a[np.isfinite(a)]).max(initial=0.0) for v, a in values.items()
-                if v.node in nodes and a.dtype.kind == "f"]
-        magnitude = min(case.bounds[name], float(max(seen, default=0.0)))
+        seen = max((m for v, m in largest.items() if v.node in nodes), default=0.0)
+        magnitude = min(case.bounds[name], seen)
         case.scales[name] = cancellation_scale(g.type_of(value).dtype, magnitude)
     return case.scales
 
