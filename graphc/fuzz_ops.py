@@ -1213,7 +1213,7 @@ GENERATORS: dict[str, Callable[[Ctx], bool]] = {
     "Erf": _unary("Erf", bound=lambda b: 1.0),
     # Gelu of x below about -3 is x times 1 + erf(x / sqrt 2) (or 1 + tanh), two numbers near
     # 1 that cancel in float32: an error of a few ulps of |x| (x = -4.5: 1% of the result),
-    # which the comparison allows where the bound is known (fuzz.cancellation_scale).
+    # which the comparison allows where the bound is known (fuzz.comparison_scales).
     "Gelu": _unary("Gelu", finite_in=True,
                    attrs=lambda c: {"approximate": c.choice(["none", "tanh"])}),
     "HardSigmoid": _unary("HardSigmoid", bound=lambda b: 1.0, attrs=lambda c: {
