@@ -750,3 +750,22 @@ def test_quantization_aware_training_simulates_the_residual_adds():
         if model is qat:
             want, got = run(qat, batches[0])["y"], run(h, batches[0])["y"]
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_a_gemm_chain_is_the_same_in_any_layer_order_and_fuses_whole():
+    # build() placed each layer's input QuantizeLinear while it walked the layers, so when fc1
+    # was handled its ReLU still fed fc2 directly, and _keep_fusable made it LeakyRelu(alpha=0):
+    # onnxruntime then ran QGemm, a float LeakyRelu and a QuantizeLinear per layer, and the
+    # layers given in the other order made another file. Every activation is placed first now.
+    from graphc.compress import calibrate
+    from graphc.compress.int8 import build, find_layers, needed_values
+
+    g = folded("mlp")
+    layers = find_layers(g)
+    ranges = calibrate.measure_ranges(g, [{"x": digits_like(g, 1)}], needed_values(g, layers))
+    grids = {v: calibrate.activation_grid(*r) for v, r in ranges.items()}
+    h = build(g, layers, grids)
+    assert to_bytes(h) == to_bytes(build(g, layers[::-1], grids))
+    assert "LeakyRelu" not in [h.op(n) for n in h.op_nodes()]
+    ops = [op for _, op in executed_ops(to_bytes(h), {"x": digits_like(g, 1)})]
+    assert ops == ["QuantizeLinear", "QGemm", "QGemm", "QGemm"]
